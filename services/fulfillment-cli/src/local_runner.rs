@@ -1,0 +1,327 @@
+//! `fulfillment up`: every service in one process, each replica its own consumer, the retry
+//! worker on an interval, and a private `redis-server` when none answers.
+//!
+//! The pipeline is built from the same library functions the images run ([`Pipeline::start`]),
+//! so the integration tests and the local runner exercise the code that ships.
+
+use anyhow::{Context, bail};
+use fulfillment_core::consumer::{EventHandler, run_consumer};
+use fulfillment_core::service::{consumer_config, prepare_redis, redact};
+use fulfillment_core::{Redis, Settings};
+use retry_worker::RetryWorker;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The services that read through a consumer group, by the name `--replicas` uses.
+pub const SERVICES: &[&str] = &["order", "inventory", "payment", "shipping", "notification"];
+const MAX_REPLICAS: usize = 64;
+
+/// Consumers per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicas(BTreeMap<String, usize>);
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self(SERVICES.iter().map(|s| (s.to_string(), 1)).collect())
+    }
+}
+
+impl Replicas {
+    /// Parses `inventory=3,shipping=2`; unnamed services keep one consumer.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut replicas = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, count) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not service=count"))?;
+            if !SERVICES.contains(&name) {
+                return Err(format!(
+                    "unknown service {name:?}; one of {}",
+                    SERVICES.join(", ")
+                ));
+            }
+            let count: usize = count
+                .parse()
+                .ok()
+                .filter(|c| (1..=MAX_REPLICAS).contains(c))
+                .ok_or_else(|| format!("replicas of {name} must be 1 to {MAX_REPLICAS}"))?;
+            replicas.0.insert(name.to_owned(), count);
+        }
+        Ok(replicas)
+    }
+
+    pub fn of(&self, service: &str) -> usize {
+        self.0.get(service).copied().unwrap_or(1)
+    }
+
+    pub fn set(&mut self, service: &str, count: usize) {
+        self.0.insert(service.to_owned(), count);
+    }
+}
+
+/// The handler of a service's group.
+pub fn handler_for(service: &str, redis: &Redis, settings: &Settings) -> Arc<dyn EventHandler> {
+    match service {
+        "order" => Arc::new(order_service::projection::handler(redis.clone(), settings)),
+        "inventory" => Arc::new(inventory_service::handler(redis.clone(), settings)),
+        "payment" => Arc::new(payment_service::handler(redis.clone(), settings)),
+        "shipping" => Arc::new(shipping_service::handler(redis.clone(), settings)),
+        _ => Arc::new(notification_service::handler(redis.clone(), settings)),
+    }
+}
+
+/// A running pipeline: API, consumers and (optionally) the retry loop.
+#[derive(Debug)]
+pub struct Pipeline {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Pipeline {
+    /// Starts the API on `listener` (if given), `replicas` consumers per service and, with
+    /// `retry_loop`, the retry worker every `RETRY_INTERVAL_MS`.
+    pub async fn start(
+        settings: &Settings,
+        redis: &Redis,
+        replicas: &Replicas,
+        listener: Option<TcpListener>,
+        retry_loop: bool,
+    ) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let Some(listener) = listener {
+            let state = order_service::prepare(Arc::new(settings.clone()), redis.clone()).await?;
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = order_service::serve(state, listener, stop).await {
+                    tracing::error!(error = %e, "API stopped");
+                }
+            }));
+        }
+        for service in SERVICES {
+            let handler = handler_for(service, redis, settings);
+            for i in 1..=replicas.of(service) {
+                tasks.push(tokio::spawn(run_consumer(
+                    redis.clone(),
+                    handler.clone(),
+                    consumer_config(settings, &format!("{service}-{i}")),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        if retry_loop {
+            let mut retry_settings = settings.clone();
+            retry_settings.consumer_name = "retry-worker".into();
+            let worker = RetryWorker::new(
+                redis.clone(),
+                retry_settings.clone(),
+                retry_worker::all_handlers(redis, &retry_settings),
+            );
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move { worker.run_loop(stop).await }));
+        }
+        Ok(Self {
+            shutdown,
+            tasks,
+            grace: settings.shutdown_grace(),
+        })
+    }
+
+    /// Stops reading, lets every consumer finish and acknowledge its batch, then returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::warn!("some work did not finish within the grace period");
+        }
+    }
+}
+
+/// What `fulfillment up` was asked for.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub http: std::net::SocketAddr,
+    pub replicas: Replicas,
+    pub unstable: bool,
+    /// Where a private Redis keeps its append-only file.
+    pub state_dir: PathBuf,
+}
+
+/// Runs everything until `shutdown`; stops the private Redis, if it started one, on the way out.
+pub async fn up(
+    mut settings: Settings,
+    options: UpOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if options.unstable {
+        settings.inventory_failure_rate = 0.4;
+    }
+    let private_redis = ensure_redis(&settings.redis_url, &options.state_dir).await?;
+    let result = async {
+        let redis = prepare_redis(&settings).await?;
+        let listener = TcpListener::bind(options.http)
+            .await
+            .with_context(|| format!("cannot listen on --http {}", options.http))?;
+        let pipeline =
+            Pipeline::start(&settings, &redis, &options.replicas, Some(listener), true).await?;
+        tracing::info!(
+            api = %format!("http://{}", options.http),
+            redis = redact(&settings.redis_url),
+            inventory_failure_rate = settings.inventory_failure_rate,
+            "fulfillment is up; Ctrl-C stops it"
+        );
+        shutdown.cancelled().await;
+        pipeline.stop().await;
+        Ok(())
+    }
+    .await;
+    if let Some(redis) = private_redis {
+        redis.stop().await;
+    }
+    result
+}
+
+/// A `redis-server` this process started and stops.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    /// Asks it to shut down (flushing its append-only file), then waits for it.
+    pub async fn stop(mut self) {
+        if let Ok(client) = redis::Client::open(self.url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        tracing::info!("private redis-server stopped");
+    }
+}
+
+/// Returns `None` when Redis answers at `url`; otherwise starts a private `redis-server` on the
+/// URL's port when the URL is local and `redis-server` is on the PATH, or says what is missing.
+pub async fn ensure_redis(url: &str, state_dir: &Path) -> anyhow::Result<Option<PrivateRedis>> {
+    if redis_answers(url).await {
+        return Ok(None);
+    }
+    let (host, port) = local_host_port(url).with_context(|| {
+        format!(
+            "no Redis answers at REDIS_URL={} and it is not local, so none can be started",
+            redact(url)
+        )
+    })?;
+    let Some(server) = find_on_path("redis-server") else {
+        bail!(
+            "no Redis answers at {} and redis-server is not installed (Debian: apt-get install redis-server)",
+            redact(url)
+        );
+    };
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let dir = std::fs::canonicalize(state_dir)?;
+    let child = Command::new(server)
+        .args(["--bind", &host, "--port", &port.to_string()])
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+        .args(["--logfile", "redis.log"])
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start redis-server")?;
+    let private = PrivateRedis {
+        child,
+        url: url.to_owned(),
+    };
+    for _ in 0..100 {
+        if redis_answers(url).await {
+            tracing::info!(port, dir = %dir.display(), "started a private redis-server");
+            return Ok(Some(private));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    private.stop().await;
+    bail!(
+        "started redis-server on port {port} but it did not answer; see {}/redis.log",
+        dir.display()
+    )
+}
+
+async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let ping = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Host and port of a `redis://` URL whose host is this machine.
+fn local_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("redis://")?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 6379),
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]").then(|| (host.to_owned(), port))
+}
+
+fn find_on_path(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_parse_and_refuse_nonsense() {
+        let r = Replicas::parse("inventory=3, shipping=2").expect("parses");
+        assert_eq!(r.of("inventory"), 3);
+        assert_eq!(r.of("shipping"), 2);
+        assert_eq!(r.of("payment"), 1);
+        assert!(Replicas::parse("inventory").is_err());
+        assert!(Replicas::parse("billing=2").is_err());
+        assert!(Replicas::parse("inventory=0").is_err());
+        assert!(Replicas::parse("inventory=1000").is_err());
+    }
+
+    #[test]
+    fn only_local_urls_get_a_private_redis() {
+        assert_eq!(
+            local_host_port("redis://127.0.0.1:6390/0"),
+            Some(("127.0.0.1".into(), 6390))
+        );
+        assert_eq!(
+            local_host_port("redis://:pw@localhost"),
+            Some(("localhost".into(), 6379))
+        );
+        assert_eq!(local_host_port("redis://redis.prod:6379"), None);
+        assert_eq!(local_host_port("rediss://127.0.0.1:6379"), None);
+    }
+}

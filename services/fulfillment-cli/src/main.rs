@@ -1,0 +1,114 @@
+//! `fulfillment`: run the whole pipeline locally, and operate a running one.
+
+use clap::{Parser, Subcommand};
+use fulfillment_cli::dlq_commands;
+use fulfillment_cli::local_runner::{self, Replicas, UpOptions};
+use fulfillment_core::Redis;
+use fulfillment_core::service::{exit_code, settings_or_exit};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Event-driven order fulfillment on Redis Streams.
+///
+/// Settings come from the environment (REDIS_URL, STREAM, DLQ_STREAM, RETRY_MIN_IDLE_MS,
+/// INVENTORY_FAILURE_RATE, ...; see the README); a bad one stops the command with one line.
+#[derive(Debug, Parser)]
+#[command(name = "fulfillment", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in this process until Ctrl-C: the API and console on --http, each
+    /// replica as its own consumer, the retry worker every RETRY_INTERVAL_MS. Starts a private
+    /// redis-server (append-only file under --state-dir) when none answers at REDIS_URL.
+    Up {
+        /// Where the API and console listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Consumers per service, e.g. inventory=3,shipping=2 (services: order, inventory,
+        /// payment, shipping, notification; each defaults to 1).
+        #[arg(long, value_parser = Replicas::parse, default_value = "")]
+        replicas: Replicas,
+        /// Demo preset: inventory fails 40% of deliveries (INVENTORY_FAILURE_RATE=0.4), so
+        /// retries and dead letters show up.
+        #[arg(long)]
+        unstable: bool,
+        /// Directory for a private Redis's data.
+        #[arg(long, default_value = ".fulfillment")]
+        state_dir: PathBuf,
+    },
+    /// Inspect and act on the dead-letter stream.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a dead letter back on the stream for its own group, and remove it from the DLQ.
+    Replay { id: String },
+    /// Remove a dead letter.
+    Delete { id: String },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = settings_or_exit();
+    fulfillment_core::telemetry::init(settings.log_format);
+    let result = async {
+        match cli.command {
+            Command::Up {
+                http,
+                replicas,
+                unstable,
+                state_dir,
+            } => {
+                let options = UpOptions {
+                    http,
+                    replicas,
+                    unstable,
+                    state_dir,
+                };
+                local_runner::up(settings, options, fulfillment_core::shutdown::on_signal()).await
+            }
+            Command::Dlq { action } => {
+                let redis = Redis::connect(&settings.redis_url).await?;
+                let output = match action {
+                    DlqAction::List { limit, json } => {
+                        dlq_commands::list(
+                            &redis,
+                            &settings.dlq_stream,
+                            limit.clamp(1, 10_000),
+                            json,
+                        )
+                        .await?
+                    }
+                    DlqAction::Replay { id } => {
+                        dlq_commands::replay(&redis, &settings.stream, &settings.dlq_stream, &id)
+                            .await?
+                    }
+                    DlqAction::Delete { id } => {
+                        dlq_commands::delete(&redis, &settings.dlq_stream, &id).await?
+                    }
+                };
+                println!("{output}");
+                Ok(())
+            }
+        }
+    }
+    .await;
+    exit_code(result)
+}

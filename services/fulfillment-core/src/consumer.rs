@@ -1,0 +1,479 @@
+//! The consumer-group loop and the one decision every delivery ends in.
+//!
+//! Invariant: an entry is acknowledged only when its handler finished it, when it is not this
+//! group's to handle, or in the same script that wrote it to the dead-letter stream. Anything
+//! else stays pending for the retry worker. [`dispose`] makes that decision for the live loop and
+//! the retry worker alike, so both treat an entry the same way.
+
+use crate::dead_letter::{self, DeadLetter};
+use crate::events::{DecodeError, Event, EventType};
+use crate::metrics;
+use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
+use futures_util::future::join_all;
+use redis::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What a handler returns.
+pub type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Handled, HandlerError>> + Send + 'a>>;
+
+/// A finished delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Done: acknowledge.
+    Done,
+    /// Done, but the acknowledgement is deliberately lost (failure injection): the entry stays
+    /// pending and is delivered again.
+    AckWithheld,
+}
+
+/// Why a delivery did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May pass on a later attempt: the entry stays pending and the retry worker retries it.
+    #[error("{0}")]
+    Transient(String),
+    /// Cannot pass however often it is tried: the entry goes to the dead-letter stream now.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<redis::RedisError> for HandlerError {
+    fn from(e: redis::RedisError) -> Self {
+        HandlerError::Transient(format!("redis: {e}"))
+    }
+}
+
+impl From<DecodeError> for HandlerError {
+    fn from(e: DecodeError) -> Self {
+        HandlerError::Permanent(e.to_string())
+    }
+}
+
+/// One delivery of an event to a handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub stream_id: &'a str,
+    pub event: &'a Event,
+    /// The consumer handling it (`inventory-1`, `retry-worker`).
+    pub consumer: &'a str,
+    /// 1 for the first delivery, 2 for the first retry, and so on.
+    pub attempt: u64,
+}
+
+impl Delivery<'_> {
+    /// The `producer` field for events this delivery publishes.
+    pub fn producer(&self, service: &str) -> String {
+        format!("{service}/{}", self.consumer)
+    }
+}
+
+/// A service's logic for the events its group cares about. Handlers are idempotent: the same
+/// event delivered twice has its effect once.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The consumer group this handler reads through.
+    fn group(&self) -> &'static str;
+    /// Whether this group acts on `event_type`; other entries are acknowledged unread.
+    fn handles(&self, event_type: EventType) -> bool;
+    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a>;
+}
+
+/// A stream entry as read, fields in order and binary-safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RawEntry {
+    pub fn field_map(&self) -> HashMap<String, Vec<u8>> {
+        self.fields
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+            .collect()
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+    }
+}
+
+/// What becomes of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    LeavePending { reason: String },
+    DeadLetter { error: String, poison: bool },
+}
+
+/// Decodes and handles one entry for `handler`'s group and says what to do with it.
+pub async fn dispose(
+    handler: &dyn EventHandler,
+    entry: &RawEntry,
+    consumer: &str,
+    attempt: u64,
+) -> (Disposition, Option<Event>) {
+    let group = handler.group();
+    let event = match Event::from_fields(&entry.field_map()) {
+        Ok(event) => event,
+        Err(DecodeError::BadPayload { event_type, .. }) if !handler.handles(event_type) => {
+            return (Disposition::Ack, None);
+        }
+        Err(e) => {
+            let poison = !matches!(e, DecodeError::BadPayload { .. });
+            metrics::event_handled(group, "undecodable", "dead_lettered");
+            tracing::warn!(group, stream_id = entry.id, error = %e, "undecodable entry");
+            return (
+                Disposition::DeadLetter {
+                    error: e.to_string(),
+                    poison,
+                },
+                None,
+            );
+        }
+    };
+    if event.replay_for.as_deref().is_some_and(|g| g != group) || !handler.handles(event.event_type)
+    {
+        return (Disposition::Ack, Some(event));
+    }
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "handle",
+        group,
+        consumer,
+        order_id = event.order_id.as_str(),
+        event_id = %event.event_id,
+        event_type = event.event_type.as_str(),
+        attempt,
+    );
+    let result = {
+        let _entered = span.enter();
+        handler.handle(Delivery {
+            stream_id: &entry.id,
+            event: &event,
+            consumer,
+            attempt,
+        })
+    }
+    .await;
+    metrics::handler_duration(group, event.event_type.as_str(), started.elapsed());
+    let type_name = event.event_type.as_str();
+    let disposition = match result {
+        Ok(Handled::Done) => {
+            metrics::event_handled(group, type_name, "ok");
+            Disposition::Ack
+        }
+        Ok(Handled::AckWithheld) => {
+            metrics::event_handled(group, type_name, "ack_lost");
+            span.in_scope(|| tracing::warn!("acknowledgement withheld (failure injection)"));
+            Disposition::LeavePending {
+                reason: "acknowledgement withheld".into(),
+            }
+        }
+        Err(HandlerError::Transient(reason)) => {
+            metrics::event_handled(group, type_name, "transient_error");
+            span.in_scope(|| {
+                tracing::warn!(error = reason.as_str(), "handler failed; left pending")
+            });
+            Disposition::LeavePending { reason }
+        }
+        Err(HandlerError::Permanent(error)) => {
+            metrics::event_handled(group, type_name, "dead_lettered");
+            span.in_scope(|| tracing::error!(error = error.as_str(), "permanent failure"));
+            Disposition::DeadLetter {
+                error,
+                poison: false,
+            }
+        }
+    };
+    (disposition, Some(event))
+}
+
+/// Where a consumer reads and what it is called.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub stream: String,
+    pub dlq_stream: String,
+    pub consumer: String,
+    pub batch_size: usize,
+    pub block: Duration,
+}
+
+/// Reads the group's new entries until `shutdown`, handling each batch concurrently and
+/// acknowledging it with one `XACK`. A stopping consumer finishes and acknowledges the batch in
+/// hand before it returns. Redis errors are retried with backoff; they never end the loop.
+pub async fn run_consumer(
+    redis: Redis,
+    handler: Arc<dyn EventHandler>,
+    config: ConsumerConfig,
+    shutdown: CancellationToken,
+) {
+    let group = handler.group();
+    let mut backoff = Backoff::default();
+    let mut reader = None;
+    tracing::info!(group, consumer = config.consumer, "consumer started");
+    while !shutdown.is_cancelled() {
+        let conn = match reader.as_mut() {
+            Some(conn) => conn,
+            None => match redis.blocking_reader().await {
+                Ok(conn) => reader.insert(conn),
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "cannot open reader; retrying");
+                    backoff.wait(&shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let batch = match read_new_entries(conn, group, &config).await {
+            Ok(batch) => {
+                backoff.reset();
+                batch
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                if let Err(e) = ensure_groups(&redis, &config.stream, &[group]).await {
+                    tracing::warn!(group, error = %e, "cannot create group");
+                }
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(group, error = %e, "read failed; reconnecting");
+                reader = None;
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        handle_batch(&redis, handler.as_ref(), &config, &batch).await;
+    }
+    tracing::info!(group, consumer = config.consumer, "consumer stopped");
+}
+
+async fn handle_batch(
+    redis: &Redis,
+    handler: &dyn EventHandler,
+    config: &ConsumerConfig,
+    batch: &[RawEntry],
+) {
+    let group = handler.group();
+    let outcomes = join_all(
+        batch
+            .iter()
+            .map(|entry| dispose(handler, entry, &config.consumer, 1)),
+    )
+    .await;
+    let mut acks = Vec::new();
+    for (entry, (disposition, event)) in batch.iter().zip(outcomes) {
+        match disposition {
+            Disposition::Ack => acks.push(entry.id.as_str()),
+            Disposition::LeavePending { .. } => {}
+            Disposition::DeadLetter { error, poison } => {
+                let letter = DeadLetter {
+                    group,
+                    entry,
+                    event: event.as_ref(),
+                    deliveries: 1,
+                    error: &error,
+                    poison,
+                };
+                if let Err(e) =
+                    dead_letter::dead_letter(redis, &config.stream, &config.dlq_stream, &letter)
+                        .await
+                {
+                    tracing::error!(group, stream_id = entry.id, error = %e, "cannot dead-letter; left pending");
+                }
+            }
+        }
+    }
+    if let Err(e) = acknowledge(redis, &config.stream, group, &acks).await {
+        tracing::warn!(group, error = %e, count = acks.len(), "ack failed; entries will be retried");
+    }
+}
+
+/// `XACK` for many ids in one round trip.
+pub async fn acknowledge(
+    redis: &Redis,
+    stream: &str,
+    group: &str,
+    ids: &[&str],
+) -> redis::RedisResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut conn = redis.conn();
+    redis::cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .query_async::<u64>(&mut conn)
+        .await?;
+    Ok(())
+}
+
+async fn read_new_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    config: &ConsumerConfig,
+) -> redis::RedisResult<Vec<RawEntry>> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(&config.consumer)
+        .arg("COUNT")
+        .arg(config.batch_size)
+        .arg("BLOCK")
+        .arg(config.block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&config.stream)
+        .arg(NEW_ENTRIES)
+        .query_async(conn)
+        .await?;
+    Ok(parse_read_reply(reply))
+}
+
+/// Parses an `XREADGROUP`/`XREAD` reply (RESP2 arrays or RESP3 maps) into entries; a nil reply
+/// (the block timed out) is no entries.
+pub fn parse_read_reply(reply: Value) -> Vec<RawEntry> {
+    let streams = match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    };
+    streams.into_iter().flat_map(parse_entries).collect()
+}
+
+/// Parses an array of `[id, [field, value, ...]]`, as `XRANGE` and `XCLAIM` return. Entries
+/// whose fields are nil (deleted while pending) come back with no fields.
+pub fn parse_entries(value: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut parts) = item else {
+                return None;
+            };
+            if parts.is_empty() {
+                return None;
+            }
+            let fields_value = if parts.len() > 1 {
+                parts.remove(1)
+            } else {
+                Value::Nil
+            };
+            let id = bytes_of(parts.remove(0)).map(|b| String::from_utf8_lossy(&b).into_owned())?;
+            let flat: Vec<Vec<u8>> = match fields_value {
+                Value::Array(values) => values.into_iter().filter_map(bytes_of).collect(),
+                Value::Map(pairs) => pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [bytes_of(k), bytes_of(v)])
+                    .flatten()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                fields.push((k, v));
+            }
+            Some(RawEntry { id, fields })
+        })
+        .collect()
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// Exponential backoff with jitter for reconnect loops: 100 ms doubling to 5 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = 100u64.saturating_mul(1 << self.failures.min(6)).min(5_000);
+        self.failures = self.failures.saturating_add(1);
+        let jitter = rand::random_range(0..=base / 2);
+        Duration::from_millis(base / 2 + jitter)
+    }
+
+    /// Sleeps for the next delay, or less if `shutdown` fires.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) {
+        let delay = self.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_a_read_reply_and_a_deleted_entry() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("order_events"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("type"), bulk("OrderPlaced")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, "1-0");
+        assert_eq!(entries[0].text("type").as_deref(), Some("OrderPlaced"));
+        assert!(entries[1].fields.is_empty());
+        assert!(parse_read_reply(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        for _ in 0..20 {
+            b.next_delay();
+        }
+        let late = b.next_delay();
+        assert!(first <= Duration::from_millis(100));
+        assert!(late <= Duration::from_millis(5_000));
+        assert!(late >= Duration::from_millis(2_500));
+    }
+}

@@ -1,0 +1,113 @@
+//! Names of the Redis keys that hold the pipeline's state, besides the streams.
+//!
+//! Every key starts with `fulfillment:` so an operator can tell them apart in a shared Redis.
+//! Scripts that touch several keys assume one Redis (not Redis Cluster).
+
+/// Prefix of every state key.
+pub const PREFIX: &str = "fulfillment:";
+
+/// The consumer groups on the event stream, one per service.
+pub mod group {
+    pub const ORDER: &str = "order_group";
+    pub const INVENTORY: &str = "inventory_group";
+    pub const PAYMENT: &str = "payment_group";
+    pub const SHIPPING: &str = "shipping_group";
+    pub const NOTIFICATION: &str = "notification_group";
+    pub const ALL: &[&str] = &[ORDER, INVENTORY, PAYMENT, SHIPPING, NOTIFICATION];
+}
+
+/// Set of every product id in the catalog.
+pub fn products() -> String {
+    format!("{PREFIX}products")
+}
+
+/// Hash of one product: name, price (cents), stock.
+pub fn product(product_id: &str) -> String {
+    format!("{PREFIX}product:{product_id}")
+}
+
+/// Hash of one order as the order projection sees it.
+pub fn order(order_id: &str) -> String {
+    format!("{PREFIX}order:{order_id}")
+}
+
+/// Hash of the order's events, `event_id` → JSON, deduplicated by event id.
+pub fn order_history(order_id: &str) -> String {
+    format!("{PREFIX}order:{order_id}:events")
+}
+
+/// Sorted set (all scores 0, lexicographic) of `created_ms:order_id`, every order.
+pub fn orders_index() -> String {
+    format!("{PREFIX}orders")
+}
+
+/// Like [`orders_index`], for the orders currently in `status`.
+pub fn orders_by_status(status: &str) -> String {
+    format!("{PREFIX}orders:status:{status}")
+}
+
+/// An `Idempotency-Key` seen by `POST /orders`.
+pub fn idempotency(key: &str) -> String {
+    format!("{PREFIX}idempotency:{key}")
+}
+
+/// Hash of inventory's reservation for one order: state, items, the published events.
+pub fn reservation(order_id: &str) -> String {
+    format!("{PREFIX}inventory:reservation:{order_id}")
+}
+
+/// Hash of payment's state for one order.
+pub fn payment(order_id: &str) -> String {
+    format!("{PREFIX}payment:{order_id}")
+}
+
+/// Hash of the test payment gateway's charges, idempotency key → charge JSON.
+pub fn gateway_charges() -> String {
+    format!("{PREFIX}gateway:charges")
+}
+
+/// Hash of the test payment gateway's refunds, idempotency key → refund JSON.
+pub fn gateway_refunds() -> String {
+    format!("{PREFIX}gateway:refunds")
+}
+
+/// Hash of shipping's label for one order.
+pub fn shipment(order_id: &str) -> String {
+    format!("{PREFIX}shipping:{order_id}")
+}
+
+/// Hash of one notification of one kind for one order.
+pub fn notification(order_id: &str, kind: &str) -> String {
+    format!("{PREFIX}notification:{order_id}:{kind}")
+}
+
+/// Hash of counters that must outlive any process: retries and dead letters per group,
+/// labels created, notifications sent. Exported as metrics by the long-running services.
+pub fn counters() -> String {
+    format!("{PREFIX}counters")
+}
+
+/// Marks an undecodable entry as dead-lettered once, whichever group saw it first.
+pub fn poison_seen(stream_id: &str) -> String {
+    format!("{PREFIX}poison:{stream_id}")
+}
+
+/// Pub/sub channel carrying every order status change as JSON.
+pub fn status_channel() -> String {
+    format!("{PREFIX}order-status")
+}
+
+/// Counter names inside [`counters`].
+pub mod counter {
+    pub fn retries(group: &str) -> String {
+        format!("retries:{group}")
+    }
+    pub fn dead_letters(group: &str) -> String {
+        format!("dead_letters:{group}")
+    }
+    pub const LABELS_CREATED: &str = "labels_created";
+    pub const RESERVATIONS: &str = "reservations";
+    pub fn notifications(kind: &str) -> String {
+        format!("notifications:{kind}")
+    }
+}

@@ -1,0 +1,21 @@
+//! What every fulfillment service shares: the event schema, the Redis Streams runtime (publish,
+//! consumer-group loop, dead-letter), per-order state transitions, settings, telemetry, metrics
+//! and shutdown.
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod events;
+pub mod keys;
+pub mod metrics;
+pub mod ops_http;
+pub mod redis_io;
+pub mod service;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod transition;
+
+pub use consumer::{Delivery, EventHandler, Handled, HandlerError, HandlerFuture};
+pub use events::{Event, EventType};
+pub use redis_io::Redis;
+pub use settings::Settings;

@@ -1,0 +1,79 @@
+//! Per-order state machines kept in Redis hashes, each step recorded and announced atomically.
+//!
+//! Payment, shipping and notification each keep one small hash per order (`state`, the event they
+//! published, a few facts such as the label id). [`transition`] moves it from an expected state to
+//! a new one and publishes the matching event in the same script, which is what makes "one charge",
+//! "one label" and "one notification" hold when deliveries repeat or replicas race.
+
+use crate::events::Event;
+use crate::keys;
+use crate::redis_io::Redis;
+use redis::{RedisResult, Script};
+use std::sync::LazyLock;
+
+static TRANSITION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/transition.lua")));
+
+/// "No state yet", for [`Step::from`].
+pub const ABSENT: &str = "-";
+
+/// One step of a per-order state machine.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The state hash.
+    pub key: String,
+    /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
+    pub from: &'a [&'a str],
+    pub to: &'a str,
+    /// The event announcing the step, stored under `event_field` so a repeat publishes it again.
+    pub event: Option<&'a Event>,
+    pub event_field: &'a str,
+    /// A counter in [`keys::counters`] incremented when the step is applied.
+    pub counter: Option<&'a str>,
+    /// Facts recorded with the step, each set only once.
+    pub facts: &'a [(&'a str, &'a str)],
+}
+
+/// What became of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The state moved; the value is the state it moved from.
+    Applied { previous: String },
+    /// The state already was the target: the stored event was published again.
+    Repeated,
+    /// The state was neither expected nor the target; nothing changed.
+    Skipped { state: String },
+}
+
+pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisResult<StepOutcome> {
+    let mut invocation = TRANSITION.prepare_invoke();
+    invocation
+        .key(stream)
+        .key(&step.key)
+        .key(keys::counters())
+        .arg(step.from.join(","))
+        .arg(step.to)
+        .arg(step.event_field)
+        .arg(step.event.map(Event::to_fields_json).unwrap_or_default())
+        .arg(step.counter.unwrap_or_default());
+    for (name, value) in step.facts {
+        invocation.arg(*name).arg(*value);
+    }
+    let mut conn = redis.conn();
+    let (outcome, state): (String, String) = invocation.invoke_async(&mut conn).await?;
+    Ok(match outcome.as_str() {
+        "applied" => StepOutcome::Applied { previous: state },
+        "repeated" => StepOutcome::Repeated,
+        _ => StepOutcome::Skipped { state },
+    })
+}
+
+/// Reads one field of a state hash.
+pub async fn read_fact(redis: &Redis, key: &str, field: &str) -> RedisResult<Option<String>> {
+    let mut conn = redis.conn();
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async(&mut conn)
+        .await
+}

@@ -1,0 +1,119 @@
+//! Notification: tells the customer their order is confirmed (on `ShipmentPrepared`) or
+//! cancelled (on `OrderCancelled`).
+//!
+//! Invariant: once per order and kind, however often the event is delivered: the notification's
+//! hash moves from nothing to `sent` in the script that publishes `NotificationSent`, and only the
+//! delivery that made that move writes the message. No real mail is sent; the message is logged.
+
+use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
+use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::{
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+};
+
+pub const SERVICE: &str = "notification";
+
+pub mod kind {
+    pub const ORDER_CONFIRMED: &str = "order_confirmed";
+    pub const ORDER_CANCELLED: &str = "order_cancelled";
+}
+
+/// The notification group's handler.
+#[derive(Debug, Clone)]
+pub struct NotificationHandler {
+    redis: Redis,
+    stream: String,
+}
+
+impl NotificationHandler {
+    pub fn new(redis: Redis, settings: &Settings) -> Self {
+        Self {
+            redis,
+            stream: settings.stream.clone(),
+        }
+    }
+
+    async fn notify(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
+        let event = delivery.event;
+        let (kind, to) = match event.event_type {
+            EventType::ShipmentPrepared => (
+                kind::ORDER_CONFIRMED,
+                event.payload_as::<ShipmentPrepared>()?.customer_email,
+            ),
+            _ => (
+                kind::ORDER_CANCELLED,
+                event.payload_as::<OrderCancelled>()?.customer_email,
+            ),
+        };
+        let sent = event
+            .follow_up(
+                EventType::NotificationSent,
+                &NotificationSent {
+                    kind: kind.to_owned(),
+                    to: to.clone(),
+                },
+            )
+            .with_producer(&delivery.producer(SERVICE));
+        let counter = keys::counter::notifications(kind);
+        let outcome = transition(
+            &self.redis,
+            &self.stream,
+            &Step {
+                key: keys::notification(&event.order_id, kind),
+                from: &[ABSENT],
+                to: "sent",
+                event: Some(&sent),
+                event_field: "event",
+                counter: Some(&counter),
+                facts: &[],
+            },
+        )
+        .await?;
+        if let StepOutcome::Applied { .. } = outcome {
+            tracing::info!(kind, to = mask_email(&to).as_str(), "notification sent");
+        }
+        Ok(Handled::Done)
+    }
+}
+
+impl EventHandler for NotificationHandler {
+    fn group(&self) -> &'static str {
+        keys::group::NOTIFICATION
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        matches!(
+            event_type,
+            EventType::ShipmentPrepared | EventType::OrderCancelled
+        )
+    }
+
+    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(self.notify(delivery))
+    }
+}
+
+/// `alice@example.com` → `a***@example.com`: logs name the recipient without exposing it.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// Builds the handler as the service binary does.
+pub fn handler(redis: Redis, settings: &Settings) -> NotificationHandler {
+    NotificationHandler::new(redis, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emails_are_masked() {
+        assert_eq!(super::mask_email("alice@example.com"), "a***@example.com");
+        assert_eq!(super::mask_email("nonsense"), "***");
+    }
+}

@@ -1,0 +1,209 @@
+//! The public HTTP API of the contract, on one router with the ops endpoints and the console.
+//!
+//! Every error is JSON with a code ([`crate::error::ApiError`]), including unknown routes, wrong
+//! methods, oversized bodies and wrong content types; bad input never publishes anything.
+
+mod dlq;
+mod orders;
+mod products;
+mod ws;
+
+use crate::error::{ApiError, ApiResult};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use fulfillment_core::ops_http::ops_router;
+use fulfillment_core::service::ops_state;
+use fulfillment_core::{Redis, Settings, metrics};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub redis: Redis,
+    pub settings: Arc<Settings>,
+    pub status_feed: broadcast::Sender<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The whole HTTP surface of the order service.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/orders", post(orders::place).get(orders::list))
+        .route("/orders/{id}", get(orders::get_one))
+        .route("/orders/{id}/events", get(orders::events))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/products", get(products::list).post(products::create))
+        .route(
+            "/products/{id}",
+            get(products::get_one)
+                .put(products::put)
+                .delete(products::delete),
+        )
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/{id}", get(dlq::get_one).delete(dlq::delete))
+        .route("/dlq/{id}/replay", post(dlq::replay))
+        .route("/ws", get(ws::upgrade))
+        .route("/openapi.json", get(openapi))
+        .route("/", get(console))
+        .with_state(state.clone());
+    api.merge(ops_router(ops_state(&state.settings, &state.redis)))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(count_requests))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Counts requests by route template (never the raw path, which would explode the labels).
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    metrics::http_request(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("../console/index.html"))
+}
+
+/// Parses a JSON body, with the errors the API promises: 413 too large, 415 not JSON, 400
+/// malformed JSON, 422 JSON of the wrong shape.
+pub fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
+            Category::Data => ApiError::invalid("invalid_body", e.to_string()),
+        }
+    })
+}
+
+/// Refuses the request unless it carries the admin token (when one is configured).
+pub fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = state.settings.admin_token.as_deref() else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this action needs Authorization: Bearer <ADMIN_TOKEN>",
+        ))
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// A query parameter as a bounded integer, or a 400 naming it.
+pub fn limit_param(value: Option<&String>, default: usize, max: usize) -> ApiResult<usize> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be between 1 and {max}"),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}

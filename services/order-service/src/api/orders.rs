@@ -1,0 +1,320 @@
+//! `/orders`: place (validated and priced server-side), read, list, history, cancel.
+
+use super::{AppState, json_body, limit_param};
+use crate::catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, Placed, STATUSES};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fulfillment_core::events::{LineItem, PAYMENT_TOKENS};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Most lines in one order.
+pub const MAX_ITEMS: usize = 50;
+/// Most units of one line.
+pub const MAX_QUANTITY: i64 = 1000;
+const MAX_TEXT: usize = 128;
+const MAX_EMAIL: usize = 254;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    customer_id: String,
+    customer_email: String,
+    items: Vec<ItemRequest>,
+    #[serde(default)]
+    payment_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ItemRequest {
+    product_id: String,
+    quantity: i64,
+}
+
+pub async fn place(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let request: PlaceOrderRequest = json_body(&headers, body)?;
+    validate(&request)?;
+    let new = price(&state, &request).await?;
+    let idempotency = idempotency_key.map(|key| IdempotencyKey {
+        key,
+        fingerprint: serde_json::to_string(&request).unwrap_or_default(),
+        ttl_secs: state.settings.idempotency_ttl_secs,
+    });
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let placed = orders::place(
+        &state.redis,
+        &state.settings.stream,
+        new,
+        idempotency.as_ref(),
+        traceparent,
+    )
+    .await?;
+    match placed {
+        Placed::Created { order, stream_id } => {
+            tracing::info!(
+                order_id = order.id.as_str(),
+                stream_id,
+                total = order.total,
+                "order placed"
+            );
+            Ok(created(&order, false))
+        }
+        Placed::Existing {
+            order_id,
+            same_request: true,
+        } => {
+            let order = orders::get(&state.redis, &order_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("order_not_found", "the first order is gone"))?;
+            Ok(created(&order, true))
+        }
+        Placed::Existing { order_id, .. } => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )
+        .with_details(json!({"order_id": order_id}))),
+    }
+}
+
+fn created(order: &orders::Order, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().map(str::trim).unwrap_or("");
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Field-level checks; every problem is listed in `details`.
+fn validate(request: &PlaceOrderRequest) -> ApiResult<()> {
+    let mut problems = Vec::new();
+    let mut problem = |field: String, message: &str| {
+        problems.push(json!({"field": field, "message": message}));
+    };
+    let id = request.customer_id.trim();
+    if id.is_empty() || id.len() > MAX_TEXT {
+        problem("customer_id".into(), "must be 1 to 128 characters");
+    }
+    if !looks_like_email(&request.customer_email) {
+        problem("customer_email".into(), "must be an email address");
+    }
+    if request.items.is_empty() || request.items.len() > MAX_ITEMS {
+        problem("items".into(), "must hold 1 to 50 items");
+    }
+    for (i, item) in request.items.iter().enumerate() {
+        if item.product_id.is_empty() || item.product_id.len() > MAX_TEXT {
+            problem(
+                format!("items[{i}].product_id"),
+                "must be 1 to 128 characters",
+            );
+        }
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            problem(format!("items[{i}].quantity"), "must be between 1 and 1000");
+        }
+    }
+    if let Some(token) = &request.payment_token
+        && !PAYMENT_TOKENS.contains(&token.as_str())
+    {
+        problem(
+            "payment_token".into(),
+            "must be one of tok_visa, tok_mastercard, tok_chargeDeclined",
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_order", "the order is not valid")
+            .with_details(json!({"problems": problems})))
+    }
+}
+
+fn looks_like_email(email: &str) -> bool {
+    email.len() <= MAX_EMAIL
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+}
+
+/// Prices every line from the catalog; unknown products are a 422 naming them.
+async fn price(state: &AppState, request: &PlaceOrderRequest) -> ApiResult<NewOrder> {
+    let ids: Vec<&str> = request
+        .items
+        .iter()
+        .map(|i| i.product_id.as_str())
+        .collect();
+    let products = catalog::get_many(&state.redis, &ids).await?;
+    let unknown: Vec<&str> = ids
+        .iter()
+        .zip(&products)
+        .filter(|(_, p)| p.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(
+            "unknown_product",
+            "the order names products not in the catalog",
+        )
+        .with_details(json!({"product_ids": unknown})));
+    }
+    let mut items = Vec::with_capacity(request.items.len());
+    let mut total: u64 = 0;
+    for (item, product) in request.items.iter().zip(products.into_iter().flatten()) {
+        let quantity = item.quantity as u32;
+        let line = product.price.checked_mul(u64::from(quantity));
+        total = line
+            .and_then(|l| total.checked_add(l))
+            .ok_or_else(|| ApiError::invalid("total_too_large", "the order total overflows"))?;
+        items.push(LineItem {
+            product_id: product.id,
+            quantity,
+            unit_price: product.price,
+        });
+    }
+    Ok(NewOrder {
+        customer_id: request.customer_id.trim().to_owned(),
+        customer_email: request.customer_email.clone(),
+        items,
+        total,
+        payment_token: request
+            .payment_token
+            .clone()
+            .unwrap_or_else(|| PAYMENT_TOKENS[0].to_owned()),
+    })
+}
+
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let order = orders::get(&state.redis, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
+    Ok(Json(order).into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) if STATUSES.contains(&s) => Some(s),
+        Some(s) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown status {s}; one of {}", STATUSES.join(", ")),
+            ));
+        }
+    };
+    let limit = limit_param(query.get("limit"), 50, 200)?;
+    let cursor = match query.get("cursor").map(String::as_str) {
+        None | Some("") => None,
+        Some(c) if orders::is_cursor(c) => Some(c),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "cursor is not one this API gave",
+            ));
+        }
+    };
+    let page = orders::list(&state.redis, status, limit, cursor).await?;
+    Ok(Json(page).into_response())
+}
+
+pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    if orders::get(&state.redis, &id).await?.is_none() {
+        return Err(ApiError::not_found(
+            "order_not_found",
+            format!("no order {id}"),
+        ));
+    }
+    let events = orders::history(&state.redis, &id).await?;
+    Ok(Json(json!({"order_id": id, "events": events})).into_response())
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let order = orders::get(&state.redis, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
+    match orders::cancel(
+        &state.redis,
+        &state.settings.stream,
+        &order,
+        "cancelled_by_request",
+    )
+    .await?
+    {
+        Cancelled::Cancelled { previous_status } => {
+            tracing::info!(
+                order_id = id.as_str(),
+                previous_status,
+                "order cancelled by request"
+            );
+            let order = orders::get(&state.redis, &id).await?.unwrap_or(order);
+            Ok((StatusCode::ACCEPTED, Json(order)).into_response())
+        }
+        Cancelled::AlreadyFinal { status } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "order_final",
+            format!("the order is {status} and can no longer be cancelled"),
+        )
+        .with_details(json!({"status": status}))),
+        Cancelled::NotFound => Err(ApiError::not_found(
+            "order_not_found",
+            format!("no order {id}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_email;
+
+    #[test]
+    fn emails_need_a_local_part_and_a_dotted_domain() {
+        assert!(looks_like_email("a@example.com"));
+        assert!(!looks_like_email("a@example"));
+        assert!(!looks_like_email("@example.com"));
+        assert!(!looks_like_email("a b@example.com"));
+        assert!(!looks_like_email("a@.com."));
+    }
+}

@@ -1,0 +1,22 @@
+//! The order service binary: the HTTP API and one `order_group` projection consumer.
+
+use fulfillment_core::service::{bind, exit_code, prepare_redis, settings_or_exit};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let settings = settings_or_exit();
+    fulfillment_core::telemetry::init(settings.log_format);
+    let result = async {
+        let redis = prepare_redis(&settings).await?;
+        let listener = bind(&settings).await?;
+        order_service::run(
+            settings,
+            redis,
+            listener,
+            fulfillment_core::shutdown::on_signal(),
+        )
+        .await
+    }
+    .await;
+    exit_code(result)
+}

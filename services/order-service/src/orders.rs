@@ -1,0 +1,350 @@
+//! Orders as stored by the order service: placing one with its event, reading, listing, history
+//! and cancelling.
+//!
+//! An order is a hash; the indexes are sorted sets with every score 0 whose members
+//! (`<created_ms, 15 digits>:<order_id>`) sort by creation time lexicographically, so pages are
+//! exact under concurrent inserts (`ZRANGE ... BYLEX REV`).
+
+use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
+use fulfillment_core::{Event, EventType, Redis, keys, metrics};
+use redis::{RedisResult, Script};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+static PLACE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/place_order.lua")));
+static CANCEL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cancel_order.lua")));
+
+/// Every status an order can have.
+pub const STATUSES: &[&str] = &[
+    "PENDING",
+    "RESERVED",
+    "PAID",
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+];
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    pub id: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<LineItem>,
+    /// Integer cents.
+    pub total: u64,
+    pub payment_token: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Order {
+    fn from_hash(hash: &HashMap<String, String>) -> Option<Self> {
+        let text = |k: &str| hash.get(k).cloned().unwrap_or_default();
+        Some(Self {
+            id: hash.get("id")?.clone(),
+            status: text("status"),
+            status_reason: hash.get("status_reason").filter(|r| !r.is_empty()).cloned(),
+            customer_id: text("customer_id"),
+            customer_email: text("customer_email"),
+            items: serde_json::from_str(hash.get("items")?).ok()?,
+            total: hash.get("total")?.parse().ok()?,
+            payment_token: text("payment_token"),
+            created_at: text("created_at"),
+            updated_at: text("updated_at"),
+        })
+    }
+}
+
+/// A validated, priced order ready to be placed.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<LineItem>,
+    pub total: u64,
+    pub payment_token: String,
+}
+
+/// The idempotency key of a request and the fingerprint of its body.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    /// A new order; its `OrderPlaced` entry id.
+    Created { order: Order, stream_id: String },
+    /// The key was used before for this order; `same_request` tells whether the body matched.
+    Existing {
+        order_id: String,
+        same_request: bool,
+    },
+}
+
+/// Index member: creation time, zero-padded, then the id.
+fn index_member(created_ms: u64, order_id: &str) -> String {
+    format!("{created_ms:015}:{order_id}")
+}
+
+/// Writes the order and its `OrderPlaced` in one script.
+pub async fn place(
+    redis: &Redis,
+    stream: &str,
+    new: NewOrder,
+    idempotency: Option<&IdempotencyKey>,
+    traceparent: Option<String>,
+) -> RedisResult<Placed> {
+    let order_id = uuid::Uuid::new_v4().to_string();
+    let created_ms = now_millis();
+    let now = now_rfc3339();
+    let items_json = serde_json::to_string(&new.items).unwrap_or_default();
+    let member = index_member(created_ms, &order_id);
+    let order_fields: Vec<(&str, String)> = vec![
+        ("id", order_id.clone()),
+        ("status", "PENDING".into()),
+        ("status_reason", String::new()),
+        ("customer_id", new.customer_id.clone()),
+        ("customer_email", new.customer_email.clone()),
+        ("items", items_json),
+        ("total", new.total.to_string()),
+        ("payment_token", new.payment_token.clone()),
+        ("created_at", now.clone()),
+        ("updated_at", now.clone()),
+        ("created_ms", created_ms.to_string()),
+        ("index_member", member.clone()),
+        ("progress", "0".into()),
+        ("failed", "0".into()),
+    ];
+    let mut event = Event::new(
+        EventType::OrderPlaced,
+        &order_id,
+        &OrderPlaced {
+            customer_id: new.customer_id.clone(),
+            customer_email: new.customer_email.clone(),
+            items: new.items.clone(),
+            total: new.total,
+            payment_token: new.payment_token.clone(),
+        },
+    )
+    .with_producer("order/api");
+    event.occurred_at = now.clone();
+    event.traceparent = traceparent;
+
+    let mut invocation = PLACE.prepare_invoke();
+    invocation
+        .key(stream)
+        .key(keys::order(&order_id))
+        .key(keys::orders_index())
+        .key(keys::orders_by_status("PENDING"))
+        .key(keys::idempotency(
+            idempotency.map(|i| i.key.as_str()).unwrap_or("-"),
+        ))
+        .arg(&member)
+        .arg(if idempotency.is_some() { "1" } else { "0" })
+        .arg(idempotency.map(|i| i.fingerprint.as_str()).unwrap_or(""))
+        .arg(idempotency.map(|i| i.ttl_secs).unwrap_or(1))
+        .arg(order_fields.len() * 2);
+    for (k, v) in &order_fields {
+        invocation.arg(*k).arg(v);
+    }
+    for (k, v) in event.to_fields() {
+        invocation.arg(k).arg(v);
+    }
+    let mut conn = redis.conn();
+    let (outcome, id, fingerprint): (String, String, String) =
+        invocation.invoke_async(&mut conn).await?;
+    if outcome == "existing" {
+        return Ok(Placed::Existing {
+            order_id: id,
+            same_request: idempotency.is_some_and(|i| i.fingerprint == fingerprint),
+        });
+    }
+    Ok(Placed::Created {
+        order: Order {
+            id: order_id,
+            status: "PENDING".into(),
+            status_reason: None,
+            customer_id: new.customer_id,
+            customer_email: new.customer_email,
+            items: new.items,
+            total: new.total,
+            payment_token: new.payment_token,
+            created_at: now.clone(),
+            updated_at: now,
+        },
+        stream_id: id,
+    })
+}
+
+pub async fn get(redis: &Redis, order_id: &str) -> RedisResult<Option<Order>> {
+    let mut conn = redis.conn();
+    let hash: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::order(order_id))
+        .query_async(&mut conn)
+        .await?;
+    Ok(Order::from_hash(&hash))
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    pub next_cursor: Option<String>,
+}
+
+/// Orders newest first, optionally of one status, after `cursor` (from a previous page).
+pub async fn list(
+    redis: &Redis,
+    status: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> RedisResult<OrderPage> {
+    let index = match status {
+        Some(s) => keys::orders_by_status(s),
+        None => keys::orders_index(),
+    };
+    let max = match cursor {
+        Some(c) => format!("({c}"),
+        None => "+".to_owned(),
+    };
+    let mut conn = redis.conn();
+    let mut members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&index)
+        .arg(max)
+        .arg("-")
+        .arg("BYLEX")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit + 1)
+        .query_async(&mut conn)
+        .await?;
+    let next_cursor = if members.len() > limit {
+        members.truncate(limit);
+        members.last().cloned()
+    } else {
+        None
+    };
+    let mut pipe = redis::pipe();
+    for member in &members {
+        let id = member.split_once(':').map(|(_, id)| id).unwrap_or(member);
+        pipe.cmd("HGETALL").arg(keys::order(id));
+    }
+    let hashes: Vec<HashMap<String, String>> = if members.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut conn).await?
+    };
+    Ok(OrderPage {
+        orders: hashes.iter().filter_map(Order::from_hash).collect(),
+        next_cursor,
+    })
+}
+
+/// Whether `cursor` has the shape of an index member (so a bad cursor is a 400, not a Redis error).
+pub fn is_cursor(cursor: &str) -> bool {
+    cursor.split_once(':').is_some_and(|(ms, id)| {
+        ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() && id.len() <= 64
+    })
+}
+
+/// One entry of an order's history.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+pub struct HistoryEntry {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub stream_id: String,
+    pub occurred_at: String,
+    pub producer: Option<String>,
+    pub payload: serde_json::Value,
+    /// Which consumer of the order group recorded it, and at which delivery (2+ = a retry).
+    pub recorded_by: String,
+    pub attempt: u64,
+}
+
+/// The order's events in stream order.
+pub async fn history(redis: &Redis, order_id: &str) -> RedisResult<Vec<HistoryEntry>> {
+    let mut conn = redis.conn();
+    let raw: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::order_history(order_id))
+        .query_async(&mut conn)
+        .await?;
+    let mut entries: Vec<HistoryEntry> = raw
+        .values()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    entries.sort_by_key(|e| stream_id_order(&e.stream_id));
+    Ok(entries)
+}
+
+/// Sort key of a stream entry id (`ms-seq`).
+pub fn stream_id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    Cancelled { previous_status: String },
+    AlreadyFinal { status: String },
+    NotFound,
+}
+
+/// Cancels an order that is not final, publishing `OrderCancelled` in the same step.
+pub async fn cancel(
+    redis: &Redis,
+    stream: &str,
+    order: &Order,
+    reason: &str,
+) -> RedisResult<Cancelled> {
+    let event = Event::new(
+        EventType::OrderCancelled,
+        &order.id,
+        &OrderCancelled {
+            reason: reason.to_owned(),
+            customer_email: order.customer_email.clone(),
+        },
+    )
+    .with_producer("order/api");
+    let mut conn = redis.conn();
+    let (outcome, status, created_ms): (String, String, String) = CANCEL
+        .key(keys::order(&order.id))
+        .key(stream)
+        .arg(reason)
+        .arg(&event.occurred_at)
+        .arg(event.to_fields_json())
+        .arg(keys::orders_by_status(""))
+        .arg(keys::status_channel())
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(match outcome.as_str() {
+        "cancelled" => {
+            observe_completion("CANCELLED", &created_ms);
+            Cancelled::Cancelled {
+                previous_status: status,
+            }
+        }
+        "conflict" => Cancelled::AlreadyFinal { status },
+        _ => Cancelled::NotFound,
+    })
+}
+
+/// Records placed → final time in `fulfillment_order_completion_seconds`.
+pub fn observe_completion(status: &str, created_ms: &str) {
+    if let Ok(created) = created_ms.parse::<u64>() {
+        let took = Duration::from_millis(now_millis().saturating_sub(created));
+        metrics::order_completed(status, took);
+    }
+}

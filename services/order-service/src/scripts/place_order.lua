@@ -1,0 +1,27 @@
+-- Writes an order and its OrderPlaced event together: no order without its event, no event
+-- without its order. With an Idempotency-Key, a key already used returns the first order instead.
+-- KEYS[1] stream, KEYS[2] order hash, KEYS[3] orders index, KEYS[4] PENDING index,
+-- KEYS[5] idempotency key
+-- ARGV[1] index member, ARGV[2] '1' when an Idempotency-Key was given, ARGV[3] request
+-- fingerprint, ARGV[4] key TTL (s), ARGV[5] n = count of order field names and values,
+-- ARGV[6 .. 5+n] order fields, ARGV[6+n ..] event fields
+if ARGV[2] == '1' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    return {'existing', string.sub(existing, sep + 1), string.sub(existing, 1, sep - 1)}
+  end
+end
+local n = tonumber(ARGV[5])
+local order = {}
+for i = 6, 5 + n do order[#order + 1] = ARGV[i] end
+local event = {}
+for i = 6 + n, #ARGV do event[#event + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(order))
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+local id = redis.call('XADD', KEYS[1], '*', unpack(event))
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[5], ARGV[3] .. '|' .. redis.call('HGET', KEYS[2], 'id'), 'EX', ARGV[4])
+end
+return {'created', id, ''}

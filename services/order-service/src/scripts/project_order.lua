@@ -1,0 +1,41 @@
+-- The order projection (order_group): records an event in the order's history (once per
+-- event_id) and moves the order's status. A status never moves backwards: progress only grows
+-- (PENDING < RESERVED < PAID < COMPLETED), COMPLETED and CANCELLED are final, FAILED (a dead
+-- letter) holds until progress grows again after a replay. A StockFailed or PaymentFailed cancels
+-- the order and publishes OrderCancelled in the same step.
+-- KEYS[1] order hash, KEYS[2] history hash, KEYS[3] stream
+-- ARGV[1] event type, ARGV[2] event_id, ARGV[3] history entry JSON, ARGV[4] now (RFC 3339),
+-- ARGV[5] reason, ARGV[6] OrderCancelled fields JSON or '', ARGV[7] status index prefix,
+-- ARGV[8] status channel
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown', '', ''} end
+redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+local o = redis.call('HMGET', KEYS[1], 'status', 'progress', 'failed', 'index_member', 'id')
+local status, progress, failed = o[1], tonumber(o[2] or '0'), o[3] == '1'
+if status == 'COMPLETED' or status == 'CANCELLED' then return {'final', status, ''} end
+local t = ARGV[1]
+local new_progress, cancel, new_failed = progress, false, failed
+if t == 'StockReserved' then new_progress = math.max(progress, 1)
+elseif t == 'PaymentProcessed' then new_progress = math.max(progress, 2)
+elseif t == 'ShipmentPrepared' then new_progress = 3
+elseif t == 'StockFailed' or t == 'PaymentFailed' or t == 'OrderCancelled' then cancel = true
+elseif t == 'EventDeadLettered' then new_failed = true
+end
+if new_progress > progress then new_failed = false end
+local new_status, reason
+if cancel then new_status, reason = 'CANCELLED', ARGV[5]
+elseif new_progress == 3 then new_status, reason = 'COMPLETED', ''
+elseif new_failed then
+  new_status = 'FAILED'
+  reason = (t == 'EventDeadLettered') and ARGV[5] or redis.call('HGET', KEYS[1], 'status_reason')
+else
+  new_status, reason = ({[0] = 'PENDING', 'RESERVED', 'PAID'})[new_progress], ''
+end
+redis.call('HSET', KEYS[1], 'progress', new_progress, 'failed', new_failed and '1' or '0')
+if new_status == status then return {'unchanged', status, ''} end
+redis.call('HSET', KEYS[1], 'status', new_status, 'status_reason', reason, 'updated_at', ARGV[4])
+redis.call('ZREM', ARGV[7] .. status, o[4])
+redis.call('ZADD', ARGV[7] .. new_status, 0, o[4])
+if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
+redis.call('PUBLISH', ARGV[8], cjson.encode({order_id = o[5], status = new_status,
+  status_reason = reason, previous_status = status, event_type = t, updated_at = ARGV[4]}))
+return {'changed', new_status, redis.call('HGET', KEYS[1], 'created_ms')}

@@ -1,0 +1,339 @@
+//! Payment: charges an order once its stock is reserved, refunds it when it is cancelled after
+//! the charge.
+//!
+//! Invariant: one charge per order, ever. The order's payment hash moves `charging → charged |
+//! failed → refunded` (or straight to `cancelled` when the cancellation comes first), each step in
+//! one script with its event; the gateway is called with the order id as idempotency key, so a
+//! repeated or racing delivery can call it again without charging twice. Transient gateway
+//! failures are retried in-process with exponential backoff and jitter.
+
+pub mod gateway;
+
+use fulfillment_core::events::{
+    OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
+};
+use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::{
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+};
+use gateway::{ChargeError, TestGateway};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const SERVICE: &str = "payment";
+
+mod state {
+    pub const CHARGING: &str = "charging";
+    pub const CHARGED: &str = "charged";
+    pub const FAILED: &str = "failed";
+    pub const REFUNDED: &str = "refunded";
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// How a charge is retried in-process.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargePolicy {
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+}
+
+impl ChargePolicy {
+    /// The pause before attempt `attempt + 1`: base × 2^(attempt-1), plus up to as much jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
+        let jitter_ms = rand::random_range(0..=exp.as_millis() as u64);
+        exp + Duration::from_millis(jitter_ms)
+    }
+}
+
+/// The payment group's handler.
+#[derive(Debug, Clone)]
+pub struct PaymentHandler {
+    redis: Redis,
+    stream: String,
+    gateway: TestGateway,
+    policy: ChargePolicy,
+}
+
+impl PaymentHandler {
+    pub fn new(redis: Redis, settings: &Settings) -> Self {
+        Self {
+            gateway: TestGateway::new(redis.clone(), settings.payment_failure_rate),
+            redis,
+            stream: settings.stream.clone(),
+            policy: ChargePolicy {
+                max_attempts: settings.payment_max_attempts,
+                backoff_base: Duration::from_millis(settings.payment_backoff_ms),
+            },
+        }
+    }
+
+    async fn step(&self, step: Step<'_>) -> Result<StepOutcome, HandlerError> {
+        Ok(transition(&self.redis, &self.stream, &step).await?)
+    }
+
+    /// Publishes the stored event of a finished payment again (a repeated delivery).
+    async fn announce_again(
+        &self,
+        order_id: &str,
+        state: &str,
+        field: &str,
+    ) -> Result<(), HandlerError> {
+        self.step(Step {
+            key: keys::payment(order_id),
+            from: &[],
+            to: state,
+            event: None,
+            event_field: field,
+            counter: None,
+            facts: &[],
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn charge(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
+        let event = delivery.event;
+        let order_id = event.order_id.as_str();
+        let reserved: StockReserved = event.payload_as()?;
+        let payment_id = payment_id(order_id);
+        let amount = reserved.amount.to_string();
+        let begun = self
+            .step(Step {
+                key: keys::payment(order_id),
+                from: &[ABSENT, state::CHARGING],
+                to: state::CHARGING,
+                event: None,
+                event_field: "",
+                counter: None,
+                facts: &[("payment_id", &payment_id), ("amount", &amount)],
+            })
+            .await?;
+        if let StepOutcome::Skipped { state } = begun {
+            if state == state::CHARGED || state == state::FAILED {
+                self.announce_again(order_id, &state, "event").await?;
+            }
+            tracing::info!(state = state.as_str(), "payment already settled");
+            return Ok(Handled::Done);
+        }
+
+        let producer = delivery.producer(SERVICE);
+        let result = self
+            .charge_with_retries(
+                order_id,
+                &payment_id,
+                reserved.amount,
+                &reserved.payment_token,
+            )
+            .await;
+        let (to, outcome) = match result {
+            Ok(()) => (
+                state::CHARGED,
+                event.follow_up(
+                    EventType::PaymentProcessed,
+                    &PaymentProcessed {
+                        payment_id: payment_id.clone(),
+                        amount: reserved.amount,
+                        customer_email: reserved.customer_email.clone(),
+                    },
+                ),
+            ),
+            Err(e) => (
+                state::FAILED,
+                event.follow_up(
+                    EventType::PaymentFailed,
+                    &PaymentFailed {
+                        reason: e.reason().to_owned(),
+                    },
+                ),
+            ),
+        };
+        let outcome = outcome.with_producer(&producer);
+        let finished = self
+            .step(Step {
+                key: keys::payment(order_id),
+                from: &[state::CHARGING],
+                to,
+                event: Some(&outcome),
+                event_field: "event",
+                counter: None,
+                facts: &[],
+            })
+            .await?;
+        match finished {
+            StepOutcome::Skipped { state } if to == state::CHARGED => {
+                // Another delivery settled the payment as failed first: give the money back.
+                tracing::warn!(
+                    state = state.as_str(),
+                    "charged after the payment was settled; refunding"
+                );
+                self.gateway
+                    .refund(order_id, &payment_id, reserved.amount)
+                    .await
+                    .map_err(HandlerError::Transient)?;
+            }
+            _ => tracing::info!(outcome = to, "payment settled"),
+        }
+        Ok(Handled::Done)
+    }
+
+    async fn charge_with_retries(
+        &self,
+        order_id: &str,
+        payment_id: &str,
+        amount: u64,
+        token: &str,
+    ) -> Result<(), ChargeError> {
+        let mut attempt = 1;
+        loop {
+            match self
+                .gateway
+                .charge(order_id, payment_id, amount, token)
+                .await
+            {
+                Err(ChargeError::Unavailable(reason)) if attempt < self.policy.max_attempts => {
+                    tracing::warn!(
+                        attempt,
+                        reason = reason.as_str(),
+                        "charge failed; backing off"
+                    );
+                    tokio::time::sleep(self.policy.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn refund(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
+        let event = delivery.event;
+        let order_id = event.order_id.as_str();
+        let _: OrderCancelled = event.payload_as()?;
+        let cancelled = self
+            .step(Step {
+                key: keys::payment(order_id),
+                from: &[ABSENT],
+                to: state::CANCELLED,
+                event: None,
+                event_field: "",
+                counter: None,
+                facts: &[],
+            })
+            .await?;
+        let state = match cancelled {
+            StepOutcome::Skipped { state } => state,
+            _ => {
+                tracing::info!("cancelled before any charge; nothing to refund");
+                return Ok(Handled::Done);
+            }
+        };
+        match state.as_str() {
+            state::CHARGING => Err(HandlerError::Transient(
+                "a charge is in progress; refund once it settles".into(),
+            )),
+            state::CHARGED | state::REFUNDED => {
+                let mut conn = self.redis.conn();
+                let (payment_id, amount): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+                    .arg(keys::payment(order_id))
+                    .arg("payment_id")
+                    .arg("amount")
+                    .query_async(&mut conn)
+                    .await?;
+                let payment_id = payment_id.unwrap_or_else(|| self::payment_id(order_id));
+                let amount = amount.unwrap_or_default();
+                self.gateway
+                    .refund(order_id, &payment_id, amount)
+                    .await
+                    .map_err(HandlerError::Transient)?;
+                let refunded = event
+                    .follow_up(
+                        EventType::PaymentRefunded,
+                        &PaymentRefunded { payment_id, amount },
+                    )
+                    .with_producer(&delivery.producer(SERVICE));
+                self.step(Step {
+                    key: keys::payment(order_id),
+                    from: &[state::CHARGED],
+                    to: state::REFUNDED,
+                    event: Some(&refunded),
+                    event_field: "refund_event",
+                    counter: None,
+                    facts: &[],
+                })
+                .await?;
+                tracing::info!(amount, "payment refunded");
+                Ok(Handled::Done)
+            }
+            _ => Ok(Handled::Done),
+        }
+    }
+}
+
+impl EventHandler for PaymentHandler {
+    fn group(&self) -> &'static str {
+        keys::group::PAYMENT
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        matches!(
+            event_type,
+            EventType::StockReserved | EventType::OrderCancelled
+        )
+    }
+
+    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            match delivery.event.event_type {
+                EventType::StockReserved => self.charge(delivery).await,
+                _ => self.refund(delivery).await,
+            }
+        })
+    }
+}
+
+/// The order's payment id: derived from the order id, so every attempt names the same payment.
+pub fn payment_id(order_id: &str) -> String {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("payment:{order_id}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Builds the handler as the service binary does.
+pub fn handler(redis: Redis, settings: &Settings) -> PaymentHandler {
+    PaymentHandler::new(redis, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter() {
+        let policy = ChargePolicy {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(100),
+        };
+        for _ in 0..100 {
+            let first = policy.backoff(1);
+            let third = policy.backoff(3);
+            assert!(
+                (100..=200).contains(&(first.as_millis() as u64)),
+                "{first:?}"
+            );
+            assert!(
+                (400..=800).contains(&(third.as_millis() as u64)),
+                "{third:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payment_id_is_stable_per_order() {
+        assert_eq!(payment_id("o-1"), payment_id("o-1"));
+        assert_ne!(payment_id("o-1"), payment_id("o-2"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The payment service binary: one consumer of its group plus health, readiness and metrics.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    fulfillment_core::service::main_for_worker(|redis, settings| {
+        std::sync::Arc::new(payment_service::handler(redis, settings))
+    })
+    .await
+}

@@ -1,0 +1,315 @@
+//! The retry worker: one pass over every group's pending entries, as a CronJob runs it, or a loop.
+//!
+//! A pass, per group: `XPENDING ... IDLE` finds entries idle at least `RETRY_MIN_IDLE_MS`;
+//! `XCLAIM` with the same min-idle takes them (so two workers never both take one); the group's
+//! own handler runs again. An entry whose retry fails stays pending for the next pass until it
+//! has failed `RETRY_MAX_RETRIES` retries; then it goes to the DLQ. Permanent errors go to the DLQ
+//! at once; claimed ids whose entries are gone are acknowledged. Then consumers that are gone
+//! (idle, nothing pending) are removed, and the stream is trimmed below what every group has
+//! acknowledged.
+
+use fulfillment_core::consumer::{
+    Disposition, EventHandler, RawEntry, acknowledge, dispose, parse_entries,
+};
+use fulfillment_core::dead_letter::{self, DeadLetter};
+use fulfillment_core::events::now_millis;
+use fulfillment_core::metrics::group_figures;
+use fulfillment_core::{Redis, Settings, keys};
+use futures_util::future::join_all;
+use redis::streams::StreamPendingCountReply;
+use redis::{RedisResult, Script};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use tokio_util::sync::CancellationToken;
+
+static REMOVE_GONE_CONSUMER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/remove_gone_consumer.lua")));
+
+/// Every group's handler, built as the services build them.
+pub fn all_handlers(redis: &Redis, settings: &Settings) -> Vec<Arc<dyn EventHandler>> {
+    vec![
+        Arc::new(order_service::projection::handler(redis.clone(), settings)),
+        Arc::new(inventory_service::handler(redis.clone(), settings)),
+        Arc::new(payment_service::handler(redis.clone(), settings)),
+        Arc::new(shipping_service::handler(redis.clone(), settings)),
+        Arc::new(notification_service::handler(redis.clone(), settings)),
+    ]
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    /// Entries run again.
+    pub retried: usize,
+    /// Retried entries that succeeded.
+    pub recovered: usize,
+    /// Retried entries that failed again and stay pending for a later pass.
+    pub still_pending: usize,
+    pub dead_lettered: usize,
+    /// Claimed ids whose entries were deleted, acknowledged.
+    pub gone_acknowledged: usize,
+    pub consumers_removed: usize,
+    /// Entries trimmed off the stream.
+    pub trimmed: u64,
+}
+
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.retried += other.retried;
+        self.recovered += other.recovered;
+        self.still_pending += other.still_pending;
+        self.dead_lettered += other.dead_lettered;
+        self.gone_acknowledged += other.gone_acknowledged;
+    }
+}
+
+#[derive(Clone)]
+pub struct RetryWorker {
+    redis: Redis,
+    settings: Settings,
+    handlers: Vec<Arc<dyn EventHandler>>,
+}
+
+impl std::fmt::Debug for RetryWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryWorker").finish_non_exhaustive()
+    }
+}
+
+impl RetryWorker {
+    pub fn new(redis: Redis, settings: Settings, handlers: Vec<Arc<dyn EventHandler>>) -> Self {
+        Self {
+            redis,
+            settings,
+            handlers,
+        }
+    }
+
+    /// One pass over every group, then consumer clean-up and trimming.
+    pub async fn run_pass(&self) -> RedisResult<PassReport> {
+        let mut report = PassReport::default();
+        for handler in &self.handlers {
+            let group_report = self.retry_group(handler.as_ref()).await?;
+            report.add(&group_report);
+        }
+        report.consumers_removed = self.remove_gone_consumers().await?;
+        report.trimmed = self.trim_stream().await?;
+        Ok(report)
+    }
+
+    /// Passes every `RETRY_INTERVAL_MS` until `shutdown`; a failed pass is logged and retried.
+    pub async fn run_loop(&self, shutdown: CancellationToken) {
+        let interval = std::time::Duration::from_millis(self.settings.retry_interval_ms);
+        while !shutdown.is_cancelled() {
+            match self.run_pass().await {
+                Ok(report) if report != PassReport::default() => {
+                    tracing::info!(?report, "retry pass")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retry pass failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn retry_group(&self, handler: &dyn EventHandler) -> RedisResult<PassReport> {
+        let group = handler.group();
+        let s = &self.settings;
+        let mut conn = self.redis.conn();
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&s.stream)
+            .arg(group)
+            .arg("IDLE")
+            .arg(s.retry_min_idle_ms)
+            .arg("-")
+            .arg("+")
+            .arg(s.retry_batch_size)
+            .query_async(&mut conn)
+            .await?;
+        let mut report = PassReport::default();
+        if pending.ids.is_empty() {
+            return Ok(report);
+        }
+        let deliveries: HashMap<&str, u64> = pending
+            .ids
+            .iter()
+            .map(|p| (p.id.as_str(), p.times_delivered as u64))
+            .collect();
+        let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+        let claimed = parse_entries(
+            redis::cmd("XCLAIM")
+                .arg(&s.stream)
+                .arg(group)
+                .arg(&s.consumer_name)
+                .arg(s.retry_min_idle_ms)
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?,
+        );
+        let (gone, live): (Vec<RawEntry>, Vec<RawEntry>) =
+            claimed.into_iter().partition(|e| e.fields.is_empty());
+        let gone_ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
+        acknowledge(&self.redis, &s.stream, group, &gone_ids).await?;
+        report.gone_acknowledged = gone_ids.len();
+
+        if live.is_empty() {
+            return Ok(report);
+        }
+        redis::cmd("HINCRBY")
+            .arg(keys::counters())
+            .arg(keys::counter::retries(group))
+            .arg(live.len())
+            .query_async::<i64>(&mut conn)
+            .await?;
+
+        let outcomes = join_all(live.iter().map(|entry| {
+            // Deliveries so far, before this one: the first delivery plus earlier retries.
+            let before = deliveries.get(entry.id.as_str()).copied().unwrap_or(1);
+            dispose(handler, entry, &s.consumer_name, before + 1)
+        }))
+        .await;
+        let mut acks = Vec::new();
+        for (entry, (disposition, event)) in live.iter().zip(outcomes) {
+            report.retried += 1;
+            let before = deliveries.get(entry.id.as_str()).copied().unwrap_or(1);
+            // This run was retry number `before` (delivery `before + 1`).
+            let retry_number = before;
+            let dead = match disposition {
+                Disposition::Ack => {
+                    report.recovered += 1;
+                    acks.push(entry.id.as_str());
+                    None
+                }
+                Disposition::LeavePending { reason }
+                    if retry_number >= u64::from(s.retry_max_retries) =>
+                {
+                    Some((format!("retries exhausted: {reason}"), false))
+                }
+                Disposition::LeavePending { .. } => {
+                    report.still_pending += 1;
+                    None
+                }
+                Disposition::DeadLetter { error, poison } => Some((error, poison)),
+            };
+            if let Some((error, poison)) = dead {
+                let letter = DeadLetter {
+                    group,
+                    entry,
+                    event: event.as_ref(),
+                    deliveries: before + 1,
+                    error: &error,
+                    poison,
+                };
+                dead_letter::dead_letter(&self.redis, &s.stream, &s.dlq_stream, &letter).await?;
+                report.dead_lettered += 1;
+            }
+        }
+        acknowledge(&self.redis, &s.stream, group, &acks).await?;
+        Ok(report)
+    }
+
+    /// Removes consumers idle for `CONSUMER_GONE_AFTER_MS` with nothing pending; never one with
+    /// pending entries.
+    async fn remove_gone_consumers(&self) -> RedisResult<usize> {
+        let s = &self.settings;
+        let mut conn = self.redis.conn();
+        let mut removed = 0;
+        for group in keys::group::ALL {
+            let info: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&s.stream)
+                .arg(*group)
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(info) => info,
+                Err(e) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e),
+            };
+            for consumer in info.consumers {
+                if consumer.pending > 0 || (consumer.idle as u64) < s.consumer_gone_after_ms {
+                    continue;
+                }
+                let gone: i64 = REMOVE_GONE_CONSUMER
+                    .key(&s.stream)
+                    .arg(*group)
+                    .arg(&consumer.name)
+                    .arg(s.consumer_gone_after_ms)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if gone == 1 {
+                    tracing::info!(group, consumer = consumer.name, "removed gone consumer");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Trims entries older than `STREAM_RETENTION_MS`, never at or above the oldest entry some
+    /// group has pending or not yet read.
+    async fn trim_stream(&self) -> RedisResult<u64> {
+        let s = &self.settings;
+        let Some(safe) = self.oldest_unacknowledged().await? else {
+            return Ok(0);
+        };
+        let cut = (now_millis().saturating_sub(s.stream_retention_ms), 0);
+        let min_id = safe.min(cut);
+        if min_id == (0, 0) {
+            return Ok(0);
+        }
+        let mut conn = self.redis.conn();
+        redis::cmd("XTRIM")
+            .arg(&s.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(format!("{}-{}", min_id.0, min_id.1))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The lowest id that some group still needs: its oldest pending entry, or the entry after
+    /// its last delivered one. `None` when the stream has no groups.
+    async fn oldest_unacknowledged(&self) -> RedisResult<Option<(u64, u64)>> {
+        let s = &self.settings;
+        let groups = group_figures(&self.redis, &s.stream).await?;
+        let mut conn = self.redis.conn();
+        let mut oldest: Option<(u64, u64)> = None;
+        for g in &groups {
+            let needed = if g.pending > 0 {
+                let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                    .arg(&s.stream)
+                    .arg(&g.name)
+                    .query_async(&mut conn)
+                    .await?;
+                match summary {
+                    redis::streams::StreamPendingReply::Data(d) => parse_id(&d.start_id),
+                    _ => parse_id(&g.last_delivered_id),
+                }
+            } else {
+                parse_id(&g.last_delivered_id)
+            };
+            oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
+        }
+        Ok(oldest)
+    }
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_parse_and_order() {
+        assert_eq!(super::parse_id("1700-3"), (1700, 3));
+        assert_eq!(super::parse_id("0-0"), (0, 0));
+        assert!(super::parse_id("1700-10") > super::parse_id("1700-9"));
+    }
+}

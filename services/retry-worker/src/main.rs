@@ -1,0 +1,52 @@
+//! The retry worker binary: one pass and exit (the CronJob), or `--loop`.
+
+use clap::Parser;
+use fulfillment_core::ops_http::ops_router;
+use fulfillment_core::service::{bind, exit_code, ops_state, prepare_redis, settings_or_exit};
+use retry_worker::{RetryWorker, all_handlers};
+
+/// Retries entries left pending in every consumer group, dead-letters those that keep failing,
+/// removes gone consumers and trims the stream. Settings come from the environment
+/// (RETRY_MIN_IDLE_MS, RETRY_MAX_RETRIES, RETRY_INTERVAL_MS, REDIS_URL, ...).
+#[derive(Debug, Parser)]
+#[command(name = "retry-worker", version)]
+struct Args {
+    /// Keep passing every RETRY_INTERVAL_MS (serving /healthz, /readyz, /metrics on HTTP_ADDR)
+    /// instead of one pass and exit.
+    #[arg(long = "loop")]
+    run_loop: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let settings = settings_or_exit();
+    fulfillment_core::telemetry::init(settings.log_format);
+    let result = async {
+        let redis = prepare_redis(&settings).await?;
+        let worker = RetryWorker::new(
+            redis.clone(),
+            settings.clone(),
+            all_handlers(&redis, &settings),
+        );
+        if !args.run_loop {
+            let report = worker.run_pass().await?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
+        let shutdown = fulfillment_core::shutdown::on_signal();
+        let listener = bind(&settings).await?;
+        let app = ops_router(ops_state(&settings, &redis));
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        worker.run_loop(shutdown).await;
+        server.await??;
+        Ok(())
+    }
+    .await;
+    exit_code(result)
+}

@@ -1,0 +1,156 @@
+//! Shipping: prepares the shipment label of a paid order.
+//!
+//! Invariant: one label per order, ever. Creating the label is one atomic check-and-create in
+//! Redis (the order's shipment hash moves from nothing to `labelled` in the same script that
+//! publishes `ShipmentPrepared`), so neither a repeated `PaymentProcessed` nor two replicas racing
+//! can make a second one. A cancellation that arrives first leaves `cancelled`, and no label is
+//! made afterwards; one that arrives after the label voids it.
+
+use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
+use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::{
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+};
+use uuid::Uuid;
+
+pub const SERVICE: &str = "shipping";
+
+mod state {
+    pub const LABELLED: &str = "labelled";
+    pub const CANCELLED: &str = "cancelled";
+    pub const VOIDED: &str = "voided";
+}
+
+/// The shipping group's handler.
+#[derive(Debug, Clone)]
+pub struct ShippingHandler {
+    redis: Redis,
+    stream: String,
+}
+
+impl ShippingHandler {
+    pub fn new(redis: Redis, settings: &Settings) -> Self {
+        Self {
+            redis,
+            stream: settings.stream.clone(),
+        }
+    }
+
+    async fn prepare_label(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
+        let event = delivery.event;
+        let paid: PaymentProcessed = event.payload_as()?;
+        let label_id = Uuid::new_v4().to_string();
+        let tracking_number = tracking_number();
+        let prepared = event
+            .follow_up(
+                EventType::ShipmentPrepared,
+                &ShipmentPrepared {
+                    label_id: label_id.clone(),
+                    tracking_number: tracking_number.clone(),
+                    customer_email: paid.customer_email,
+                },
+            )
+            .with_producer(&delivery.producer(SERVICE));
+        let outcome = transition(
+            &self.redis,
+            &self.stream,
+            &Step {
+                key: keys::shipment(&event.order_id),
+                from: &[ABSENT],
+                to: state::LABELLED,
+                event: Some(&prepared),
+                event_field: "event",
+                counter: Some(keys::counter::LABELS_CREATED),
+                facts: &[
+                    ("label_id", &label_id),
+                    ("tracking_number", &tracking_number),
+                ],
+            },
+        )
+        .await?;
+        match outcome {
+            StepOutcome::Applied { .. } => tracing::info!(label_id, "shipment label created"),
+            StepOutcome::Repeated => {
+                tracing::info!("label exists; ShipmentPrepared published again")
+            }
+            StepOutcome::Skipped { state } => {
+                tracing::info!(state = state.as_str(), "order cancelled; no label")
+            }
+        }
+        Ok(Handled::Done)
+    }
+
+    async fn cancel(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
+        let order_id = delivery.event.order_id.as_str();
+        let step = |from, to| Step {
+            key: keys::shipment(order_id),
+            from,
+            to,
+            event: None,
+            event_field: "",
+            counter: None,
+            facts: &[],
+        };
+        let first = transition(
+            &self.redis,
+            &self.stream,
+            &step(&[ABSENT], state::CANCELLED),
+        )
+        .await?;
+        if let StepOutcome::Skipped { state } = first
+            && state == state::LABELLED
+        {
+            transition(
+                &self.redis,
+                &self.stream,
+                &step(&[state::LABELLED], state::VOIDED),
+            )
+            .await?;
+            tracing::warn!("order cancelled after its label was made; label voided");
+        }
+        Ok(Handled::Done)
+    }
+}
+
+impl EventHandler for ShippingHandler {
+    fn group(&self) -> &'static str {
+        keys::group::SHIPPING
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        matches!(
+            event_type,
+            EventType::PaymentProcessed | EventType::OrderCancelled
+        )
+    }
+
+    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            match delivery.event.event_type {
+                EventType::PaymentProcessed => self.prepare_label(delivery).await,
+                _ => self.cancel(delivery).await,
+            }
+        })
+    }
+}
+
+/// A carrier-style tracking number: `FUL` and 12 digits.
+fn tracking_number() -> String {
+    format!("FUL{:012}", rand::random_range(0..1_000_000_000_000u64))
+}
+
+/// Builds the handler as the service binary does.
+pub fn handler(redis: Redis, settings: &Settings) -> ShippingHandler {
+    ShippingHandler::new(redis, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracking_numbers_have_a_fixed_shape() {
+        let t = super::tracking_number();
+        assert_eq!(t.len(), 15);
+        assert!(t.starts_with("FUL"));
+        assert!(t[3..].bytes().all(|b| b.is_ascii_digit()));
+    }
+}
