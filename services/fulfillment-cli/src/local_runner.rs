@@ -56,6 +56,11 @@ impl Replicas {
         Ok(replicas)
     }
 
+    /// No consumers at all (the API alone), for tests that start consumers later.
+    pub fn none() -> Self {
+        Self(SERVICES.iter().map(|s| (s.to_string(), 0)).collect())
+    }
+
     pub fn of(&self, service: &str) -> usize {
         self.0.get(service).copied().unwrap_or(1)
     }

@@ -92,21 +92,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact("redis://:s3cret@redis:6379/0"),
-            "redis://***@redis:6379/0"
-        );
-        assert_eq!(
-            super::redact("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
-}
-
 /// The whole `main` of a consumer service: settings (or one line and exit 2), logs, Redis, then
 /// one consumer of the group `build` makes plus the ops endpoints, until SIGTERM or Ctrl-C.
 pub async fn main_for_worker(
@@ -148,5 +133,20 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact("redis://:s3cret@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
+        assert_eq!(
+            super::redact("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! and cancelling.
 //!
 //! An order is a hash; the indexes are sorted sets with every score 0 whose members
-//! (`<created_ms, 15 digits>:<order_id>`) sort by creation time lexicographically, so pages are
-//! exact under concurrent inserts (`ZRANGE ... BYLEX REV`).
+//! (`<OrderPlaced entry id, zero-padded>:<order_id>`) sort lexicographically in stream order, so
+//! pages are exact and newest-first even for orders placed in the same millisecond
+//! (`ZRANGE ... BYLEX REV`).
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
 use fulfillment_core::{Event, EventType, Redis, keys, metrics};
@@ -83,17 +84,15 @@ pub struct IdempotencyKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Placed {
     /// A new order; its `OrderPlaced` entry id.
-    Created { order: Order, stream_id: String },
+    Created {
+        order: Box<Order>,
+        stream_id: String,
+    },
     /// The key was used before for this order; `same_request` tells whether the body matched.
     Existing {
         order_id: String,
         same_request: bool,
     },
-}
-
-/// Index member: creation time, zero-padded, then the id.
-fn index_member(created_ms: u64, order_id: &str) -> String {
-    format!("{created_ms:015}:{order_id}")
 }
 
 /// Writes the order and its `OrderPlaced` in one script.
@@ -108,7 +107,6 @@ pub async fn place(
     let created_ms = now_millis();
     let now = now_rfc3339();
     let items_json = serde_json::to_string(&new.items).unwrap_or_default();
-    let member = index_member(created_ms, &order_id);
     let order_fields: Vec<(&str, String)> = vec![
         ("id", order_id.clone()),
         ("status", "PENDING".into()),
@@ -121,7 +119,6 @@ pub async fn place(
         ("created_at", now.clone()),
         ("updated_at", now.clone()),
         ("created_ms", created_ms.to_string()),
-        ("index_member", member.clone()),
         ("progress", "0".into()),
         ("failed", "0".into()),
     ];
@@ -149,7 +146,7 @@ pub async fn place(
         .key(keys::idempotency(
             idempotency.map(|i| i.key.as_str()).unwrap_or("-"),
         ))
-        .arg(&member)
+        .arg(&order_id)
         .arg(if idempotency.is_some() { "1" } else { "0" })
         .arg(idempotency.map(|i| i.fingerprint.as_str()).unwrap_or(""))
         .arg(idempotency.map(|i| i.ttl_secs).unwrap_or(1))
@@ -170,7 +167,7 @@ pub async fn place(
         });
     }
     Ok(Placed::Created {
-        order: Order {
+        order: Box::new(Order {
             id: order_id,
             status: "PENDING".into(),
             status_reason: None,
@@ -181,7 +178,7 @@ pub async fn place(
             payment_token: new.payment_token,
             created_at: now.clone(),
             updated_at: now,
-        },
+        }),
         stream_id: id,
     })
 }
@@ -253,8 +250,13 @@ pub async fn list(
 
 /// Whether `cursor` has the shape of an index member (so a bad cursor is a 400, not a Redis error).
 pub fn is_cursor(cursor: &str) -> bool {
-    cursor.split_once(':').is_some_and(|(ms, id)| {
-        ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() && id.len() <= 64
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    cursor.split_once(':').is_some_and(|(entry_id, order_id)| {
+        entry_id
+            .split_once('-')
+            .is_some_and(|(ms, seq)| digits(ms, 15) && digits(seq, 10))
+            && !order_id.is_empty()
+            && order_id.len() <= 64
     })
 }
 

@@ -266,7 +266,6 @@ impl RetryWorker {
         redis::cmd("XTRIM")
             .arg(&s.stream)
             .arg("MINID")
-            .arg("~")
             .arg(format!("{}-{}", min_id.0, min_id.1))
             .query_async(&mut conn)
             .await

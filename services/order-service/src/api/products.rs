@@ -15,7 +15,7 @@ use serde_json::json;
 const MAX_ID: usize = 64;
 const MAX_NAME: usize = 200;
 const MAX_STOCK: i64 = 1_000_000_000;
-const MAX_PRICE: u64 = 100_000_000_00;
+const MAX_PRICE: u64 = 10_000_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 -- without its order. With an Idempotency-Key, a key already used returns the first order instead.
 -- KEYS[1] stream, KEYS[2] order hash, KEYS[3] orders index, KEYS[4] PENDING index,
 -- KEYS[5] idempotency key
--- ARGV[1] index member, ARGV[2] '1' when an Idempotency-Key was given, ARGV[3] request
+-- ARGV[1] order id, ARGV[2] '1' when an Idempotency-Key was given, ARGV[3] request
 -- fingerprint, ARGV[4] key TTL (s), ARGV[5] n = count of order field names and values,
 -- ARGV[6 .. 5+n] order fields, ARGV[6+n ..] event fields
 if ARGV[2] == '1' then
@@ -17,11 +17,16 @@ local order = {}
 for i = 6, 5 + n do order[#order + 1] = ARGV[i] end
 local event = {}
 for i = 6 + n, #ARGV do event[#event + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(order))
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
 local id = redis.call('XADD', KEYS[1], '*', unpack(event))
+-- The index member sorts like the stream: the OrderPlaced entry id, zero-padded, then the order id.
+local ms, seq = string.match(id, '(%d+)-(%d+)')
+local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. ':' .. ARGV[1]
+order[#order + 1] = 'index_member'
+order[#order + 1] = member
+redis.call('HSET', KEYS[2], unpack(order))
+redis.call('ZADD', KEYS[3], 0, member)
+redis.call('ZADD', KEYS[4], 0, member)
 if ARGV[2] == '1' then
-  redis.call('SET', KEYS[5], ARGV[3] .. '|' .. redis.call('HGET', KEYS[2], 'id'), 'EX', ARGV[4])
+  redis.call('SET', KEYS[5], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[4])
 end
 return {'created', id, ''}

@@ -1,0 +1,254 @@
+//! Scenario 11, bad input: a 4xx JSON error with a code, nothing published. Also the admin token
+//! on catalog writes and the DLQ, paging, and the ops endpoints.
+
+use crate::helpers::Harness;
+use serde_json::{Value, json};
+
+fn order_with(items: Value) -> Value {
+    json!({"customer_id": "c", "customer_email": "c@example.com", "items": items})
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_with_a_coded_json_error_and_publish_nothing() {
+    let h = Harness::start().await;
+    let item = |q: Value| json!([{"product_id": "product-A", "quantity": q}]);
+    let too_many: Vec<Value> = (0..51)
+        .map(|_| json!({"product_id": "product-A", "quantity": 1}))
+        .collect();
+    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        ("malformed json", r#"{"customer_id": "#.into(), "application/json", 400, "malformed_json"),
+        ("not an object", "[]".into(), "application/json", 422, "invalid_body"),
+        ("missing fields", r#"{"customer_id": "c"}"#.into(), "application/json", 422, "invalid_body"),
+        ("quantity zero", order_with(item(json!(0))).to_string(), "application/json", 422, "invalid_order"),
+        ("quantity negative", order_with(item(json!(-3))).to_string(), "application/json", 422, "invalid_order"),
+        ("quantity enormous", order_with(item(json!(1e30))).to_string(), "application/json", 422, "invalid_body"),
+        ("quantity too large", order_with(item(json!(1001))).to_string(), "application/json", 422, "invalid_order"),
+        ("quantity beyond i64", r#"{"customer_id":"c","customer_email":"c@example.com","items":[{"product_id":"product-A","quantity":99999999999999999999}]}"#.into(), "application/json", 422, "invalid_body"),
+        ("quantity as text", order_with(item(json!("2"))).to_string(), "application/json", 422, "invalid_body"),
+        ("unknown product", order_with(json!([{"product_id": "nope", "quantity": 1}])).to_string(), "application/json", 422, "unknown_product"),
+        ("no items", order_with(json!([])).to_string(), "application/json", 422, "invalid_order"),
+        ("too many items", order_with(json!(too_many)).to_string(), "application/json", 422, "invalid_order"),
+        ("bad email", json!({"customer_id": "c", "customer_email": "nobody", "items": item(json!(1))}).to_string(), "application/json", 422, "invalid_order"),
+        ("client price", json!({"customer_id": "c", "customer_email": "c@example.com", "items": item(json!(1)), "total": 1}).to_string(), "application/json", 422, "invalid_body"),
+        ("unknown token", json!({"customer_id": "c", "customer_email": "c@example.com", "items": item(json!(1)), "payment_token": "tok_free"}).to_string(), "application/json", 422, "invalid_order"),
+        ("oversized body", format!(r#"{{"customer_id": "{}"}}"#, "x".repeat(100_000)), "application/json", 413, "payload_too_large"),
+        ("wrong content type", order_with(item(json!(1))).to_string(), "text/plain", 415, "unsupported_media_type"),
+    ];
+    for (what, body, content_type, status, code) in cases {
+        let response = h
+            .http
+            .post(format!("{}/orders", h.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let error: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|_| panic!("{what}: JSON error body"));
+        assert_eq!(error["error"]["code"], code, "{what}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        h.xlen(&h.settings.stream).await,
+        0,
+        "bad input published nothing"
+    );
+
+    for (path, status, code) in [
+        ("/orders/no-such-order", 404, "order_not_found"),
+        ("/orders?status=SHIPPED", 400, "invalid_query"),
+        ("/orders?limit=0", 400, "invalid_query"),
+        ("/orders?cursor=abc", 400, "invalid_query"),
+        ("/products/none", 404, "product_not_found"),
+        ("/nowhere", 404, "not_found"),
+        ("/ws", 400, "websocket_required"),
+        ("/dlq/not-an-id", 404, "dead_letter_not_found"),
+    ] {
+        let (got, body) = h.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}");
+    }
+    let response = h
+        .http
+        .delete(format!("{}/orders", h.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 405);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn orders_are_listed_newest_first_in_pages() {
+    let h = Harness::start().await;
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        placed.push(h.place("product-A", 1, "tok_visa").await);
+    }
+    let (_, first) = h.get("/orders?limit=2").await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .map(|o| o["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, second) = h.get(&format!("/orders?limit=2&cursor={cursor}")).await;
+    let (_, pending) = h.get("/orders?status=PENDING&limit=200").await;
+    let mut newest_first = placed.clone();
+    newest_first.reverse();
+    assert_eq!(ids(&first), newest_first[..2]);
+    assert_eq!(ids(&second), newest_first[2..4]);
+    assert_eq!(ids(&pending).len(), 5);
+    let (_, completed) = h.get("/orders?status=COMPLETED").await;
+    assert!(ids(&completed).is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_catalog_writes_and_the_dlq_but_not_orders() {
+    let h = Harness::start_with(|s| s.admin_token = Some("s3cret".into())).await;
+    let product = json!({"id": "gadget", "name": "Gadget", "price": 100, "stock": 3});
+    let (status, body) = h.post("/products", product.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = h.get("/dlq").await;
+    assert_eq!(status, 401);
+    let wrong = h
+        .http
+        .post(format!("{}/products", h.base))
+        .bearer_auth("s3cret!")
+        .json(&product)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = h
+        .http
+        .post(format!("{}/products", h.base))
+        .bearer_auth("s3cret")
+        .json(&product)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(right.status().as_u16(), 201);
+    let dlq = h
+        .http
+        .get(format!("{}/dlq", h.base))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(dlq.status().as_u16(), 200);
+    h.place("gadget", 1, "tok_visa").await;
+    let (status, _) = h.get("/products/gadget").await;
+    assert_eq!(status, 200, "reads need no token");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_catalog_can_be_created_replaced_and_deleted() {
+    let h = Harness::start().await;
+    let (status, _) = h
+        .post(
+            "/products",
+            json!({"id": "product-A", "name": "dup", "price": 1, "stock": 1}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, body) = h
+        .post(
+            "/products",
+            json!({"id": "bad id!", "name": "x", "price": 1, "stock": 1}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "invalid_product");
+    let put = h
+        .http
+        .put(format!("{}/products/thing", h.base))
+        .json(&json!({"name": "Thing", "price": 250, "stock": 7}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(h.stock("thing").await, 7);
+    let (_, listed) = h.get("/products").await;
+    let ids: Vec<&str> = listed["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .map(|p| p["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["product-A", "product-B", "product-C", "thing"]);
+    let deleted = h
+        .http
+        .delete(format!("{}/products/thing", h.base))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+    let again = h
+        .http
+        .delete(format!("{}/products/thing", h.base))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(again.status().as_u16(), 404);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_openapi_are_served() {
+    let h = Harness::start().await;
+    let (status, _) = h.get("/healthz").await;
+    assert_eq!(status, 200);
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, spec) = h.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    assert!(spec["paths"]["/orders"]["post"].is_object());
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "fulfillment_stream_pending",
+        "fulfillment_stream_length",
+        "fulfillment_dlq_length",
+        "fulfillment_retries_total",
+        "fulfillment_dead_letters_total",
+        "fulfillment_http_requests_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        metrics.contains(r#"route="/readyz""#),
+        "requests are labelled by route template"
+    );
+    let console = h.http.get(&h.base).send().await.expect("console");
+    assert_eq!(console.status().as_u16(), 200);
+    h.stop().await;
+}

@@ -1,0 +1,137 @@
+//! 4. Duplicates: lost acknowledgements and entries added twice have their effect once.
+
+use crate::helpers::{Harness, SECONDS_10};
+use fulfillment_core::keys;
+use serde_json::json;
+use std::time::Duration;
+
+async fn assert_effects_once(h: &Harness, id: &str) {
+    h.wait_status(id, "COMPLETED", SECONDS_10).await;
+    h.eventually(SECONDS_10, "confirmation sent", || async {
+        h.counter(&keys::counter::notifications("order_confirmed"))
+            .await
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.counter(keys::counter::RESERVATIONS).await,
+        1,
+        "one reservation"
+    );
+    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1, "one charge");
+    assert_eq!(
+        h.counter(keys::counter::LABELS_CREATED).await,
+        1,
+        "one label"
+    );
+    assert_eq!(
+        h.counter(&keys::counter::notifications("order_confirmed"))
+            .await,
+        1,
+        "one confirmation"
+    );
+    let labels: std::collections::HashSet<String> = h
+        .events_of(id, "ShipmentPrepared")
+        .await
+        .iter()
+        .map(|e| e.text("payload").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        labels.len(),
+        1,
+        "every ShipmentPrepared names the same label"
+    );
+    assert_eq!(h.stock("product-A").await, 9);
+    let (_, history) = h.get(&format!("/orders/{id}/events")).await;
+    let ids: Vec<&str> = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("event id"))
+        .collect();
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "history has each event once");
+}
+
+#[tokio::test]
+async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one_effect() {
+    let h = Harness::start().await;
+    let mut lossy = h.settings.clone();
+    lossy.inventory_ack_loss_rate = 1.0;
+    let consumers = h.consumers_with("", &lossy).await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    assert_eq!(h.pending("inventory_group").await, 1, "the ack was lost");
+    // The retry worker redelivers it (with the same instability): the reservation exists, so the
+    // stored StockReserved is published again and the entry is acknowledged.
+    let report = h.retry_pass(&lossy).await;
+    assert_eq!(report.retried, 1);
+    assert_eq!(report.recovered, 1);
+    assert_eq!(h.pending("inventory_group").await, 0);
+    h.eventually(SECONDS_10, "second StockReserved handled", || async {
+        h.events_of(&id, "StockReserved").await.len() == 2 && h.pending("payment_group").await == 0
+    })
+    .await;
+    let reserved = h.events_of(&id, "StockReserved").await;
+    assert_eq!(
+        reserved[0].text("event_id"),
+        reserved[1].text("event_id"),
+        "same event, twice"
+    );
+    assert_effects_once(&h, &id).await;
+    consumers.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_entry_added_twice_by_hand_has_its_effects_once() {
+    let h = Harness::start().await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    let placed = h.events_of(&id, "OrderPlaced").await;
+    assert_eq!(placed.len(), 1);
+    h.xadd(&placed[0].fields).await;
+    let consumers = h
+        .consumers_with(
+            "inventory=2,payment=2,shipping=2,notification=2",
+            &h.settings,
+        )
+        .await;
+    assert_effects_once(&h, &id).await;
+    consumers.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_order() {
+    let h = Harness::start().await;
+    let body = json!({
+        "customer_id": "c", "customer_email": "c@example.com",
+        "items": [{"product_id": "product-A", "quantity": 1}],
+    });
+    let send = |body: serde_json::Value| {
+        h.http
+            .post(format!("{}/orders", h.base))
+            .header("Idempotency-Key", "retry-me-1")
+            .json(&body)
+            .send()
+    };
+    let first = send(body.clone()).await.expect("first");
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again = send(body.clone()).await.expect("again");
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.expect("json");
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(h.xlen(&h.settings.stream).await, 1, "one OrderPlaced");
+
+    let mut other = body;
+    other["items"][0]["quantity"] = json!(2);
+    let reused = send(other).await.expect("reused");
+    assert_eq!(reused.status(), 422);
+    let reused: serde_json::Value = reused.json().await.expect("json");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    assert_eq!(h.xlen(&h.settings.stream).await, 1);
+    h.stop().await;
+}

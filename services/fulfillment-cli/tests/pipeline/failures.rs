@@ -1,0 +1,369 @@
+//! Retries, dead letters, poison entries, crashed consumers, retention and consumer clean-up.
+
+use crate::helpers::{Harness, SECONDS_10};
+use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
+use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, keys};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// 5. Inventory fails for a while, then recovers; the retry worker completes the order.
+#[tokio::test]
+async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
+    let h = Harness::start().await;
+    let mut failing = h.settings.clone();
+    failing.inventory_failure_rate = 1.0;
+    let consumers = h.consumers_with("", &failing).await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.eventually(SECONDS_10, "first delivery failed", || async {
+        h.pending("inventory_group").await == 1
+    })
+    .await;
+
+    let first = h.retry_pass(&failing).await;
+    assert_eq!(
+        (first.retried, first.still_pending, first.dead_lettered),
+        (1, 1, 0)
+    );
+    assert_eq!(h.order(&id).await["status"], "PENDING");
+
+    let healthy = h.retry_pass(&h.settings).await;
+    assert_eq!((healthy.retried, healthy.recovered), (1, 1));
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    assert_eq!(
+        h.counter(&keys::counter::retries("inventory_group")).await,
+        2
+    );
+    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    assert_eq!(h.pending("inventory_group").await, 0);
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// 6. Always failing: after exactly three retries the entry is dead-lettered with its provenance,
+/// acknowledged, the order FAILED; replayed once healthy, the order completes.
+#[tokio::test]
+async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_the_order() {
+    let h = Harness::start().await;
+    let mut failing = h.settings.clone();
+    failing.inventory_failure_rate = 1.0;
+    let consumers = h.consumers_with("", &failing).await;
+    let id = h.place("product-A", 2, "tok_visa").await;
+    h.eventually(SECONDS_10, "first delivery failed", || async {
+        h.pending("inventory_group").await == 1
+    })
+    .await;
+    for retry in 1..=2 {
+        let report = h.retry_pass(&failing).await;
+        assert_eq!(
+            (report.retried, report.dead_lettered),
+            (1, 0),
+            "retry {retry}"
+        );
+        assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    }
+    let last = h.retry_pass(&failing).await;
+    assert_eq!((last.retried, last.dead_lettered), (1, 1));
+    assert_eq!(
+        h.counter(&keys::counter::retries("inventory_group")).await,
+        3
+    );
+    assert_eq!(
+        h.counter(&keys::counter::dead_letters("inventory_group"))
+            .await,
+        1
+    );
+    assert_eq!(
+        h.pending("inventory_group").await,
+        0,
+        "acknowledged in its group"
+    );
+
+    let dlq = h.entries(&h.settings.dlq_stream).await;
+    assert_eq!(dlq.len(), 1);
+    let letter = &dlq[0];
+    assert_eq!(letter.text("dlq_group").as_deref(), Some("inventory_group"));
+    assert_eq!(letter.text("dlq_deliveries").as_deref(), Some("4"));
+    assert!(
+        letter
+            .text("dlq_error")
+            .unwrap_or_default()
+            .contains("INVENTORY_FAILURE_RATE")
+    );
+    assert!(letter.text("dlq_at").is_some());
+    assert_eq!(letter.text("type").as_deref(), Some("OrderPlaced"));
+    assert_eq!(letter.text("order_id").as_deref(), Some(id.as_str()));
+    let placed = h.events_of(&id, "OrderPlaced").await;
+    assert_eq!(letter.text("dlq_source_id"), Some(placed[0].id.clone()));
+
+    let failed = h.wait_status(&id, "FAILED", SECONDS_10).await;
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("inventory_group")
+    );
+    let (_, listed) = h.get("/dlq").await;
+    assert_eq!(listed["entries"][0]["group"], "inventory_group");
+    assert_eq!(listed["entries"][0]["deliveries"], 4);
+
+    consumers.stop().await;
+    let healthy = h.consumers().await;
+    let (status, body) = h
+        .post(&format!("/dlq/{}/replay", letter.id), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["group"], "inventory_group");
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    assert_eq!(
+        h.xlen(&h.settings.dlq_stream).await,
+        0,
+        "replay removes the dead letter"
+    );
+    assert_eq!(h.stock("product-A").await, 8);
+    let (status, _) = h
+        .post(&format!("/dlq/{}/replay", letter.id), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 404, "a dead letter replays once");
+    healthy.stop().await;
+    h.stop().await;
+}
+
+/// 7. Poison entries go to the DLQ at once; consumers keep going.
+#[tokio::test]
+async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
+    let h = Harness::start().await;
+    let consumers = h.consumers().await;
+    let garbage = h
+        .xadd(&[
+            (b"junk".to_vec(), vec![0xff, 0xfe, 0x00]),
+            (b"type".to_vec(), b"???".to_vec()),
+        ])
+        .await;
+    let bad_payload = h
+        .xadd(&[
+            (
+                b"event_id".to_vec(),
+                uuid::Uuid::new_v4().to_string().into_bytes(),
+            ),
+            (b"type".to_vec(), b"OrderPlaced".to_vec()),
+            (b"order_id".to_vec(), b"o-poison".to_vec()),
+            (b"occurred_at".to_vec(), b"2026-01-01T00:00:00Z".to_vec()),
+            (b"payload".to_vec(), b"{not json".to_vec()),
+        ])
+        .await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    h.eventually(SECONDS_10, "poison dead-lettered", || async {
+        h.xlen(&h.settings.dlq_stream).await == 3
+    })
+    .await;
+    let dlq = h.entries(&h.settings.dlq_stream).await;
+    let from_garbage: Vec<_> = dlq
+        .iter()
+        .filter(|e| e.text("dlq_source_id").as_deref() == Some(garbage.as_str()))
+        .collect();
+    assert_eq!(
+        from_garbage.len(),
+        1,
+        "an undecodable entry is dead-lettered once"
+    );
+    assert_eq!(
+        from_garbage[0].fields[0],
+        (b"junk".to_vec(), vec![0xff, 0xfe, 0x00])
+    );
+    let mut groups: Vec<String> = dlq
+        .iter()
+        .filter(|e| e.text("dlq_source_id").as_deref() == Some(bad_payload.as_str()))
+        .map(|e| e.text("dlq_group").unwrap_or_default())
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        ["inventory_group", "order_group"],
+        "each group that handles the type"
+    );
+    for group in keys::group::ALL {
+        h.eventually(SECONDS_10, "all acknowledged", || async {
+            h.pending(group).await == 0
+        })
+        .await;
+    }
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// A handler that takes its entries and never finishes, like a consumer killed mid-flight.
+struct Stuck;
+
+impl EventHandler for Stuck {
+    fn group(&self) -> &'static str {
+        keys::group::INVENTORY
+    }
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::OrderPlaced
+    }
+    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// 10. A consumer aborted while holding entries: the retry worker recovers them; stock exact.
+#[tokio::test]
+async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
+    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 100).await;
+    h.create_product("widget", 100).await;
+    let orders: Vec<String> =
+        futures_util::future::join_all((0..20).map(|_| h.place("widget", 2, "tok_visa"))).await;
+    let doomed = tokio::spawn(run_consumer(
+        h.redis.clone(),
+        Arc::new(Stuck),
+        ConsumerConfig {
+            stream: h.settings.stream.clone(),
+            dlq_stream: h.settings.dlq_stream.clone(),
+            consumer: "inventory-doomed".into(),
+            batch_size: 100,
+            block: Duration::from_millis(50),
+        },
+        CancellationToken::new(),
+    ));
+    h.eventually(SECONDS_10, "doomed consumer holds every entry", || async {
+        h.pending("inventory_group").await == 20
+    })
+    .await;
+    doomed.abort();
+    let survivors = h.consumers().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.stock("widget").await, 100, "nothing reserved while held");
+
+    let report = h.retry_pass(&h.settings).await;
+    assert_eq!(report.recovered, 20);
+    for id in &orders {
+        h.wait_status(id, "COMPLETED", SECONDS_10).await;
+    }
+    assert_eq!(h.stock("widget").await, 100 - 40);
+    assert_eq!(h.counter(keys::counter::RESERVATIONS).await, 20);
+    assert_eq!(h.pending("inventory_group").await, 0);
+
+    // The crashed consumer now has nothing pending and is idle: the next pass removes it.
+    let later = h.retry_pass(&h.settings).await;
+    assert!(later.consumers_removed >= 1);
+    let consumers: redis::streams::StreamInfoConsumersReply = {
+        let mut conn = h.redis.conn();
+        redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&h.settings.stream)
+            .arg("inventory_group")
+            .query_async(&mut conn)
+            .await
+            .expect("xinfo")
+    };
+    assert!(
+        consumers
+            .consumers
+            .iter()
+            .all(|c| c.name != "inventory-doomed")
+    );
+    survivors.stop().await;
+    h.stop().await;
+}
+
+/// Retention trims what every group acknowledged, never an entry some group still holds.
+#[tokio::test]
+async fn trimming_keeps_every_entry_some_group_has_not_acknowledged() {
+    let h = Harness::start().await;
+    let consumers = h.consumers().await;
+    for _ in 0..5 {
+        let id = h.place("product-A", 1, "tok_visa").await;
+        h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    }
+    consumers.stop().await;
+    let held = h.place("product-A", 1, "tok_visa").await;
+    let held_id = h.events_of(&held, "OrderPlaced").await[0].id.clone();
+    // A consumer reads it and never acknowledges: it stays pending in inventory_group.
+    let mut conn = h.redis.conn();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("inventory_group")
+        .arg("holder")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&h.settings.stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("read");
+    let others = h
+        .consumers_of(&["order", "payment", "shipping", "notification"])
+        .await;
+    h.eventually(SECONDS_10, "others caught up", || async {
+        h.pending("order_group").await == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = h.xlen(&h.settings.stream).await;
+
+    let mut trim_now = h.settings.clone();
+    trim_now.stream_retention_ms = 0;
+    trim_now.retry_min_idle_ms = 3_600_000; // nothing is retried in this pass
+    let report = h.retry_worker(&trim_now).run_pass().await.expect("pass");
+    assert!(report.trimmed > 0);
+    assert_eq!(
+        h.xlen(&h.settings.stream).await,
+        before - report.trimmed as i64
+    );
+    let remaining = h.entries(&h.settings.stream).await;
+    assert_eq!(
+        remaining[0].id, held_id,
+        "the held entry and everything after it stay"
+    );
+    assert_eq!(h.pending("inventory_group").await, 1);
+    others.stop().await;
+    h.stop().await;
+}
+
+/// Gone consumers with nothing pending are removed; one with pending entries never is.
+#[tokio::test]
+async fn only_idle_consumers_with_nothing_pending_are_removed() {
+    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 1).await;
+    h.place("product-A", 1, "tok_visa").await;
+    let mut conn = h.redis.conn();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&h.settings.stream)
+        .arg("shipping_group")
+        .arg("ghost")
+        .query_async(&mut conn)
+        .await
+        .expect("create consumer");
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("shipping_group")
+        .arg("holder")
+        .arg("STREAMS")
+        .arg(&h.settings.stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("read");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut no_retries = h.settings.clone();
+    no_retries.retry_min_idle_ms = 3_600_000;
+    let report = h.retry_worker(&no_retries).run_pass().await.expect("pass");
+    assert_eq!(report.consumers_removed, 1);
+    let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&h.settings.stream)
+        .arg("shipping_group")
+        .query_async(&mut conn)
+        .await
+        .expect("xinfo");
+    let names: Vec<&str> = consumers
+        .consumers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["holder"]);
+    h.stop().await;
+}

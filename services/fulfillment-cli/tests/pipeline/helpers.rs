@@ -1,0 +1,352 @@
+//! Shared test harness: a throwaway `redis-server` per test on a free port, the API on port 0,
+//! consumers and retry passes composed from the same library code the binaries run.
+
+use fulfillment_cli::local_runner::{Pipeline, Replicas};
+use fulfillment_core::consumer::{RawEntry, parse_entries};
+use fulfillment_core::{Redis, Settings, keys};
+use retry_worker::{PassReport, RetryWorker};
+use serde_json::{Value, json};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of this test's own, stopped and its directory removed on drop.
+pub struct TestRedis {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        for _ in 0..20 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "fulfillment-test-{port}-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed to run these tests (apt-get install redis-server)");
+            let mut redis = TestRedis {
+                child,
+                dir,
+                url: format!("redis://127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(client) = redis::Client::open(redis.url.as_str())
+                    && let Ok(mut conn) = client.get_connection()
+                    && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+                {
+                    return redis;
+                }
+                if let Ok(Some(_)) = redis.child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = redis.child.kill();
+        }
+        panic!("could not start redis-server");
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Settings tuned for tests: short blocks and idle times, fast backoff.
+pub fn test_settings(url: &str) -> Settings {
+    let mut s = Settings::for_redis(url);
+    s.block_ms = 50;
+    s.retry_min_idle_ms = 150;
+    s.retry_interval_ms = 100;
+    s.payment_backoff_ms = 1;
+    s.shutdown_grace_ms = 5_000;
+    s.consumer_name = "retry-worker".into();
+    s.consumer_gone_after_ms = 600_000;
+    s
+}
+
+/// One test's world: its Redis, the API on a free port, and helpers to drive and inspect it.
+pub struct Harness {
+    pub settings: Settings,
+    pub redis: Redis,
+    pub base: String,
+    pub http: reqwest::Client,
+    api: Option<Pipeline>,
+    // Dropped last: the server outlives every connection to it.
+    pub server: TestRedis,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> Self {
+        let server = TestRedis::start();
+        let mut settings = test_settings(&server.url);
+        tune(&mut settings);
+        let redis = fulfillment_core::service::prepare_redis(&settings)
+            .await
+            .expect("redis");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let api = Pipeline::start(&settings, &redis, &Replicas::none(), Some(listener), false)
+            .await
+            .expect("api");
+        Self {
+            settings,
+            redis,
+            base,
+            http: reqwest::Client::new(),
+            api: Some(api),
+            server,
+        }
+    }
+
+    /// Starts consumers (no API, no retry loop) with these settings.
+    pub async fn consumers_with(&self, replicas: &str, settings: &Settings) -> Pipeline {
+        let replicas = Replicas::parse(replicas).expect("replicas");
+        Pipeline::start(settings, &self.redis, &replicas, None, false)
+            .await
+            .expect("consumers")
+    }
+
+    /// One consumer for each named service only.
+    pub async fn consumers_of(&self, services: &[&str]) -> Pipeline {
+        let mut replicas = Replicas::none();
+        for s in services {
+            replicas.set(s, 1);
+        }
+        Pipeline::start(&self.settings, &self.redis, &replicas, None, false)
+            .await
+            .expect("consumers")
+    }
+
+    /// One consumer per service with the harness settings.
+    pub async fn consumers(&self) -> Pipeline {
+        self.consumers_with("", &self.settings).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(api) = self.api.take() {
+            api.stop().await;
+        }
+    }
+
+    pub fn retry_worker(&self, settings: &Settings) -> RetryWorker {
+        RetryWorker::new(
+            self.redis.clone(),
+            settings.clone(),
+            retry_worker::all_handlers(&self.redis, settings),
+        )
+    }
+
+    /// Waits past the min idle time, then runs one retry pass.
+    pub async fn retry_pass(&self, settings: &Settings) -> PassReport {
+        tokio::time::sleep(Duration::from_millis(settings.retry_min_idle_ms + 50)).await;
+        self.retry_worker(settings)
+            .run_pass()
+            .await
+            .expect("retry pass")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_product(&self, id: &str, stock: i64) {
+        let (status, body) = self
+            .post(
+                "/products",
+                json!({"id": id, "name": id, "price": 500, "stock": stock}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Places an order and returns its id.
+    pub async fn place(&self, product: &str, quantity: u32, token: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/orders",
+                json!({
+                    "customer_id": "cust-1",
+                    "customer_email": "cust-1@example.com",
+                    "items": [{"product_id": product, "quantity": quantity}],
+                    "payment_token": token,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("order id").to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/orders/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the order has `status`, or fails with the last one seen.
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.order(id).await;
+            if order["status"] == status {
+                return order;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "order {id} is {} after {within:?}, not {status}",
+                    order["status"]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `check` holds, polling.
+    pub async fn eventually<F, Fut>(&self, within: Duration, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !check().await {
+            assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stock(&self, product: &str) -> i64 {
+        let (_, body) = self.get(&format!("/products/{product}")).await;
+        body["stock"].as_i64().expect("stock")
+    }
+
+    pub async fn counter(&self, name: &str) -> i64 {
+        let mut conn = self.redis.conn();
+        let value: Option<i64> = redis::cmd("HGET")
+            .arg(keys::counters())
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .expect("counter");
+        value.unwrap_or(0)
+    }
+
+    pub async fn hlen(&self, key: &str) -> i64 {
+        let mut conn = self.redis.conn();
+        redis::cmd("HLEN")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("hlen")
+    }
+
+    pub async fn xlen(&self, stream: &str) -> i64 {
+        let mut conn = self.redis.conn();
+        redis::cmd("XLEN")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await
+            .expect("xlen")
+    }
+
+    /// Every entry on a stream.
+    pub async fn entries(&self, stream: &str) -> Vec<RawEntry> {
+        let mut conn = self.redis.conn();
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("xrange");
+        parse_entries(reply)
+    }
+
+    /// Entries on the event stream of `event_type` for `order_id`.
+    pub async fn events_of(&self, order_id: &str, event_type: &str) -> Vec<RawEntry> {
+        self.entries(&self.settings.stream)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e.text("order_id").as_deref() == Some(order_id)
+                    && e.text("type").as_deref() == Some(event_type)
+            })
+            .collect()
+    }
+
+    /// Pending count of a group.
+    pub async fn pending(&self, group: &str) -> i64 {
+        let mut conn = self.redis.conn();
+        let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+            .arg(&self.settings.stream)
+            .arg(group)
+            .query_async(&mut conn)
+            .await
+            .expect("xpending");
+        reply.count() as i64
+    }
+
+    /// Adds an entry with these fields by hand.
+    pub async fn xadd(&self, fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.settings.stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(k.as_slice()).arg(v.as_slice());
+        }
+        let mut conn = self.redis.conn();
+        cmd.query_async(&mut conn).await.expect("xadd")
+    }
+}
+
+pub const SECONDS_10: Duration = Duration::from_secs(10);

@@ -1,0 +1,180 @@
+//! The binaries as processes: bad settings refused in one line, SIGTERM drains and exits 0,
+//! the DLQ commands.
+
+use crate::helpers::{Harness, SECONDS_10, free_port};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary of the workspace, built next to this test's own (the test command builds them all).
+fn workspace_binary(name: &str) -> PathBuf {
+    if name == "fulfillment" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_fulfillment"));
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn a_bad_setting_is_refused_with_one_line_naming_it() {
+    for binary in [
+        "fulfillment",
+        "order-service",
+        "inventory-service",
+        "retry-worker",
+    ] {
+        let mut command = Command::new(workspace_binary(binary));
+        if binary == "fulfillment" {
+            command.args(["dlq", "list"]);
+        }
+        let output = command
+            .env("BATCH_SIZE", "lots")
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{binary}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{binary}: {stderr}");
+        assert!(
+            stderr.starts_with("invalid setting BATCH_SIZE=\"lots\""),
+            "{binary}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_redis_stops_a_service_with_a_clear_error() {
+    let output = Command::new(workspace_binary("inventory-service"))
+        .env(
+            "REDIS_URL",
+            format!("redis://:hunter2@127.0.0.1:{}", free_port()),
+        )
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: cannot connect to Redis at redis://***@127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password never reaches the logs"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_work_and_exits_zero() {
+    let h = Harness::start().await;
+    h.create_product("bulk", 1_000).await;
+    for _ in 0..100 {
+        h.place("bulk", 1, "tok_visa").await;
+    }
+    let mut child = Command::new(workspace_binary("inventory-service"))
+        .env("REDIS_URL", &h.server.url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("CONSUMER_NAME", "inventory-proc")
+        .env("BATCH_SIZE", "10")
+        .env("BLOCK_MS", "100")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    h.eventually(SECONDS_10, "some reservations", || async {
+        h.counter("reservations").await >= 10
+    })
+    .await;
+    terminate(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        h.pending("inventory_group").await,
+        0,
+        "what was in hand was acknowledged"
+    );
+    let reserved = h.counter("reservations").await;
+    assert_eq!(h.stock("bulk").await, 1_000 - reserved);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_dlq_commands_list_replay_and_delete() {
+    let h = Harness::start().await;
+    let consumers = h.consumers().await;
+    h.xadd(&[(b"type".to_vec(), b"Nonsense".to_vec())]).await;
+    h.eventually(SECONDS_10, "dead-lettered", || async {
+        h.xlen(&h.settings.dlq_stream).await == 1
+    })
+    .await;
+    consumers.stop().await;
+    let id = h.entries(&h.settings.dlq_stream).await[0].id.clone();
+    let run = |args: &[&str]| {
+        Command::new(workspace_binary("fulfillment"))
+            .args(args)
+            .env("REDIS_URL", &h.server.url)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .expect("run")
+    };
+    let listed = run(&["dlq", "list"]);
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(&id) && text.contains("field event_id is missing"),
+        "{text}"
+    );
+    let json = run(&["dlq", "list", "--json"]);
+    let page: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(page["entries"][0]["id"], id.as_str());
+
+    let missing = run(&["dlq", "replay", "1-1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead letter 1-1"));
+    let replayed = run(&["dlq", "replay", &id]);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    let again = h.consumers().await;
+    h.eventually(SECONDS_10, "dead-lettered again", || async {
+        h.xlen(&h.settings.dlq_stream).await == 1
+    })
+    .await;
+    again.stop().await;
+    let id = h.entries(&h.settings.dlq_stream).await[0].id.clone();
+    assert!(run(&["dlq", "delete", &id]).status.success());
+    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    let empty = run(&["dlq", "list"]);
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("is empty"));
+    h.stop().await;
+}
