@@ -439,6 +439,102 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its calls and fails when told to.
+    struct Probe {
+        calls: AtomicUsize,
+        result: fn() -> Result<Handled, HandlerError>,
+    }
+
+    impl EventHandler for Probe {
+        fn group(&self) -> &'static str {
+            "inventory_group"
+        }
+        fn handles(&self, event_type: EventType) -> bool {
+            event_type == EventType::OrderPlaced
+        }
+        fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = (self.result)();
+            Box::pin(async move { result })
+        }
+    }
+
+    fn probe(result: fn() -> Result<Handled, HandlerError>) -> Probe {
+        Probe {
+            calls: AtomicUsize::new(0),
+            result,
+        }
+    }
+
+    fn entry_of(event: &Event) -> RawEntry {
+        RawEntry {
+            id: "1-0".into(),
+            fields: event
+                .to_fields()
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+                .collect(),
+        }
+    }
+
+    async fn disposition(handler: &Probe, event: &Event) -> Disposition {
+        dispose(handler, &entry_of(event), "c-1", 1).await.0
+    }
+
+    #[tokio::test]
+    async fn each_outcome_has_its_disposition() {
+        let placed = Event::new(EventType::OrderPlaced, "o", &serde_json::json!({}));
+        assert_eq!(
+            disposition(&probe(|| Ok(Handled::Done)), &placed).await,
+            Disposition::Ack
+        );
+        assert!(matches!(
+            disposition(&probe(|| Ok(Handled::AckWithheld)), &placed).await,
+            Disposition::LeavePending { .. }
+        ));
+        assert!(matches!(
+            disposition(&probe(|| Err(HandlerError::Transient("x".into()))), &placed).await,
+            Disposition::LeavePending { .. }
+        ));
+        assert_eq!(
+            disposition(&probe(|| Err(HandlerError::Permanent("x".into()))), &placed).await,
+            Disposition::DeadLetter {
+                error: "x".into(),
+                poison: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_for_other_groups_are_acknowledged_unhandled() {
+        let handler = probe(|| Err(HandlerError::Transient("must not run".into())));
+        let shipped = Event::new(EventType::ShipmentPrepared, "o", &serde_json::json!({}));
+        assert_eq!(disposition(&handler, &shipped).await, Disposition::Ack);
+        let mut replayed = Event::new(EventType::OrderPlaced, "o", &serde_json::json!({}));
+        replayed.replay_for = Some("payment_group".into());
+        assert_eq!(disposition(&handler, &replayed).await, Disposition::Ack);
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
+        replayed.replay_for = Some("inventory_group".into());
+        assert!(matches!(
+            disposition(&handler, &replayed).await,
+            Disposition::LeavePending { .. }
+        ));
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn undecodable_entries_are_dead_lettered_once_per_stream() {
+        let handler = probe(|| Ok(Handled::Done));
+        let garbage = RawEntry {
+            id: "1-0".into(),
+            fields: vec![(b"junk".to_vec(), vec![0xff])],
+        };
+        let (d, _) = dispose(&handler, &garbage, "c-1", 1).await;
+        assert!(matches!(d, Disposition::DeadLetter { poison: true, .. }));
+        assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

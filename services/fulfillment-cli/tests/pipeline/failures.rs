@@ -367,3 +367,32 @@ async fn only_idle_consumers_with_nothing_pending_are_removed() {
     assert_eq!(names, ["holder"]);
     h.stop().await;
 }
+
+/// A pending entry deleted from the stream never blocks the retry worker: it leaves the group's
+/// pending list (Redis 7 drops it on XCLAIM; on 6.2 the worker acknowledges the nil entry).
+#[tokio::test]
+async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever() {
+    let h = Harness::start().await;
+    let mut failing = h.settings.clone();
+    failing.inventory_failure_rate = 1.0;
+    let inventory = h.consumers_with("", &failing).await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.eventually(SECONDS_10, "pending", || async {
+        h.pending("inventory_group").await == 1
+    })
+    .await;
+    let entry = h.events_of(&id, "OrderPlaced").await[0].id.clone();
+    let mut conn = h.redis.conn();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&h.settings.stream)
+        .arg(&entry)
+        .query_async(&mut conn)
+        .await
+        .expect("xdel");
+    let report = h.retry_pass(&failing).await;
+    assert_eq!(report.retried, 0, "nothing to run: the entry is gone");
+    assert_eq!(h.pending("inventory_group").await, 0);
+    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    inventory.stop().await;
+    h.stop().await;
+}
