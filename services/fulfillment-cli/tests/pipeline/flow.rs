@@ -297,11 +297,11 @@ async fn late_and_repeated_events_never_move_a_status_backwards() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let order = h.order(&id).await;
+    let order = h.order(id).await;
     assert_eq!(order["status"], "COMPLETED");
     assert!(order["status_reason"].is_null());
     assert!(
-        h.events_of(&id, "OrderCancelled").await.is_empty(),
+        h.events_of(id, "OrderCancelled").await.is_empty(),
         "a final order is never cancelled"
     );
     projection.stop().await;
