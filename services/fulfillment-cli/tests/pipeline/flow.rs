@@ -307,3 +307,34 @@ async fn late_and_repeated_events_never_move_a_status_backwards() {
     projection.stop().await;
     h.stop().await;
 }
+
+/// Transient charge failures are retried in-process; exhausted, the order is cancelled and its
+/// stock released, with nothing charged.
+#[tokio::test]
+async fn a_payment_gateway_that_keeps_failing_cancels_the_order_without_a_charge() {
+    let h = Harness::start().await;
+    let mut flaky = h.settings.clone();
+    flaky.payment_failure_rate = 1.0;
+    flaky.payment_max_attempts = 3;
+    let consumers = h.consumers_with("", &flaky).await;
+    let id = h.place("product-B", 1, "tok_visa").await;
+    let order = h.wait_status(&id, "CANCELLED", SECONDS_10).await;
+    assert_eq!(order["status_reason"], "payment_unavailable");
+    h.eventually(SECONDS_10, "stock released", || async {
+        h.stock("product-B").await == 5
+    })
+    .await;
+    assert_eq!(h.hlen(&keys::gateway_charges()).await, 0);
+    consumers.stop().await;
+
+    // A gateway failing half the time, with attempts to spare, charges once.
+    let mut half = h.settings.clone();
+    half.payment_failure_rate = 0.5;
+    half.payment_max_attempts = 30;
+    let consumers = h.consumers_with("", &half).await;
+    let paid = h.place("product-B", 1, "tok_visa").await;
+    h.wait_status(&paid, "COMPLETED", SECONDS_10).await;
+    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1);
+    consumers.stop().await;
+    h.stop().await;
+}

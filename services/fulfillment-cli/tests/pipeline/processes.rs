@@ -178,3 +178,36 @@ async fn the_dlq_commands_list_replay_and_delete() {
     assert!(String::from_utf8_lossy(&empty.stdout).contains("is empty"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_retry_worker_binary_makes_one_pass_and_reports_it() {
+    let h = Harness::start().await;
+    let mut failing = h.settings.clone();
+    failing.inventory_failure_rate = 1.0;
+    let consumers = h.consumers_with("", &failing).await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.eventually(SECONDS_10, "pending", || async {
+        h.pending("inventory_group").await == 1
+    })
+    .await;
+    consumers.stop().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let output = Command::new(workspace_binary("retry-worker"))
+        .env("REDIS_URL", &h.server.url)
+        .env("RETRY_MIN_IDLE_MS", "100")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON summary");
+    assert_eq!(report["retried"], 1);
+    assert_eq!(report["recovered"], 1);
+    let healthy = h.consumers().await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    healthy.stop().await;
+    h.stop().await;
+}
