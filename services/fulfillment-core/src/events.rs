@@ -306,6 +306,26 @@ impl Event {
     }
 }
 
+/// Whether `value` is a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`,
+/// ids not all zero), so a malformed header is dropped instead of carried along the saga.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
+}
+
 fn fields_json(fields: Vec<(&'static str, String)>) -> String {
     let flat: Vec<String> = fields
         .into_iter()
@@ -403,6 +423,21 @@ mod tests {
             Event::from_fields(&not_utf8),
             Err(DecodeError::NotUtf8("order_id"))
         );
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_accepted() {
+        assert!(is_valid_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
+        ));
+        assert!(!is_valid_traceparent("hello"));
+        assert!(!is_valid_traceparent(""));
     }
 
     #[test]

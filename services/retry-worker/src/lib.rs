@@ -166,18 +166,21 @@ impl RetryWorker {
             .query_async::<i64>(&mut conn)
             .await?;
 
-        let outcomes = join_all(live.iter().map(|entry| {
-            // Deliveries so far, before this one: the first delivery plus earlier retries.
-            let before = deliveries.get(entry.id.as_str()).copied().unwrap_or(1);
-            dispose(handler, entry, &s.consumer_name, before + 1)
-        }))
+        // Deliveries so far, before this run: the first delivery plus earlier retries. This run is
+        // retry number `before` (delivery `before + 1`).
+        let before: Vec<u64> = live
+            .iter()
+            .map(|e| deliveries.get(e.id.as_str()).copied().unwrap_or(1))
+            .collect();
+        let outcomes = join_all(
+            live.iter()
+                .zip(&before)
+                .map(|(entry, before)| dispose(handler, entry, &s.consumer_name, before + 1)),
+        )
         .await;
         let mut acks = Vec::new();
-        for (entry, (disposition, event)) in live.iter().zip(outcomes) {
+        for ((entry, before), (disposition, event)) in live.iter().zip(before).zip(outcomes) {
             report.retried += 1;
-            let before = deliveries.get(entry.id.as_str()).copied().unwrap_or(1);
-            // This run was retry number `before` (delivery `before + 1`).
-            let retry_number = before;
             let dead = match disposition {
                 Disposition::Ack => {
                     report.recovered += 1;
@@ -185,7 +188,7 @@ impl RetryWorker {
                     None
                 }
                 Disposition::LeavePending { reason }
-                    if retry_number >= u64::from(s.retry_max_retries) =>
+                    if before >= u64::from(s.retry_max_retries) =>
                 {
                     Some((format!("retries exhausted: {reason}"), false))
                 }

@@ -11,14 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
     let h = Harness::start().await;
-    let mut failing = h.settings.clone();
-    failing.inventory_failure_rate = 1.0;
-    let consumers = h.consumers_with("", &failing).await;
-    let id = h.place("product-A", 1, "tok_visa").await;
-    h.eventually(SECONDS_10, "first delivery failed", || async {
-        h.pending("inventory_group").await == 1
-    })
-    .await;
+    let (failing, consumers, id) = h.order_stuck_in_failing_inventory(1).await;
 
     let first = h.retry_pass(&failing).await;
     assert_eq!(
@@ -45,14 +38,7 @@ async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
 #[tokio::test]
 async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_the_order() {
     let h = Harness::start().await;
-    let mut failing = h.settings.clone();
-    failing.inventory_failure_rate = 1.0;
-    let consumers = h.consumers_with("", &failing).await;
-    let id = h.place("product-A", 2, "tok_visa").await;
-    h.eventually(SECONDS_10, "first delivery failed", || async {
-        h.pending("inventory_group").await == 1
-    })
-    .await;
+    let (failing, consumers, id) = h.order_stuck_in_failing_inventory(2).await;
     for retry in 1..=2 {
         let report = h.retry_pass(&failing).await;
         assert_eq!(
@@ -373,14 +359,7 @@ async fn only_idle_consumers_with_nothing_pending_are_removed() {
 #[tokio::test]
 async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever() {
     let h = Harness::start().await;
-    let mut failing = h.settings.clone();
-    failing.inventory_failure_rate = 1.0;
-    let inventory = h.consumers_with("", &failing).await;
-    let id = h.place("product-A", 1, "tok_visa").await;
-    h.eventually(SECONDS_10, "pending", || async {
-        h.pending("inventory_group").await == 1
-    })
-    .await;
+    let (failing, inventory, id) = h.order_stuck_in_failing_inventory(1).await;
     let entry = h.events_of(&id, "OrderPlaced").await[0].id.clone();
     let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("XDEL")

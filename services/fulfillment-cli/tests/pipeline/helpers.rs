@@ -140,6 +140,23 @@ impl Harness {
             .expect("consumers")
     }
 
+    /// Consumers whose inventory fails every delivery, and an order of `quantity` product-A whose
+    /// `OrderPlaced` has failed once and is pending in `inventory_group`.
+    pub async fn order_stuck_in_failing_inventory(
+        &self,
+        quantity: u32,
+    ) -> (Settings, Pipeline, String) {
+        let mut failing = self.settings.clone();
+        failing.inventory_failure_rate = 1.0;
+        let consumers = self.consumers_with("", &failing).await;
+        let id = self.place("product-A", quantity, "tok_visa").await;
+        self.eventually(SECONDS_10, "first delivery failed", || async {
+            self.pending("inventory_group").await == 1
+        })
+        .await;
+        (failing, consumers, id)
+    }
+
     /// One consumer for each named service only.
     pub async fn consumers_of(&self, services: &[&str]) -> Pipeline {
         let mut replicas = Replicas::none();

@@ -182,14 +182,7 @@ async fn the_dlq_commands_list_replay_and_delete() {
 #[tokio::test]
 async fn the_retry_worker_binary_makes_one_pass_and_reports_it() {
     let h = Harness::start().await;
-    let mut failing = h.settings.clone();
-    failing.inventory_failure_rate = 1.0;
-    let consumers = h.consumers_with("", &failing).await;
-    let id = h.place("product-A", 1, "tok_visa").await;
-    h.eventually(SECONDS_10, "pending", || async {
-        h.pending("inventory_group").await == 1
-    })
-    .await;
+    let (_, consumers, id) = h.order_stuck_in_failing_inventory(1).await;
     consumers.stop().await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let output = Command::new(workspace_binary("retry-worker"))

@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fulfillment_core::events::{LineItem, PAYMENT_TOKENS};
+use fulfillment_core::events::{LineItem, PAYMENT_TOKENS, is_valid_traceparent};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
@@ -57,6 +57,7 @@ pub async fn place(
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
         .map(str::to_owned);
     let placed = orders::place(
         &state.redis,
