@@ -67,7 +67,7 @@ enum DlqAction {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let settings = settings_or_exit();
-    fulfillment_core::telemetry::init(settings.log_format);
+    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "fulfillment");
     let result = async {
         match cli.command {
             Command::Up {

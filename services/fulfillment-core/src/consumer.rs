@@ -9,6 +9,7 @@ use crate::dead_letter::{self, DeadLetter};
 use crate::events::{DecodeError, Event, EventType};
 use crate::metrics;
 use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
+use crate::telemetry;
 use futures_util::future::join_all;
 use redis::Value;
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What a handler returns.
 pub type HandlerFuture<'a> =
@@ -60,16 +62,24 @@ impl From<DecodeError> for HandlerError {
 pub struct Delivery<'a> {
     pub stream_id: &'a str,
     pub event: &'a Event,
+    /// The service handling it (`inventory`).
+    pub service: &'static str,
     /// The consumer handling it (`inventory-1`, `retry-worker`).
     pub consumer: &'a str,
     /// 1 for the first delivery, 2 for the first retry, and so on.
     pub attempt: u64,
+    /// The trace context of the handler's span (or of the event, when traces are off).
+    pub traceparent: Option<&'a str>,
 }
 
 impl Delivery<'_> {
-    /// The `producer` field for events this delivery publishes.
-    pub fn producer(&self, service: &str) -> String {
-        format!("{service}/{}", self.consumer)
+    /// The next event of the same order, published by this delivery: it carries this delivery's
+    /// trace context and names this service and consumer as its producer.
+    pub fn follow_up(&self, event_type: EventType, payload: &impl serde::Serialize) -> Event {
+        let mut next = Event::new(event_type, &self.event.order_id, payload);
+        next.traceparent = self.traceparent.map(str::to_owned);
+        next.producer = Some(format!("{}/{}", self.service, self.consumer));
+        next
     }
 }
 
@@ -78,6 +88,8 @@ impl Delivery<'_> {
 pub trait EventHandler: Send + Sync + 'static {
     /// The consumer group this handler reads through.
     fn group(&self) -> &'static str;
+    /// The service it belongs to (`inventory`), as named in `producer` fields.
+    fn service(&self) -> &'static str;
     /// Whether this group acts on `event_type`; other entries are acknowledged unread.
     fn handles(&self, event_type: EventType) -> bool;
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a>;
@@ -147,23 +159,29 @@ pub async fn dispose(
     let started = Instant::now();
     let span = tracing::info_span!(
         "handle",
+        otel.name = format!("{group} {}", event.event_type),
+        otel.kind = "consumer",
         group,
         consumer,
         order_id = event.order_id.as_str(),
         event_id = %event.event_id,
         event_type = event.event_type.as_str(),
         attempt,
+        trace_id = telemetry::trace_id_of(event.traceparent.as_deref()),
     );
-    let result = {
-        let _entered = span.enter();
-        handler.handle(Delivery {
+    telemetry::continue_trace(&span, event.traceparent.as_deref());
+    let own_context = telemetry::traceparent_of(&span);
+    let result = handler
+        .handle(Delivery {
             stream_id: &entry.id,
             event: &event,
+            service: handler.service(),
             consumer,
             attempt,
+            traceparent: own_context.as_deref().or(event.traceparent.as_deref()),
         })
-    }
-    .await;
+        .instrument(span.clone())
+        .await;
     metrics::handler_duration(group, event.event_type.as_str(), started.elapsed());
     let type_name = event.event_type.as_str();
     let disposition = match result {
@@ -450,6 +468,9 @@ mod tests {
     impl EventHandler for Probe {
         fn group(&self) -> &'static str {
             "inventory_group"
+        }
+        fn service(&self) -> &'static str {
+            "inventory"
         }
         fn handles(&self, event_type: EventType) -> bool {
             event_type == EventType::OrderPlaced

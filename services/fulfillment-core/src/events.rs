@@ -207,13 +207,6 @@ impl Event {
         }
     }
 
-    /// The next event of the same order, carrying this one's trace context.
-    pub fn follow_up(&self, event_type: EventType, payload: &impl Serialize) -> Self {
-        let mut next = Self::new(event_type, &self.order_id, payload);
-        next.traceparent = self.traceparent.clone();
-        next
-    }
-
     pub fn with_producer(mut self, producer: &str) -> Self {
         self.producer = Some(producer.to_owned());
         self

@@ -95,10 +95,11 @@ pub fn redact(url: &str) -> String {
 /// The whole `main` of a consumer service: settings (or one line and exit 2), logs, Redis, then
 /// one consumer of the group `build` makes plus the ops endpoints, until SIGTERM or Ctrl-C.
 pub async fn main_for_worker(
+    service_name: &'static str,
     build: impl FnOnce(Redis, &Settings) -> Arc<dyn EventHandler>,
 ) -> std::process::ExitCode {
     let settings = settings_or_exit();
-    crate::telemetry::init(settings.log_format);
+    let _telemetry = crate::telemetry::init(settings.log_format, service_name);
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = bind(&settings).await?;

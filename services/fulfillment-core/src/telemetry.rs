@@ -1,21 +1,167 @@
-//! Log set-up: JSON lines for collectors or pretty lines for people, filtered by `RUST_LOG`.
+//! Logs and traces.
+//!
+//! Logs: JSON lines for collectors or compact lines for people, filtered by `RUST_LOG`; handler
+//! lines carry the handler span's fields (`order_id`, `event_id`, `group`, `consumer`,
+//! `trace_id`). Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans go to it over OTLP/HTTP
+//! with this process's `service.name`. Trace context crosses services in the `traceparent` field
+//! of every entry: [`continue_trace`] makes a span the child of an entry's context, and
+//! [`traceparent_of`] writes a span's context for the entries it publishes.
 
+use crate::events::is_valid_traceparent;
 use crate::settings::LogFormat;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use std::collections::HashMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber once; later calls (tests composing several services) are no-ops.
-pub fn init(format: LogFormat) {
+/// Keeps the trace pipeline alive; dropping it flushes the spans not yet exported.
+#[must_use = "dropping the guard stops trace export"]
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("trace export did not flush: {e}");
+        }
+    }
+}
+
+/// Installs logging, and trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Later calls in
+/// the same process (tests composing several services) change nothing.
+pub fn init(format: LogFormat, service_name: &'static str) -> TelemetryGuard {
+    let endpoint_set = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
+    if !endpoint_set {
+        install(format, None);
+        return TelemetryGuard::default();
+    }
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => {
+            let provider = batch_provider(exporter, service_name);
+            install(format, Some(&provider));
+            TelemetryGuard {
+                provider: Some(provider),
+            }
+        }
+        Err(e) => {
+            install(format, None);
+            tracing::error!(error = %e, "OTEL_EXPORTER_OTLP_ENDPOINT is set but the exporter failed; traces are off");
+            TelemetryGuard::default()
+        }
+    }
+}
+
+/// Like [`init`] with a given exporter, exporting each span as it ends (tests use the in-memory one).
+pub fn init_with_exporter(
+    format: LogFormat,
+    service_name: &'static str,
+    exporter: impl SpanExporter + 'static,
+) -> TelemetryGuard {
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(resource(service_name))
+        .build();
+    install(format, Some(&provider));
+    TelemetryGuard {
+        provider: Some(provider),
+    }
+}
+
+fn batch_provider(
+    exporter: impl SpanExporter + 'static,
+    service_name: &'static str,
+) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource(service_name))
+        .build()
+}
+
+fn resource(service_name: &'static str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name)
+        .build()
+}
+
+fn install(format: LogFormat, provider: Option<&SdkTracerProvider>) {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let traces = provider.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("fulfillment"))
+            .boxed()
+    });
+    let _ = Registry::default()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init();
+}
+
+/// Makes `span` a child of the W3C `traceparent` (when there is a valid one).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent.filter(|t| is_valid_traceparent(t)) else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The `traceparent` of `span`, or `None` when traces are off (no valid span context).
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The trace id inside a `traceparent` (`00-<trace id>-<span id>-<flags>`), for log lines.
+pub fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
+    traceparent
+        .filter(|t| is_valid_traceparent(t))
+        .and_then(|t| t.split('-').nth(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_ids_come_out_of_traceparents() {
+        assert_eq!(
+            super::trace_id_of(Some(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            )),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(super::trace_id_of(Some("junk")), None);
+        assert_eq!(super::trace_id_of(None), None);
+    }
 }

@@ -69,22 +69,17 @@ impl InventoryHandler {
         if lines.is_empty() {
             return Err(HandlerError::Permanent("OrderPlaced has no items".into()));
         }
-        let producer = delivery.producer(SERVICE);
-        let reserved = event
-            .follow_up(
-                EventType::StockReserved,
-                &StockReserved {
-                    items: lines.clone(),
-                    amount: placed.total,
-                    payment_token: placed.payment_token.clone(),
-                    customer_email: placed.customer_email.clone(),
-                },
-            )
-            .with_producer(&producer);
+        let reserved = delivery.follow_up(
+            EventType::StockReserved,
+            &StockReserved {
+                items: lines.clone(),
+                amount: placed.total,
+                payment_token: placed.payment_token.clone(),
+                customer_email: placed.customer_email.clone(),
+            },
+        );
         // The payload of StockFailed is filled in by the script, which knows the short product.
-        let failed = event
-            .follow_up(EventType::StockFailed, &serde_json::json!({}))
-            .with_producer(&producer);
+        let failed = delivery.follow_up(EventType::StockFailed, &serde_json::json!({}));
 
         let mut invocation = RESERVE.prepare_invoke();
         invocation
@@ -126,12 +121,10 @@ impl InventoryHandler {
 
     async fn release(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
-        let released = event
-            .follow_up(
-                EventType::StockReleased,
-                &StockReleased { items: Vec::new() },
-            )
-            .with_producer(&delivery.producer(SERVICE));
+        let released = delivery.follow_up(
+            EventType::StockReleased,
+            &StockReleased { items: Vec::new() },
+        );
         let mut conn = self.redis.conn();
         let (outcome,): (String,) = RELEASE
             .key(&self.stream)
@@ -146,6 +139,10 @@ impl InventoryHandler {
 }
 
 impl EventHandler for InventoryHandler {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
     fn group(&self) -> &'static str {
         keys::group::INVENTORY
     }

@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    fulfillment_core::service::main_for_worker(|redis, settings| {
+    fulfillment_core::service::main_for_worker("inventory-service", |redis, settings| {
         std::sync::Arc::new(inventory_service::handler(redis, settings))
     })
     .await

@@ -45,15 +45,13 @@ impl NotificationHandler {
                 event.payload_as::<OrderCancelled>()?.customer_email,
             ),
         };
-        let sent = event
-            .follow_up(
-                EventType::NotificationSent,
-                &NotificationSent {
-                    kind: kind.to_owned(),
-                    to: to.clone(),
-                },
-            )
-            .with_producer(&delivery.producer(SERVICE));
+        let sent = delivery.follow_up(
+            EventType::NotificationSent,
+            &NotificationSent {
+                kind: kind.to_owned(),
+                to: to.clone(),
+            },
+        );
         let counter = keys::counter::notifications(kind);
         let outcome = transition(
             &self.redis,
@@ -77,6 +75,10 @@ impl NotificationHandler {
 }
 
 impl EventHandler for NotificationHandler {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
     fn group(&self) -> &'static str {
         keys::group::NOTIFICATION
     }

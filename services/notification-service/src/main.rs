@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    fulfillment_core::service::main_for_worker(|redis, settings| {
+    fulfillment_core::service::main_for_worker("notification-service", |redis, settings| {
         std::sync::Arc::new(notification_service::handler(redis, settings))
     })
     .await

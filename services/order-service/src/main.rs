@@ -5,7 +5,7 @@ use fulfillment_core::service::{bind, exit_code, prepare_redis, settings_or_exit
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let settings = settings_or_exit();
-    fulfillment_core::telemetry::init(settings.log_format);
+    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "order-service");
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = bind(&settings).await?;

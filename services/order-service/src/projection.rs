@@ -4,6 +4,7 @@
 //! rules are in `project_order.lua`, applied in one step with the history entry). A stock or
 //! payment failure cancels the order and publishes `OrderCancelled` in that same step.
 
+use crate::SERVICE;
 use crate::orders::{HistoryEntry, observe_completion};
 use fulfillment_core::events::{EventDeadLettered, OrderCancelled};
 use fulfillment_core::{
@@ -38,7 +39,7 @@ impl OrderProjection {
         let reason = reason_of(event)?;
         let cancellation = match event.event_type {
             EventType::StockFailed | EventType::PaymentFailed => {
-                Some(self.cancellation(event, &reason).await?)
+                Some(self.cancellation(&delivery, &reason).await?)
             }
             _ => None,
         };
@@ -81,22 +82,25 @@ impl OrderProjection {
     }
 
     /// The `OrderCancelled` that a stock or payment failure leads to.
-    async fn cancellation(&self, event: &Event, reason: &str) -> Result<Event, HandlerError> {
+    async fn cancellation(
+        &self,
+        delivery: &Delivery<'_>,
+        reason: &str,
+    ) -> Result<Event, HandlerError> {
+        let event = delivery.event;
         let mut conn = self.redis.conn();
         let email: Option<String> = redis::cmd("HGET")
             .arg(keys::order(&event.order_id))
             .arg("customer_email")
             .query_async(&mut conn)
             .await?;
-        Ok(event
-            .follow_up(
-                EventType::OrderCancelled,
-                &OrderCancelled {
-                    reason: reason.to_owned(),
-                    customer_email: email.unwrap_or_default(),
-                },
-            )
-            .with_producer("order/projection"))
+        Ok(delivery.follow_up(
+            EventType::OrderCancelled,
+            &OrderCancelled {
+                reason: reason.to_owned(),
+                customer_email: email.unwrap_or_default(),
+            },
+        ))
     }
 }
 
@@ -132,6 +136,10 @@ fn reason_of(event: &Event) -> Result<String, HandlerError> {
 }
 
 impl EventHandler for OrderProjection {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
     fn group(&self) -> &'static str {
         keys::group::ORDER
     }

@@ -119,7 +119,6 @@ impl PaymentHandler {
             return Ok(Handled::Done);
         }
 
-        let producer = delivery.producer(SERVICE);
         let result = self
             .charge_with_retries(
                 order_id,
@@ -131,7 +130,7 @@ impl PaymentHandler {
         let (to, outcome) = match result {
             Ok(()) => (
                 state::CHARGED,
-                event.follow_up(
+                delivery.follow_up(
                     EventType::PaymentProcessed,
                     &PaymentProcessed {
                         payment_id: payment_id.clone(),
@@ -142,7 +141,7 @@ impl PaymentHandler {
             ),
             Err(e) => (
                 state::FAILED,
-                event.follow_up(
+                delivery.follow_up(
                     EventType::PaymentFailed,
                     &PaymentFailed {
                         reason: e.reason().to_owned(),
@@ -150,7 +149,7 @@ impl PaymentHandler {
                 ),
             ),
         };
-        let outcome = outcome.with_producer(&producer);
+        let outcome = outcome;
         let finished = self
             .step(Step {
                 key: keys::payment(order_id),
@@ -247,12 +246,10 @@ impl PaymentHandler {
                     .refund(order_id, &payment_id, amount)
                     .await
                     .map_err(HandlerError::Transient)?;
-                let refunded = event
-                    .follow_up(
-                        EventType::PaymentRefunded,
-                        &PaymentRefunded { payment_id, amount },
-                    )
-                    .with_producer(&delivery.producer(SERVICE));
+                let refunded = delivery.follow_up(
+                    EventType::PaymentRefunded,
+                    &PaymentRefunded { payment_id, amount },
+                );
                 self.step(Step {
                     key: keys::payment(order_id),
                     from: &[state::CHARGED],
@@ -272,6 +269,10 @@ impl PaymentHandler {
 }
 
 impl EventHandler for PaymentHandler {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
     fn group(&self) -> &'static str {
         keys::group::PAYMENT
     }

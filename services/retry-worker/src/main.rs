@@ -21,7 +21,7 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let settings = settings_or_exit();
-    fulfillment_core::telemetry::init(settings.log_format);
+    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "retry-worker");
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let worker = RetryWorker::new(

@@ -41,16 +41,14 @@ impl ShippingHandler {
         let paid: PaymentProcessed = event.payload_as()?;
         let label_id = Uuid::new_v4().to_string();
         let tracking_number = tracking_number();
-        let prepared = event
-            .follow_up(
-                EventType::ShipmentPrepared,
-                &ShipmentPrepared {
-                    label_id: label_id.clone(),
-                    tracking_number: tracking_number.clone(),
-                    customer_email: paid.customer_email,
-                },
-            )
-            .with_producer(&delivery.producer(SERVICE));
+        let prepared = delivery.follow_up(
+            EventType::ShipmentPrepared,
+            &ShipmentPrepared {
+                label_id: label_id.clone(),
+                tracking_number: tracking_number.clone(),
+                customer_email: paid.customer_email,
+            },
+        );
         let outcome = transition(
             &self.redis,
             &self.stream,
@@ -113,6 +111,10 @@ impl ShippingHandler {
 }
 
 impl EventHandler for ShippingHandler {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
     fn group(&self) -> &'static str {
         keys::group::SHIPPING
     }

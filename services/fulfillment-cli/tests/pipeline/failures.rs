@@ -183,6 +183,9 @@ async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
 struct Stuck;
 
 impl EventHandler for Stuck {
+    fn service(&self) -> &'static str {
+        "inventory"
+    }
     fn group(&self) -> &'static str {
         keys::group::INVENTORY
     }

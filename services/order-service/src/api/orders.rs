@@ -11,9 +11,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fulfillment_core::events::{LineItem, PAYMENT_TOKENS, is_valid_traceparent};
+use fulfillment_core::telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
+use tracing::Instrument;
 
 /// Most lines in one order.
 pub const MAX_ITEMS: usize = 50;
@@ -54,11 +56,18 @@ pub async fn place(
         fingerprint: serde_json::to_string(&request).unwrap_or_default(),
         ttl_secs: state.settings.idempotency_ttl_secs,
     });
-    let traceparent = headers
+    let incoming = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid_traceparent(v))
-        .map(str::to_owned);
+        .filter(|v| is_valid_traceparent(v));
+    let span = tracing::info_span!(
+        "place_order",
+        otel.name = "POST /orders",
+        otel.kind = "server",
+        order_id = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, incoming);
+    let traceparent = telemetry::traceparent_of(&span).or(incoming.map(str::to_owned));
     let placed = orders::place(
         &state.redis,
         &state.settings.stream,
@@ -66,10 +75,15 @@ pub async fn place(
         idempotency.as_ref(),
         traceparent,
     )
+    .instrument(span.clone())
     .await?;
+    if let Placed::Created { order, .. } = &placed {
+        span.record("order_id", order.id.as_str());
+    }
     match placed {
         Placed::Created { order, stream_id } => {
             tracing::info!(
+                parent: &span,
                 order_id = order.id.as_str(),
                 stream_id,
                 total = order.total,
