@@ -149,7 +149,6 @@ impl PaymentHandler {
                 ),
             ),
         };
-        let outcome = outcome;
         let finished = self
             .step(Step {
                 key: keys::payment(order_id),
