@@ -1,8 +1,8 @@
 //! `fulfillment`: run the whole pipeline locally, and operate a running one.
 
 use clap::{Parser, Subcommand};
-use fulfillment_cli::dlq_commands;
 use fulfillment_cli::local_runner::{self, Replicas, UpOptions};
+use fulfillment_cli::{dlq_commands, stats};
 use fulfillment_core::Redis;
 use fulfillment_core::service::{exit_code, settings_or_exit};
 use std::net::SocketAddr;
@@ -39,6 +39,12 @@ enum Command {
         /// Directory for a private Redis's data.
         #[arg(long, default_value = ".fulfillment")]
         state_dir: PathBuf,
+    },
+    /// One screen of the stream: groups, consumers, pending, lag, retries, dead letters.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and act on the dead-letter stream.
     Dlq {
@@ -84,8 +90,18 @@ async fn main() -> std::process::ExitCode {
                 };
                 local_runner::up(settings, options, fulfillment_core::shutdown::on_signal()).await
             }
+            Command::Stats { json } => {
+                let redis = connect(&settings).await?;
+                let stats = stats::collect(&redis, &settings).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                } else {
+                    println!("{}", stats::render(&stats));
+                }
+                Ok(())
+            }
             Command::Dlq { action } => {
-                let redis = Redis::connect(&settings.redis_url).await?;
+                let redis = connect(&settings).await?;
                 let output = match action {
                     DlqAction::List { limit, json } => {
                         dlq_commands::list(
@@ -111,4 +127,14 @@ async fn main() -> std::process::ExitCode {
     }
     .await;
     exit_code(result)
+}
+
+async fn connect(settings: &fulfillment_core::Settings) -> anyhow::Result<Redis> {
+    use anyhow::Context;
+    Redis::connect(&settings.redis_url).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at REDIS_URL={}",
+            fulfillment_core::service::redact(&settings.redis_url)
+        )
+    })
 }

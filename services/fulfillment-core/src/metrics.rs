@@ -124,10 +124,15 @@ pub async fn render(redis: &Redis, stream: &str, dlq_stream: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A consumer idle less than this is counted as active: a live consumer re-issues its blocking
+/// read every `BLOCK_MS` (at most a minute), which resets its idle time.
+pub const ACTIVE_CONSUMER_IDLE_MS: i64 = 120_000;
+
 /// One group's figures from `XINFO GROUPS`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupFigures {
     pub name: String,
+    /// Consumers registered in the group (gone ones count until the retry worker removes them).
     pub consumers: i64,
     pub pending: i64,
     /// `None` when Redis cannot tell (after deletions in the stream).
@@ -169,6 +174,44 @@ pub async fn group_figures(redis: &Redis, stream: &str) -> redis::RedisResult<Ve
             }
         })
         .collect())
+}
+
+/// One consumer's figures from `XINFO CONSUMERS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerFigures {
+    pub name: String,
+    pub pending: i64,
+    pub idle_ms: i64,
+}
+
+/// `XINFO CONSUMERS` of one group; empty when the group does not exist.
+pub async fn consumer_figures(
+    redis: &Redis,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<Vec<ConsumerFigures>> {
+    let mut conn = redis.conn();
+    let reply: redis::RedisResult<redis::streams::StreamInfoConsumersReply> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(&mut conn)
+        .await;
+    match reply {
+        Ok(info) => Ok(info
+            .consumers
+            .into_iter()
+            .map(|c| ConsumerFigures {
+                name: c.name,
+                pending: c.pending as i64,
+                idle_ms: c.idle as i64,
+            })
+            .collect()),
+        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The durable counters ([`keys::counters`]) as a map.
@@ -215,7 +258,12 @@ async fn stream_figures(
     )?;
     let consumers = gauge(
         "fulfillment_group_consumers",
-        "Consumers registered in the group.",
+        "Consumers registered in the group (gone ones count until removed).",
+        &["group"],
+    )?;
+    let active = gauge(
+        "fulfillment_group_active_consumers",
+        "Consumers of the group that read in the last two minutes.",
         &["group"],
     )?;
     let length = gauge(
@@ -248,6 +296,12 @@ async fn stream_figures(
     for g in &groups {
         pending.with_label_values(&[&g.name]).set(g.pending);
         consumers.with_label_values(&[&g.name]).set(g.consumers);
+        let live = consumer_figures(redis, stream, &g.name)
+            .await?
+            .iter()
+            .filter(|c| c.idle_ms < ACTIVE_CONSUMER_IDLE_MS)
+            .count();
+        active.with_label_values(&[&g.name]).set(live as i64);
         if let Some(l) = g.lag {
             lag.with_label_values(&[&g.name]).set(l);
         }

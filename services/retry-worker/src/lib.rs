@@ -13,7 +13,7 @@ use fulfillment_core::consumer::{
 };
 use fulfillment_core::dead_letter::{self, DeadLetter};
 use fulfillment_core::events::now_millis;
-use fulfillment_core::metrics::group_figures;
+use fulfillment_core::metrics::{consumer_figures, group_figures};
 use fulfillment_core::{Redis, Settings, keys};
 use futures_util::future::join_all;
 use redis::streams::StreamPendingCountReply;
@@ -222,19 +222,8 @@ impl RetryWorker {
         let mut conn = self.redis.conn();
         let mut removed = 0;
         for group in keys::group::ALL {
-            let info: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&s.stream)
-                .arg(*group)
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(info) => info,
-                Err(e) if e.code() == Some("NOGROUP") => continue,
-                Err(e) => return Err(e),
-            };
-            for consumer in info.consumers {
-                if consumer.pending > 0 || (consumer.idle as u64) < s.consumer_gone_after_ms {
+            for consumer in consumer_figures(&self.redis, &s.stream, group).await? {
+                if consumer.pending > 0 || (consumer.idle_ms as u64) < s.consumer_gone_after_ms {
                     continue;
                 }
                 let gone: i64 = REMOVE_GONE_CONSUMER

@@ -204,3 +204,59 @@ async fn the_retry_worker_binary_makes_one_pass_and_reports_it() {
     healthy.stop().await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
+    let h = Harness::start().await;
+    let (failing, consumers, _) = h.order_stuck_in_failing_inventory(1).await;
+    h.retry_pass(&failing).await;
+    h.xadd(&[(b"junk".to_vec(), b"1".to_vec())]).await;
+    h.eventually(SECONDS_10, "poison dead-lettered", || async {
+        h.xlen(&h.settings.dlq_stream).await == 1
+    })
+    .await;
+    let run = |args: &[&str]| {
+        Command::new(workspace_binary("fulfillment"))
+            .args(args)
+            .env("REDIS_URL", &h.server.url)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .expect("run")
+    };
+    let json = run(&["stats", "--json"]);
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(stats["dlq_length"], 1);
+    let inventory = stats["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == "inventory_group")
+        .expect("inventory_group");
+    assert_eq!(inventory["pending"], 1);
+    assert_eq!(inventory["retries"], 1);
+    assert!(
+        inventory["consumers"]
+            .as_array()
+            .expect("consumers")
+            .iter()
+            .any(|c| c["name"] == "inventory-1" && c["active"] == true)
+    );
+    let table = run(&["stats"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    for needle in [
+        "order_events length",
+        "order_events:dlq length 1",
+        "inventory_group",
+        "inventory-1",
+        "RETRIES",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    consumers.stop().await;
+    h.stop().await;
+}
