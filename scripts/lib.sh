@@ -4,25 +4,33 @@
 
 # require_redis_server: redis-server on the PATH, installed from Debian's packages if need be.
 require_redis_server() {
-  command -v redis-server >/dev/null 2>&1 && return 0
+  require_debian_command redis-server redis-server
+}
+
+# require_debian_command COMMAND PACKAGE: COMMAND on the PATH, installing PACKAGE with apt-get
+# (as root, or with password-less sudo) when it is missing; otherwise one line saying what to do.
+require_debian_command() {
+  local command=$1 package=$2
+  command -v "$command" >/dev/null 2>&1 && return 0
   if command -v apt-get >/dev/null 2>&1; then
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
       if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         sudo="sudo -n"
       else
-        echo "missing: redis-server; install it with: sudo apt-get install redis-server" >&2
+        echo "missing: $command; install it with: sudo apt-get install $package" >&2
         exit 1
       fi
     fi
-    echo "installing redis-server (apt-get)..." >&2
+    echo "installing $package (apt-get)..." >&2
     if ! { $sudo apt-get update -qq >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null; }; then
-      echo "missing: redis-server, and apt-get could not install it" >&2
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null; }; then
+      echo "missing: $command, and apt-get could not install $package" >&2
       exit 1
     fi
+    return 0
   fi
-  echo "missing: redis-server (install Redis 7 or later and put redis-server on the PATH)" >&2
+  echo "missing: $command (install the $package package)" >&2
   exit 1
 }
 

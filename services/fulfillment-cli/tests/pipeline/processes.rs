@@ -260,3 +260,56 @@ async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
     consumers.stop().await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn json_handler_lines_carry_order_event_group_consumer_and_trace_ids() {
+    let h = Harness::start().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = h
+        .http
+        .post(format!("{}/orders", h.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({
+            "customer_id": "c", "customer_email": "c@example.com",
+            "items": [{"product_id": "product-A", "quantity": 1}],
+        }))
+        .send()
+        .await
+        .expect("post");
+    let order: serde_json::Value = response.json().await.expect("order");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let log = std::env::temp_dir().join(format!("inventory-{}.log", uuid::Uuid::new_v4().simple()));
+    let mut child = Command::new(workspace_binary("inventory-service"))
+        .env("REDIS_URL", &h.server.url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("CONSUMER_NAME", "inventory-logs")
+        .env("LOG_FORMAT", "json")
+        .env("BLOCK_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    h.eventually(SECONDS_10, "reserved", || async {
+        h.counter("reservations").await == 1
+    })
+    .await;
+    terminate(child.id());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    let line: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "stock reserved")
+        .unwrap_or_else(|| panic!("no 'stock reserved' line in:\n{text}"));
+    let span = &line["span"];
+    assert_eq!(span["order_id"], id.as_str());
+    assert_eq!(span["group"], "inventory_group");
+    assert_eq!(span["consumer"], "inventory-logs");
+    assert_eq!(span["trace_id"], trace_id);
+    assert!(
+        span["event_id"].as_str().is_some_and(|e| e.len() == 36),
+        "{line}"
+    );
+    h.stop().await;
+}
