@@ -1,0 +1,130 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "fulfillment.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name; the release name alone when it already contains the chart name. */}}
+{{- define "fulfillment.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "fulfillment.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of a component: name, instance and component only (they never change). */}}
+{{- define "fulfillment.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fulfillment.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Every label of a component's objects. Call with (dict "root" $ "component" "inventory"). */}}
+{{- define "fulfillment.labels" -}}
+{{ include "fulfillment.selectorLabels" . }}
+app.kubernetes.io/part-of: fulfillment
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ include "fulfillment.chart" .root }}
+{{- end }}
+
+{{/* Marks the pods allowed to reach Redis (the NetworkPolicy selects on it). */}}
+{{- define "fulfillment.redisClientLabel" -}}
+{{ include "fulfillment.name" . }}.io/redis-client: "true"
+{{- end }}
+
+{{/* An image reference. Call with (dict "root" $ "image" .image). */}}
+{{- define "fulfillment.image" -}}
+{{- $g := .root.Values.global.image -}}
+{{- $registry := .image.registry | default $g.registry -}}
+{{- $tag := .image.tag | default $g.tag | default .root.Chart.AppVersion -}}
+{{- if $registry }}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{ else }}{{ printf "%s:%s" .image.repository $tag }}{{ end }}
+{{- end }}
+
+{{- define "fulfillment.secretName" -}}
+{{- .Values.existingSecret | default (printf "%s-secrets" (include "fulfillment.fullname" .)) }}
+{{- end }}
+
+{{- define "fulfillment.redisHost" -}}
+{{- printf "%s-redis" (include "fulfillment.fullname" .) }}
+{{- end }}
+
+{{- define "fulfillment.apiServiceName" -}}
+{{- printf "%s-api" (include "fulfillment.fullname" .) }}
+{{- end }}
+
+{{/*
+Environment of every pipeline container: Redis URL (with the password from the Secret), the admin
+token, and the consumer name (the pod name). Settings come from the ConfigMap through envFrom.
+*/}}
+{{- define "fulfillment.env" -}}
+{{- if .Values.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: redis-password
+- name: REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "fulfillment.redisHost" .) | quote }}
+{{- else }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: redis-url
+{{- end }}
+- name: ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: admin-token
+      optional: true
+- name: CONSUMER_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/* A service's values: its own block over serviceDefaults. Call with (dict "root" $ "name" "inventory"). */}}
+{{- define "fulfillment.serviceValues" -}}
+{{- $own := index .root.Values.services .name -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.serviceDefaults) (deepCopy $own)) }}
+{{- end }}
+
+{{/* The consumer group of a service. */}}
+{{- define "fulfillment.group" -}}
+{{- printf "%s_group" . }}
+{{- end }}
+
+{{/* The ConfigMap's data; also hashed into checksum/config so a change rolls the pods. */}}
+{{- define "fulfillment.configData" -}}
+{{- $c := .Values.config -}}
+STREAM: {{ $c.stream | quote }}
+DLQ_STREAM: {{ $c.dlqStream | quote }}
+LOG_FORMAT: {{ $c.logFormat | quote }}
+RUST_LOG: {{ $c.rustLog | quote }}
+HTTP_ADDR: "0.0.0.0:8080"
+BATCH_SIZE: {{ $c.batchSize | quote }}
+BLOCK_MS: {{ $c.blockMs | quote }}
+RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | quote }}
+RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | quote }}
+RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | quote }}
+CONSUMER_GONE_AFTER_MS: {{ $c.consumerGoneAfterMs | quote }}
+STREAM_RETENTION_MS: {{ $c.streamRetentionMs | quote }}
+INVENTORY_FAILURE_RATE: {{ $c.inventoryFailureRate | quote }}
+INVENTORY_ACK_LOSS_RATE: {{ $c.inventoryAckLossRate | quote }}
+PAYMENT_FAILURE_RATE: {{ $c.paymentFailureRate | quote }}
+PAYMENT_MAX_ATTEMPTS: {{ $c.paymentMaxAttempts | quote }}
+SEED_CATALOG: {{ $c.seedCatalog | quote }}
+SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | quote }}
+{{- with $c.otlpEndpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- range $k, $v := $c.extraEnv }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
