@@ -8,30 +8,33 @@ require_redis_server() {
 }
 
 # require_debian_command COMMAND PACKAGE: COMMAND on the PATH, installing PACKAGE with apt-get
-# (as root, or with password-less sudo) when it is missing; otherwise one line saying what to do.
+# when it is missing (see install_debian_package).
 require_debian_command() {
-  local command=$1 package=$2
-  command -v "$command" >/dev/null 2>&1 && return 0
-  if command -v apt-get >/dev/null 2>&1; then
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-      if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo="sudo -n"
-      else
-        echo "missing: $command; install it with: sudo apt-get install $package" >&2
-        exit 1
-      fi
-    fi
-    echo "installing $package (apt-get)..." >&2
-    if ! { $sudo apt-get update -qq >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null; }; then
-      echo "missing: $command, and apt-get could not install $package" >&2
+  command -v "$1" >/dev/null 2>&1 || install_debian_package "$2"
+}
+
+# install_debian_package PACKAGE: apt-get install PACKAGE (as root, or with password-less sudo);
+# otherwise stop with one line saying what to install.
+install_debian_package() {
+  local package=$1 sudo=""
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing: the $package package (no apt-get here to install it)" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      echo "missing: $package; install it with: sudo apt-get install $package" >&2
       exit 1
     fi
-    return 0
   fi
-  echo "missing: $command (install the $package package)" >&2
-  exit 1
+  echo "installing $package (apt-get)..." >&2
+  if ! { $sudo apt-get update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null; }; then
+    echo "missing: $package, and apt-get could not install it" >&2
+    exit 1
+  fi
 }
 
 # require_cargo: the Rust toolchain.
