@@ -1,8 +1,6 @@
 //! `fulfillment stats`: one screen of groups, consumers, pending, lag, retries and the DLQ.
 
-use fulfillment_core::metrics::{
-    ACTIVE_CONSUMER_IDLE_MS, consumer_figures, durable_counters, group_figures,
-};
+use fulfillment_core::metrics::{consumer_figures, durable_counters, group_figures};
 use fulfillment_core::{Redis, Settings, keys};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -30,7 +28,8 @@ pub struct GroupStats {
 pub struct ConsumerStats {
     pub name: String,
     pub pending: i64,
-    pub idle_ms: i64,
+    /// Since it was last seen alive (a read with entries, or its heartbeat).
+    pub unseen_ms: i64,
     pub active: bool,
 }
 
@@ -52,10 +51,10 @@ pub async fn collect(redis: &Redis, settings: &Settings) -> redis::RedisResult<S
             .await?
             .into_iter()
             .map(|c| ConsumerStats {
-                active: c.idle_ms < ACTIVE_CONSUMER_IDLE_MS,
+                active: c.is_active(),
                 name: c.name,
                 pending: c.pending,
-                idle_ms: c.idle_ms,
+                unseen_ms: c.unseen_ms,
             })
             .collect();
         let counter = |name: String| counters.get(&name).copied().unwrap_or(0);
@@ -116,7 +115,7 @@ pub fn render(stats: &Stats) -> String {
                 g.group,
                 c.name,
                 c.pending,
-                format_idle(c.idle_ms),
+                format_idle(c.unseen_ms),
                 if c.active { "" } else { "  (inactive)" }
             );
         }
@@ -126,8 +125,9 @@ pub fn render(stats: &Stats) -> String {
 
 fn format_idle(ms: i64) -> String {
     match ms {
-        ms if ms < 1_000 => format!("{ms}ms"),
-        ms if ms < 120_000 => format!("{}s", ms / 1_000),
-        ms => format!("{}m", ms / 60_000),
+        ms if ms < 1_000 => format!("{ms}ms ago"),
+        ms if ms < 120_000 => format!("{}s ago", ms / 1_000),
+        ms if ms < i64::MAX / 2 => format!("{}m ago", ms / 60_000),
+        _ => "never".to_owned(),
     }
 }

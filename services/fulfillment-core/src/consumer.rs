@@ -6,7 +6,8 @@
 //! the retry worker alike, so both treat an entry the same way.
 
 use crate::dead_letter::{self, DeadLetter};
-use crate::events::{DecodeError, Event, EventType};
+use crate::events::{DecodeError, Event, EventType, now_millis};
+use crate::keys;
 use crate::metrics;
 use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
 use crate::telemetry;
@@ -237,8 +238,13 @@ pub async fn run_consumer(
     let group = handler.group();
     let mut backoff = Backoff::default();
     let mut reader = None;
+    let mut last_beat: Option<Instant> = None;
     tracing::info!(group, consumer = config.consumer, "consumer started");
     while !shutdown.is_cancelled() {
+        if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            beat(&redis, group, &config.consumer).await;
+            last_beat = Some(Instant::now());
+        }
         let conn = match reader.as_mut() {
             Some(conn) => conn,
             None => match redis.blocking_reader().await {
@@ -275,6 +281,22 @@ pub async fn run_consumer(
         handle_batch(&redis, handler.as_ref(), &config, &batch).await;
     }
     tracing::info!(group, consumer = config.consumer, "consumer stopped");
+}
+
+/// How often a consumer records that it is alive (see [`keys::heartbeats`]).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+async fn beat(redis: &Redis, group: &str, consumer: &str) {
+    let mut conn = redis.conn();
+    let beat: redis::RedisResult<i64> = redis::cmd("HSET")
+        .arg(keys::heartbeats(group))
+        .arg(consumer)
+        .arg(now_millis())
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = beat {
+        tracing::debug!(group, error = %e, "heartbeat not recorded");
+    }
 }
 
 async fn handle_batch(

@@ -87,6 +87,13 @@ pub fn counters() -> String {
     format!("{PREFIX}counters")
 }
 
+/// Hash of a group's consumers, consumer name → when it last read (ms since the epoch). Redis
+/// (before 7.2) reports a consumer's idle time from its last read that returned entries, so a
+/// live consumer on a quiet stream looks idle; this heartbeat tells live from gone.
+pub fn heartbeats(group: &str) -> String {
+    format!("{PREFIX}heartbeats:{group}")
+}
+
 /// Marks an undecodable entry as dead-lettered once, whichever group saw it first.
 pub fn poison_seen(stream_id: &str) -> String {
     format!("{PREFIX}poison:{stream_id}")

@@ -124,8 +124,8 @@ pub async fn render(redis: &Redis, stream: &str, dlq_stream: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// A consumer idle less than this is counted as active: a live consumer re-issues its blocking
-/// read every `BLOCK_MS` (at most a minute), which resets its idle time.
+/// A consumer seen less than this long ago is active: a live consumer records a heartbeat every
+/// second ([`keys::heartbeats`]) and reads entries whenever there are some.
 pub const ACTIVE_CONSUMER_IDLE_MS: i64 = 120_000;
 
 /// One group's figures from `XINFO GROUPS`.
@@ -176,15 +176,25 @@ pub async fn group_figures(redis: &Redis, stream: &str) -> redis::RedisResult<Ve
         .collect())
 }
 
-/// One consumer's figures from `XINFO CONSUMERS`.
+/// One consumer's figures from `XINFO CONSUMERS` and its heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerFigures {
     pub name: String,
     pub pending: i64,
+    /// Since the consumer last read entries, as Redis reports it.
     pub idle_ms: i64,
+    /// Since the consumer was last seen alive: the younger of its idle time and its heartbeat.
+    pub unseen_ms: i64,
 }
 
-/// `XINFO CONSUMERS` of one group; empty when the group does not exist.
+impl ConsumerFigures {
+    pub fn is_active(&self) -> bool {
+        self.unseen_ms < ACTIVE_CONSUMER_IDLE_MS
+    }
+}
+
+/// `XINFO CONSUMERS` of one group with each consumer's heartbeat; empty when the group does not
+/// exist.
 pub async fn consumer_figures(
     redis: &Redis,
     stream: &str,
@@ -197,14 +207,24 @@ pub async fn consumer_figures(
         .arg(group)
         .query_async(&mut conn)
         .await;
+    let beats: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(keys::heartbeats(group))
+        .query_async(&mut conn)
+        .await?;
+    let now = crate::events::now_millis() as i64;
     match reply {
         Ok(info) => Ok(info
             .consumers
             .into_iter()
-            .map(|c| ConsumerFigures {
-                name: c.name,
-                pending: c.pending as i64,
-                idle_ms: c.idle as i64,
+            .map(|c| {
+                let idle_ms = c.idle as i64;
+                let since_beat = beats.get(&c.name).map_or(i64::MAX, |b| (now - b).max(0));
+                ConsumerFigures {
+                    unseen_ms: idle_ms.min(since_beat),
+                    name: c.name,
+                    pending: c.pending as i64,
+                    idle_ms,
+                }
             })
             .collect()),
         Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
@@ -299,7 +319,7 @@ async fn stream_figures(
         let live = consumer_figures(redis, stream, &g.name)
             .await?
             .iter()
-            .filter(|c| c.idle_ms < ACTIVE_CONSUMER_IDLE_MS)
+            .filter(|c| c.is_active())
             .count();
         active.with_label_values(&[&g.name]).set(live as i64);
         if let Some(l) = g.lag {

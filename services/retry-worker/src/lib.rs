@@ -215,22 +215,24 @@ impl RetryWorker {
         Ok(report)
     }
 
-    /// Removes consumers idle for `CONSUMER_GONE_AFTER_MS` with nothing pending; never one with
-    /// pending entries.
+    /// Removes consumers unseen (no read with entries, no heartbeat) for `CONSUMER_GONE_AFTER_MS`
+    /// with nothing pending; never one with pending entries.
     async fn remove_gone_consumers(&self) -> RedisResult<usize> {
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let mut removed = 0;
         for group in keys::group::ALL {
             for consumer in consumer_figures(&self.redis, &s.stream, group).await? {
-                if consumer.pending > 0 || (consumer.idle_ms as u64) < s.consumer_gone_after_ms {
+                if consumer.pending > 0 || (consumer.unseen_ms as u64) < s.consumer_gone_after_ms {
                     continue;
                 }
                 let gone: i64 = REMOVE_GONE_CONSUMER
                     .key(&s.stream)
+                    .key(keys::heartbeats(group))
                     .arg(*group)
                     .arg(&consumer.name)
                     .arg(s.consumer_gone_after_ms)
+                    .arg(now_millis())
                     .invoke_async(&mut conn)
                     .await?;
                 if gone == 1 {

@@ -378,3 +378,36 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     inventory.stop().await;
     h.stop().await;
 }
+
+/// A live consumer on a quiet stream is active and never removed, though Redis (before 7.2)
+/// reports it idle since its last read that returned entries: its heartbeat says it is alive.
+#[tokio::test]
+async fn quiet_live_consumers_stay_active_and_are_not_removed() {
+    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 1_500).await;
+    let consumers = h.consumers().await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
+    assert_eq!(report.consumers_removed, 0, "live consumers were removed");
+    for group in keys::group::ALL {
+        let figures =
+            fulfillment_core::metrics::consumer_figures(&h.redis, &h.settings.stream, group)
+                .await
+                .expect("figures");
+        assert_eq!(figures.len(), 1, "{group}");
+        assert!(
+            figures[0].idle_ms >= 2_000,
+            "{group}: Redis reports it idle"
+        );
+        assert!(figures[0].is_active(), "{group}: yet it is active");
+    }
+    consumers.stop().await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
+    assert_eq!(
+        report.consumers_removed, 5,
+        "stopped consumers are gone once unseen"
+    );
+    h.stop().await;
+}

@@ -313,3 +313,147 @@ async fn json_handler_lines_carry_order_event_group_consumer_and_trace_ids() {
     );
     h.stop().await;
 }
+
+/// Scaling a group down loses nothing: of three inventory processes one is killed mid-flight
+/// (SIGKILL, entries in hand) and one stopped (SIGTERM, drains); the retry worker binary recovers
+/// the killed one's pending entries and later removes both gone consumers; stock is exact.
+#[tokio::test]
+async fn scaling_inventory_down_loses_nothing() {
+    let h = Harness::start().await;
+    h.create_product("bulk", 10_000).await;
+    let others = h
+        .consumers_of(&["order", "payment", "shipping", "notification"])
+        .await;
+    let spawn = |name: &str| {
+        Command::new(workspace_binary("inventory-service"))
+            .env("REDIS_URL", &h.server.url)
+            .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("CONSUMER_NAME", name)
+            .env("BATCH_SIZE", "50")
+            .env("BLOCK_MS", "100")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut replicas: Vec<_> = ["inventory-a", "inventory-b", "inventory-c"]
+        .iter()
+        .map(|n| spawn(n))
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.extend(
+            futures_util::future::join_all((0..10).map(|_| h.place("bulk", 1, "tok_visa"))).await,
+        );
+    }
+    // Replica a dies (SIGKILL) with entries in its hands: after the kill, entries are delivered
+    // in its name (racing the live replicas for new orders) and never acknowledged, as when a pod
+    // is killed between reading a batch and acknowledging it.
+    replicas[0].kill().expect("SIGKILL");
+    replicas[0].wait().expect("reaped");
+    let mut conn = h.redis.conn();
+    let mut held = 0;
+    while held == 0 {
+        ids.extend(
+            futures_util::future::join_all((0..10).map(|_| h.place("bulk", 1, "tok_visa"))).await,
+        );
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("inventory_group")
+            .arg("inventory-a")
+            .arg("COUNT")
+            .arg(10)
+            .arg("STREAMS")
+            .arg(&h.settings.stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .expect("read");
+        held = fulfillment_core::metrics::consumer_figures(
+            &h.redis,
+            &h.settings.stream,
+            "inventory_group",
+        )
+        .await
+        .expect("consumers")
+        .iter()
+        .find(|c| c.name == "inventory-a")
+        .map_or(0, |c| c.pending);
+    }
+    terminate(replicas[1].id());
+    assert_eq!(
+        replicas[1].wait().expect("wait").code(),
+        Some(0),
+        "SIGTERM drains and exits 0"
+    );
+    ids.extend(
+        futures_util::future::join_all((0..20).map(|_| h.place("bulk", 1, "tok_visa"))).await,
+    );
+
+    let retry = |gone_after: &str| {
+        Command::new(workspace_binary("retry-worker"))
+            .env("REDIS_URL", &h.server.url)
+            .env("RETRY_MIN_IDLE_MS", "200")
+            .env("CONSUMER_NAME", "retry-worker")
+            .env("CONSUMER_GONE_AFTER_MS", gone_after)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .expect("retry-worker")
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pass = retry("600000");
+    assert!(
+        pass.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&pass.stdout).expect("report");
+    assert!(
+        report["recovered"].as_i64().unwrap_or(0) >= held,
+        "held {held}: {report}"
+    );
+    for id in &ids {
+        h.wait_status(id, "COMPLETED", SECONDS_10).await;
+    }
+    assert_eq!(
+        h.stock("bulk").await,
+        10_000 - ids.len() as i64,
+        "stock exact"
+    );
+    assert_eq!(
+        h.counter("reservations").await,
+        ids.len() as i64,
+        "each reserved once"
+    );
+    assert_eq!(h.pending("inventory_group").await, 0);
+
+    // The stopped replicas are unseen for 2.5 s; the live one beats every second.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let cleanup = retry("2500");
+    let report: serde_json::Value = serde_json::from_slice(&cleanup.stdout).expect("report");
+    assert!(
+        report["consumers_removed"].as_u64().unwrap_or(0) >= 2,
+        "{report}"
+    );
+    let consumers = fulfillment_core::metrics::consumer_figures(
+        &h.redis,
+        &h.settings.stream,
+        "inventory_group",
+    )
+    .await
+    .expect("consumers");
+    let names: Vec<&str> = consumers.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.contains(&"inventory-c"),
+        "the live replica stays: {names:?}"
+    );
+    assert!(
+        !names.contains(&"inventory-a") && !names.contains(&"inventory-b"),
+        "{names:?}"
+    );
+    terminate(replicas[2].id());
+    assert_eq!(replicas[2].wait().expect("wait").code(), Some(0));
+    others.stop().await;
+    h.stop().await;
+}
