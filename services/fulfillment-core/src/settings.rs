@@ -53,8 +53,8 @@ pub struct Settings {
     pub retry_interval_ms: u64,
     /// `RETRY_BATCH_SIZE`: pending entries examined per group per pass. Default 500.
     pub retry_batch_size: usize,
-    /// `CONSUMER_GONE_AFTER_MS`: a consumer idle this long with nothing pending is removed from its
-    /// group. Default 600000 (10 minutes).
+    /// `CONSUMER_GONE_AFTER_MS`: a consumer unseen this long (no read returning entries, no
+    /// heartbeat) with nothing pending is removed from its group. Default 600000 (10 minutes).
     pub consumer_gone_after_ms: u64,
     /// `STREAM_RETENTION_MS`: entries older than this are trimmed once every group has
     /// acknowledged them. Default 300000 (5 minutes); order history lives in the order projection.
