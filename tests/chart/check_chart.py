@@ -152,7 +152,8 @@ def _autoscaling():
     assert not of_kind(no_api, "ScaledObject"), "ScaledObject rendered without keda.sh/v1alpha1"
 
 
-@check("the retry worker is a CronJob: every minute, Forbid, deadlines, history, 60 s idle, 3 retries")
+@check("the retry worker is a CronJob: every minute, Forbid, deadlines, history, 60 s idle, 3 retries;"
+       " each replica its own consumer")
 def _cronjob():
     cj = of_kind(default, "CronJob")[0]
     spec = cj["spec"]
@@ -163,7 +164,6 @@ def _cronjob():
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0 and 0 < job["activeDeadlineSeconds"] < 60
     assert job["template"]["spec"]["restartPolicy"] == "Never"
-    config = of_kind(default, "ConfigMap")[0]["data"]
     config = named(default, "ConfigMap", "fulfillment-config")["data"]
     assert config["RETRY_MIN_IDLE_MS"] == "60000" and config["RETRY_MAX_RETRIES"] == "3"
     tuned = render("--set", "retryWorker.schedule=*/5 * * * *", "--set", "retryWorker.minIdleMs=30000",
@@ -171,6 +171,11 @@ def _cronjob():
     assert of_kind(tuned, "CronJob")[0]["spec"]["schedule"] == "*/5 * * * *"
     data = named(tuned, "ConfigMap", "fulfillment-config")["data"]
     assert data["RETRY_MIN_IDLE_MS"] == "30000" and data["RETRY_MAX_RETRIES"] == "5"
+    env = {e["name"]: e for e in job["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONSUMER_NAME"]["value"] == "retry-worker", "one consumer name across passes"
+    for d in of_kind(default, "Deployment"):
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CONSUMER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     long = render(release="a-very-long-release-name-for-a-production-shop-x")
     name = of_kind(long, "CronJob")[0]["metadata"]["name"]
     assert len(name) <= 52, f"{name} is {len(name)} characters"

@@ -58,8 +58,8 @@ helm.sh/chart: {{ include "fulfillment.chart" .root }}
 {{- end }}
 
 {{/*
-Environment of every pipeline container: Redis URL (with the password from the Secret), the admin
-token, and the consumer name (the pod name). Settings come from the ConfigMap through envFrom.
+Environment of every pipeline container: Redis URL (with the password from the Secret) and the
+admin token. Settings come from the ConfigMap through envFrom; each template adds its consumer name.
 */}}
 {{- define "fulfillment.env" -}}
 {{- if .Values.redis.enabled }}
@@ -83,10 +83,6 @@ token, and the consumer name (the pod name). Settings come from the ConfigMap th
       name: {{ include "fulfillment.secretName" . }}
       key: admin-token
       optional: true
-- name: CONSUMER_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
 {{- end }}
 
 {{/* A service's values: its own block over serviceDefaults. Call with (dict "root" $ "name" "inventory"). */}}
