@@ -12,6 +12,7 @@ pub mod redis_io;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod stream_stats;
 pub mod telemetry;
 pub mod transition;
 

@@ -59,8 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dlq/{id}", get(dlq::get_one).delete(dlq::delete))
         .route("/dlq/{id}/replay", post(dlq::replay))
         .route("/ws", get(ws::upgrade))
+        .route("/stats", get(stats))
         .route("/openapi.json", get(openapi))
         .route("/", get(console))
+        .route("/assets/{file}", get(console_asset))
         .with_state(state.clone());
     api.merge(ops_router(ops_state(&state.settings, &state.redis)))
         .fallback(not_found)
@@ -94,6 +96,12 @@ async fn count_requests(request: Request, next: Next) -> Response {
     response
 }
 
+/// The stream's live numbers (what `fulfillment stats --json` prints), for the console.
+async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Response> {
+    let stats = fulfillment_core::stream_stats::collect(&state.redis, &state.settings).await?;
+    Ok(axum::Json(stats).into_response())
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -102,8 +110,32 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// The web console: one page, its script and stylesheet, embedded in the binary (no build step,
+/// no CDN, works offline).
 async fn console() -> Html<&'static str> {
     Html(include_str!("../console/index.html"))
+}
+
+async fn console_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "console.js" => (
+            include_str!("../console/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "console.css" => (
+            include_str!("../console/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return ApiError::not_found("not_found", "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Parses a JSON body, with the errors the API promises: 413 too large, 415 not JSON, 400
