@@ -250,5 +250,31 @@ async fn health_readiness_metrics_and_openapi_are_served() {
     );
     let console = h.http.get(&h.base).send().await.expect("console");
     assert_eq!(console.status().as_u16(), 200);
+    for (asset, content_type) in [
+        ("console.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
+        let response = h
+            .http
+            .get(format!("{}/assets/{asset}", h.base))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(response.status().as_u16(), 200, "{asset}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .is_ok_and(|t| t.starts_with(content_type))
+        );
+    }
+    let (status, body) = h.get("/assets/secrets.txt").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, stats) = h.get("/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["stream"], "order_events");
+    assert_eq!(stats["groups"].as_array().map(Vec::len), Some(5));
     h.stop().await;
 }
