@@ -367,3 +367,27 @@ impl Harness {
 }
 
 pub const SECONDS_10: Duration = Duration::from_secs(10);
+
+/// A binary of the workspace, built next to this test's own (the test command builds them all).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    if name == "fulfillment" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_fulfillment"));
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+pub fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}

@@ -1,34 +1,9 @@
 //! The binaries as processes: bad settings refused in one line, SIGTERM drains and exits 0,
 //! the DLQ commands.
 
-use crate::helpers::{Harness, SECONDS_10, free_port};
-use std::path::PathBuf;
+use crate::helpers::{Harness, SECONDS_10, free_port, terminate, workspace_binary};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A binary of the workspace, built next to this test's own (the test command builds them all).
-fn workspace_binary(name: &str) -> PathBuf {
-    if name == "fulfillment" {
-        return PathBuf::from(env!("CARGO_BIN_EXE_fulfillment"));
-    }
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built; run `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
-
-fn terminate(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
 
 #[test]
 fn a_bad_setting_is_refused_with_one_line_naming_it() {

@@ -1,0 +1,467 @@
+//! The chaos suite: the pipeline as real processes under steady load while consumers are
+//! SIGKILLed and restarted, `redis-server` is SIGKILLed and restarted from its append-only file,
+//! and every client connection is dropped with `CLIENT KILL`. Then nothing may be lost: every
+//! accepted order is final, stock is conserved, one label and at most one charge per order, every
+//! entry acknowledged or dead-lettered; the services reconnected by themselves and `/readyz`
+//! reported the outage. Bounded: about 25 s of load, 90 s at most to drain.
+
+#[path = "pipeline/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use fulfillment_core::{Redis, keys};
+use helpers::{free_port, terminate, workspace_binary};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const INITIAL_STOCK: i64 = 100_000;
+
+/// A redis-server on a fixed port with an append-only file fsynced on every write, restartable.
+struct DurableRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl DurableRedis {
+    fn start(port: u16, dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).expect("dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let redis = Self { port, dir, child };
+        redis.wait_ready();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not come up on {}", self.port);
+    }
+
+    /// SIGKILL, then a new redis-server on the same port and directory (it replays the AOF).
+    fn crash_and_restart(&mut self, down_for: Duration) {
+        self.child.kill().expect("SIGKILL redis");
+        self.child.wait().expect("reap redis");
+        std::thread::sleep(down_for);
+        *self = Self::start(self.port, self.dir.clone());
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One service process, restartable under the same consumer name.
+struct Service {
+    binary: &'static str,
+    name: String,
+    port: u16,
+    args: Vec<&'static str>,
+    child: Child,
+}
+
+fn spawn(
+    binary: &'static str,
+    name: &str,
+    port: u16,
+    args: &[&'static str],
+    redis_url: &str,
+) -> Child {
+    Command::new(workspace_binary(binary))
+        .args(args)
+        .env("REDIS_URL", redis_url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("CONSUMER_NAME", name)
+        .env("BLOCK_MS", "100")
+        .env("BATCH_SIZE", "32")
+        .env("RETRY_MIN_IDLE_MS", "1500")
+        .env("RETRY_INTERVAL_MS", "500")
+        .env("PAYMENT_BACKOFF_MS", "20")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn service")
+}
+
+impl Service {
+    fn start(binary: &'static str, name: &str, args: &[&'static str], redis_url: &str) -> Self {
+        let port = free_port();
+        Self {
+            binary,
+            name: name.to_owned(),
+            port,
+            args: args.to_vec(),
+            child: spawn(binary, name, port, args, redis_url),
+        }
+    }
+
+    fn kill_and_restart(&mut self, redis_url: &str) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        self.child = spawn(self.binary, &self.name, self.port, &self.args, redis_url);
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
+    let response = http.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn wait_ready(http: &reqwest::Client, service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(http, &format!("http://127.0.0.1:{}/readyz", service.port))
+        .await
+        .map(|r| r.0)
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} never became ready",
+            service.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() {
+    let dir = std::env::temp_dir().join(format!(
+        "fulfillment-chaos-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut redis = DurableRedis::start(free_port(), dir);
+    let url = redis.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+
+    let mut services = vec![Service::start("order-service", "order-1", &[], &url)];
+    for (binary, name) in [
+        ("inventory-service", "inventory-1"),
+        ("inventory-service", "inventory-2"),
+        ("payment-service", "payment-1"),
+        ("payment-service", "payment-2"),
+        ("shipping-service", "shipping-1"),
+        ("shipping-service", "shipping-2"),
+        ("notification-service", "notification-1"),
+        ("retry-worker", "retry-worker"),
+    ] {
+        let args: &[&'static str] = if binary == "retry-worker" {
+            &["--loop"]
+        } else {
+            &[]
+        };
+        services.push(Service::start(binary, name, args, &url));
+    }
+    for service in &services {
+        wait_ready(&http, service).await;
+    }
+    let api = format!("http://127.0.0.1:{}", services[0].port);
+    let created = http
+        .post(format!("{api}/products"))
+        .json(&json!({"id": "chaos", "name": "chaos", "price": 100, "stock": INITIAL_STOCK}))
+        .send()
+        .await
+        .expect("product");
+    assert_eq!(created.status().as_u16(), 201);
+
+    // Steady load: an order every few milliseconds; only a 201 counts as accepted.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (http, api, accepted, refused, loading) = (
+            http.clone(),
+            api.clone(),
+            accepted.clone(),
+            refused.clone(),
+            loading.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while loading.load(Ordering::Relaxed) {
+                n += 1;
+                let token = if n % 10 == 0 {
+                    "tok_chargeDeclined"
+                } else {
+                    "tok_visa"
+                };
+                let body = json!({
+                    "customer_id": format!("chaos-{n}"), "customer_email": "chaos@example.com",
+                    "items": [{"product_id": "chaos", "quantity": 1 + n % 3}], "payment_token": token,
+                });
+                match http.post(format!("{api}/orders")).json(&body).send().await {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let order: Value = r.json().await.unwrap_or(Value::Null);
+                        if let Some(id) = order["id"].as_str() {
+                            accepted.lock().await.push(id.to_owned());
+                        }
+                    }
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+        })
+    };
+
+    // Faults, while the load runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["inventory-1", "payment-1"] {
+        let s = services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("service");
+        s.kill_and_restart(&url);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let mut conn = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("admin connection");
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut conn)
+            .expect("CLIENT KILL");
+        assert!(killed > 10, "dropped {killed} connections");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Redis dies: /readyz must say so; then it comes back from its append-only file.
+    let readyz = format!("{api}/readyz");
+    let outage = {
+        let (http, readyz) = (http.clone(), readyz.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < deadline {
+                if let Some((503, body)) = get(&http, &readyz).await {
+                    return Some(body);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        })
+    };
+    let restart = tokio::task::spawn_blocking(move || {
+        redis.crash_and_restart(Duration::from_secs(3));
+        redis
+    });
+    let not_ready = outage.await.expect("outage watcher");
+    let redis = restart.await.expect("restart");
+    let body = not_ready.expect("/readyz never reported the Redis outage");
+    assert_eq!(body["error"]["code"], "redis_unavailable");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&http, &readyz).await.map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not recover after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = services
+        .iter_mut()
+        .find(|s| s.name == "shipping-1")
+        .expect("shipping");
+    s.kill_and_restart(&url);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    loading.store(false, Ordering::Relaxed);
+    load.await.expect("load");
+    let accepted = accepted.lock().await.clone();
+    assert!(
+        accepted.len() > 500,
+        "only {} orders accepted",
+        accepted.len()
+    );
+
+    // Every process is still up (none gave up on Redis), and every accepted order ends.
+    for service in services.iter_mut() {
+        assert!(service.alive(), "{} died", service.name);
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut statuses: HashMap<String, String> = HashMap::new();
+    for id in &accepted {
+        loop {
+            let status = get(&http, &format!("{api}/orders/{id}"))
+                .await
+                .map(|(_, o)| o["status"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            if status == "COMPLETED" || status == "CANCELLED" {
+                statuses.insert(id.clone(), status);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} is {status:?}, not final"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Let compensation and notifications settle, then check the books.
+    let store = Redis::connect(&redis.url()).await.expect("redis");
+    let mut conn = store.conn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut pending = 0;
+        for group in keys::group::ALL {
+            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                .arg("order_events")
+                .arg(*group)
+                .query_async(&mut conn)
+                .await
+                .expect("xpending");
+            pending += reply.count();
+        }
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} entries never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // All orders Redis holds, accepted or not (a reply lost in the crash still placed one).
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys::orders_index())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("orders");
+    let ids: Vec<String> = members
+        .iter()
+        .filter_map(|m| m.split_once(':').map(|(_, id)| id.to_owned()))
+        .collect();
+    let stock: i64 = redis::cmd("HGET")
+        .arg(keys::product("chaos"))
+        .arg("stock")
+        .query_async(&mut conn)
+        .await
+        .expect("stock");
+    let mut held = 0i64;
+    let mut completed = 0i64;
+    for id in &ids {
+        let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys::reservation(id))
+            .arg("state")
+            .arg("items")
+            .query_async(&mut conn)
+            .await
+            .expect("reservation");
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(keys::order(id))
+            .arg("status")
+            .query_async(&mut conn)
+            .await
+            .expect("status");
+        if status.as_deref() == Some("COMPLETED") {
+            completed += 1;
+            assert_eq!(
+                state.as_deref(),
+                Some("reserved"),
+                "completed order {id} holds its stock"
+            );
+        }
+        if state.as_deref() == Some("reserved") {
+            let lines: Vec<Value> =
+                serde_json::from_str(&items.unwrap_or_default()).expect("items");
+            held += lines
+                .iter()
+                .map(|l| l["quantity"].as_i64().unwrap_or(0))
+                .sum::<i64>();
+        }
+    }
+    assert_eq!(INITIAL_STOCK, stock + held, "stock is conserved");
+
+    let counters: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(keys::counters())
+        .query_async(&mut conn)
+        .await
+        .expect("counters");
+    assert_eq!(
+        counters
+            .get(keys::counter::LABELS_CREATED)
+            .copied()
+            .unwrap_or(0),
+        completed,
+        "one label per completed order, none for others"
+    );
+    let charges: i64 = redis::cmd("HLEN")
+        .arg(keys::gateway_charges())
+        .query_async(&mut conn)
+        .await
+        .expect("charges");
+    assert!(charges <= ids.len() as i64, "at most one charge per order");
+    assert!(charges >= completed, "every completed order was charged");
+    let dlq: i64 = redis::cmd("XLEN")
+        .arg("order_events:dlq")
+        .query_async(&mut conn)
+        .await
+        .expect("dlq");
+    let finals = statuses.values().filter(|s| *s == "COMPLETED").count();
+    println!(
+        "chaos: {} accepted ({} refused during faults), {} orders in Redis, {finals} completed, \
+         {} cancelled, stock {stock} + held {held} = {INITIAL_STOCK}, {charges} charges, {dlq} dead letters",
+        accepted.len(),
+        refused.load(Ordering::Relaxed),
+        ids.len(),
+        statuses.len() - finals,
+    );
+
+    for service in services.iter_mut() {
+        terminate(service.child.id());
+        let code = service.child.wait().expect("wait").code();
+        assert_eq!(code, Some(0), "{} exits 0 on SIGTERM", service.name);
+    }
+    drop(redis);
+}
