@@ -8,7 +8,7 @@
   schema refusing typos, config checksums, the NetworkPolicy, the Secret;
 - hadolint on the Dockerfile, shellcheck on every script.
 
-Run with the tools of scripts/install-chart-tools first on the PATH (helm, kubernetes-validate,
+Run with the tools of scripts/install-test-tools first on the PATH (helm, kubernetes-validate,
 hadolint, shellcheck, and a python with PyYAML). Prints one line per check and `N passed, N failed`.
 """
 

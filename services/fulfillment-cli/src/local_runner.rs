@@ -267,6 +267,7 @@ pub async fn ensure_redis(url: &str, state_dir: &Path) -> anyhow::Result<Option<
 }
 
 async fn redis_answers(url: &str) -> bool {
+    fulfillment_core::redis_io::install_tls_provider();
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };

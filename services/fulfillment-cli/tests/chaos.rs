@@ -225,7 +225,7 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
             let mut n = 0u64;
             while loading.load(Ordering::Relaxed) {
                 n += 1;
-                let token = if n % 10 == 0 {
+                let token = if n.is_multiple_of(10) {
                     "tok_chargeDeclined"
                 } else {
                     "tok_visa"

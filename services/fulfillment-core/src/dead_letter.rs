@@ -266,11 +266,9 @@ pub async fn delete(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<bo
 /// Whether `id` looks like a stream entry id (`1700000000000-0`), so a typo is "not found", not a
 /// Redis syntax error.
 pub fn is_entry_id(id: &str) -> bool {
-    let mut parts = id.splitn(2, '-');
-    let digits = |s: Option<&str>| {
-        s.is_some_and(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
-    };
-    digits(parts.next()) && digits(parts.next())
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
+    id.split_once('-')
+        .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
 #[cfg(test)]
@@ -285,5 +283,10 @@ mod tests {
         assert!(!is_entry_id("abc-1"));
         assert!(!is_entry_id("-"));
         assert!(!is_entry_id("1-"));
+        assert!(
+            !is_entry_id("21284504200965894773-3"),
+            "beyond u64: Redis refuses it"
+        );
+        assert!(!is_entry_id("+1-2"));
     }
 }

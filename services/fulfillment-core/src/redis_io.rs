@@ -33,9 +33,17 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// Makes `rediss://` URLs work: the TLS stack (rustls) needs a process-wide crypto provider, and
+/// ring builds with the C compiler alone. Server certificates are checked against the system's
+/// roots, or the bundle named by `SSL_CERT_FILE`.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Redis {
     /// Opens the shared connection; fails when Redis does not answer.
     pub async fn connect(url: &str) -> RedisResult<Self> {
+        install_tls_provider();
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

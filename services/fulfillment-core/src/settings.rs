@@ -77,6 +77,12 @@ pub struct Settings {
     pub idempotency_ttl_secs: u64,
     /// `SHUTDOWN_GRACE_MS`: longest a stopping process waits for in-flight work. Default 25000.
     pub shutdown_grace_ms: u64,
+    /// `HTTP_REQUEST_TIMEOUT_MS`: an API request taking longer is answered 503 `request_timeout`.
+    /// Default 10000.
+    pub http_request_timeout_ms: u64,
+    /// `HTTP_MAX_IN_FLIGHT`: API requests served at once; more wait up to 1 s for a turn, then are
+    /// answered 503 `overloaded`. Default 1024.
+    pub http_max_in_flight: usize,
 }
 
 impl Settings {
@@ -126,6 +132,8 @@ impl Settings {
             seed_catalog: env.parsed("SEED_CATALOG", Some(true), parse_bool)?,
             idempotency_ttl_secs: env.ranged("IDEMPOTENCY_TTL_SECS", 86_400, 1, u64::MAX)?,
             shutdown_grace_ms: env.ranged("SHUTDOWN_GRACE_MS", 25_000, 0, u64::MAX)?,
+            http_request_timeout_ms: env.ranged("HTTP_REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)?,
+            http_max_in_flight: env.ranged("HTTP_MAX_IN_FLIGHT", 1024, 1, 1_000_000)?,
         })
     }
 

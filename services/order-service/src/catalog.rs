@@ -61,6 +61,10 @@ pub async fn get(redis: &Redis, id: &str) -> RedisResult<Option<Product>> {
 
 /// Several products in one round trip, in the order asked; `None` for unknown ids.
 pub async fn get_many(redis: &Redis, ids: &[&str]) -> RedisResult<Vec<Option<Product>>> {
+    if ids.is_empty() {
+        // An empty pipeline is a Redis error, not an empty answer.
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for id in ids {
         pipe.cmd("HGETALL").arg(keys::product(id));

@@ -3,6 +3,7 @@
 
 use crate::helpers::Harness;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 fn order_with(items: Value) -> Value {
     json!({"customer_id": "c", "customer_email": "c@example.com", "items": items})
@@ -276,5 +277,67 @@ async fn health_readiness_metrics_and_openapi_are_served() {
     assert_eq!(status, 200);
     assert_eq!(stats["stream"], "order_events");
     assert_eq!(stats["groups"].as_array().map(Vec::len), Some(5));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_always_gets_its_413_not_a_reset_connection() {
+    let h = Harness::start().await;
+    for size in [70_000usize, 200_000, 900_000] {
+        for _ in 0..10 {
+            let response = h
+                .http
+                .post(format!("{}/orders", h.base))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"customer_id": "{}"}}"#, "x".repeat(size)))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{size} bytes: {e}"));
+            assert_eq!(response.status().as_u16(), 413, "{size} bytes");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "payload_too_large");
+        }
+    }
+    assert_eq!(h.xlen(&h.settings.stream).await, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_or_the_timeout_get_a_json_503() {
+    let h = Harness::start_with(|s| {
+        s.http_max_in_flight = 1;
+        s.http_request_timeout_ms = 1_500;
+    })
+    .await;
+    // Redis stalls for 3 s: the first request holds the only turn until its timeout.
+    let admin = redis::Client::open(h.server.url.as_str()).expect("client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: String = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3_000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .expect("pause");
+    let slow = {
+        let (http, url) = (h.http.clone(), format!("{}/products", h.base));
+        tokio::spawn(async move { http.get(url).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = h.get("/orders").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("overloaded"))
+    );
+    let slow = slow.await.expect("task").expect("response");
+    assert_eq!(slow.status().as_u16(), 503);
+    let body: Value = slow.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "request_timeout");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, _) = h.get("/products").await;
+    assert_eq!(status, 200, "served again once Redis answers");
     h.stop().await;
 }

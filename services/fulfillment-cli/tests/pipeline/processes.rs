@@ -432,3 +432,173 @@ async fn scaling_inventory_down_loses_nothing() {
     others.stop().await;
     h.stop().await;
 }
+
+/// Redis over TLS with a password: `fulfillment up` against a TLS-only redis-server whose
+/// certificate is signed by a test CA (trusted through SSL_CERT_FILE); the password never reaches
+/// the logs.
+#[tokio::test]
+async fn the_pipeline_runs_over_rediss_with_a_password() {
+    let dir =
+        std::env::temp_dir().join(format!("fulfillment-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed (apt-get install openssl)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fulfillment-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    )
+    .expect("san");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    ]);
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+        ])
+        .args(["--tls-auth-clients", "no", "--requirepass", "s3cret-pw"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let http_port = free_port();
+    let log = dir.join("up.log");
+    let mut up = Command::new(workspace_binary("fulfillment"))
+        .args(["up", "--http", &format!("127.0.0.1:{http_port}")])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("REDIS_URL", format!("rediss://:s3cret-pw@localhost:{port}"))
+        .env("SSL_CERT_FILE", dir.join("ca.pem"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("fulfillment up");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + SECONDS_10;
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready over TLS: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let order: serde_json::Value = http
+        .post(format!("{base}/orders"))
+        .json(
+            &serde_json::json!({"customer_id": "tls", "customer_email": "tls@example.com",
+            "items": [{"product_id": "product-A", "quantity": 1}]}),
+        )
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("order");
+    let id = order["id"].as_str().expect("id");
+    let deadline = Instant::now() + SECONDS_10;
+    loop {
+        let current: serde_json::Value = http
+            .get(format!("{base}/orders/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if current["status"] == "COMPLETED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order is {} over TLS",
+            current["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminate(up.id());
+    assert_eq!(up.wait().expect("wait").code(), Some(0));
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !logs.contains("s3cret-pw"),
+        "the Redis password reached the logs"
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

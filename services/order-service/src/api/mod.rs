@@ -10,9 +10,8 @@ mod ws;
 
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -20,12 +19,17 @@ use axum::routing::{get, post};
 use fulfillment_core::ops_http::ops_router;
 use fulfillment_core::service::ops_state;
 use fulfillment_core::{Redis, Settings, metrics};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A body over the limit but under this is read to its end before the 413 goes out, so the
+/// client, still sending, receives the answer instead of a reset connection. Larger ones are cut.
+const DRAIN_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -64,11 +68,62 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(console))
         .route("/assets/{file}", get(console_asset))
         .with_state(state.clone());
+    let limits = Limits {
+        in_flight: Arc::new(Semaphore::new(state.settings.http_max_in_flight)),
+        timeout: Duration::from_millis(state.settings.http_request_timeout_ms),
+    };
     api.merge(ops_router(ops_state(&state.settings, &state.redis)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(limits, guard))
         .layer(middleware::from_fn(count_requests))
+}
+
+/// How much the API takes on: requests at once, and how long one may take.
+#[derive(Debug, Clone)]
+struct Limits {
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// How long a request waits for a turn when `HTTP_MAX_IN_FLIGHT` are being served.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// Bounds concurrency and time per request, answering 503 with a JSON error when either runs out.
+async fn guard(
+    axum::extract::State(limits): axum::extract::State<Limits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let permit = match tokio::time::timeout(QUEUE_WAIT, limits.in_flight.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight; retry shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
+    };
+    let response = match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request took longer than {} ms",
+                limits.timeout.as_millis()
+            ),
+        )
+        .into_response(),
+    };
+    drop(permit);
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -140,21 +195,8 @@ async fn console_asset(axum::extract::Path(file): axum::extract::Path<String>) -
 
 /// Parses a JSON body, with the errors the API promises: 413 too large, 415 not JSON, 400
 /// malformed JSON, 422 JSON of the wrong shape.
-pub fn json_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<T> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::bad_request("unreadable_body", rejection.body_text())
-        }
-    })?;
+pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
+    let body = read_body(headers, body).await?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,6 +218,41 @@ pub fn json_body<T: DeserializeOwned>(
             Category::Data => ApiError::invalid("invalid_body", e.to_string()),
         }
     })
+}
+
+/// The body, at most [`MAX_BODY_BYTES`]; a larger one is drained (up to [`DRAIN_BODY_BYTES`])
+/// and refused with 413.
+async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            buffer.extend_from_slice(&chunk);
+        } else if seen > DRAIN_BODY_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(buffer)
 }
 
 /// Refuses the request unless it carries the admin token (when one is configured).

@@ -5,8 +5,7 @@ use crate::catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, Placed, STATUSES};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,10 +44,10 @@ struct ItemRequest {
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<Response> {
     let idempotency_key = idempotency_key(&headers)?;
-    let request: PlaceOrderRequest = json_body(&headers, body)?;
+    let request: PlaceOrderRequest = json_body(&headers, body).await?;
     validate(&request)?;
     let new = price(&state, &request).await?;
     let idempotency = idempotency_key.map(|key| IdempotencyKey {

@@ -4,8 +4,7 @@ use super::{AppState, json_body, require_admin};
 use crate::catalog::{self, Product};
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,11 +16,21 @@ const MAX_NAME: usize = 200;
 const MAX_STOCK: i64 = 1_000_000_000;
 const MAX_PRICE: u64 = 10_000_000_000;
 
+/// `POST /products`: the id is optional (null or absent: one is made up).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductRequest {
     #[serde(default)]
     id: Option<String>,
+    name: String,
+    price: u64,
+    stock: i64,
+}
+
+/// `PUT /products/{id}`: the id is the path's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductUpdate {
     name: String,
     price: u64,
     stock: i64,
@@ -42,10 +51,10 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> A
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
-    let request: ProductRequest = json_body(&headers, body)?;
+    let request: ProductRequest = json_body(&headers, body).await?;
     let id = request
         .id
         .clone()
@@ -65,16 +74,16 @@ pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
-    let request: ProductRequest = json_body(&headers, body)?;
-    if request.id.as_deref().is_some_and(|body_id| body_id != id) {
-        return Err(ApiError::invalid(
-            "id_mismatch",
-            "the body's id differs from the path's",
-        ));
-    }
+    let update: ProductUpdate = json_body(&headers, body).await?;
+    let request = ProductRequest {
+        id: None,
+        name: update.name,
+        price: update.price,
+        stock: update.stock,
+    };
     let product = validated(id, request)?;
     catalog::put(&state.redis, &product).await?;
     Ok(Json(product).into_response())
