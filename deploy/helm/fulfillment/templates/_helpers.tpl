@@ -117,6 +117,8 @@ PAYMENT_FAILURE_RATE: {{ $c.paymentFailureRate | quote }}
 PAYMENT_MAX_ATTEMPTS: {{ $c.paymentMaxAttempts | quote }}
 SEED_CATALOG: {{ $c.seedCatalog | quote }}
 SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | quote }}
+HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | quote }}
+HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | quote }}
 {{- with $c.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
