@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use fulfillment_cli::local_runner::{self, Replicas, UpOptions};
-use fulfillment_cli::{dlq_commands, stats};
+use fulfillment_cli::{bench, dlq_commands, stats};
 use fulfillment_core::Redis;
 use fulfillment_core::service::{exit_code, settings_or_exit};
 use std::net::SocketAddr;
@@ -39,6 +39,31 @@ enum Command {
         /// Directory for a private Redis's data.
         #[arg(long, default_value = ".fulfillment")]
         state_dir: PathBuf,
+    },
+    /// Load generator: place orders through the API of any deployment, follow each to its final
+    /// status, and report orders/s, completion latency, errors, and CPU and memory of --pid.
+    Bench {
+        /// Base URL of the order API.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        /// Orders to place.
+        #[arg(long, default_value_t = 1000)]
+        orders: usize,
+        /// Orders per second; without it, as fast as --concurrency allows.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// A process to sample for CPU and resident memory (repeat for several).
+        #[arg(long = "pid")]
+        pids: Vec<u32>,
+        /// Longest wait, in seconds, for the last orders to finish.
+        #[arg(long, default_value_t = 120)]
+        drain_timeout_secs: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// One screen of the stream: groups, consumers, pending, lag, retries, dead letters.
     Stats {
@@ -89,6 +114,32 @@ async fn main() -> std::process::ExitCode {
                     state_dir,
                 };
                 local_runner::up(settings, options, fulfillment_core::shutdown::on_signal()).await
+            }
+            Command::Bench {
+                api_url,
+                orders,
+                rate,
+                concurrency,
+                pids,
+                drain_timeout_secs,
+                json,
+            } => {
+                let report = bench::run(bench::BenchOptions {
+                    api_url: api_url.trim_end_matches('/').to_owned(),
+                    orders,
+                    rate,
+                    concurrency,
+                    admin_token: settings.admin_token.clone(),
+                    pids,
+                    drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
+                })
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!("{}", bench::render(&report));
+                }
+                Ok(())
             }
             Command::Stats { json } => {
                 let redis = connect(&settings).await?;

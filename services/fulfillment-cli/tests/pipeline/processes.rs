@@ -602,3 +602,46 @@ async fn the_pipeline_runs_over_rediss_with_a_password() {
     let _ = redis.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn bench_places_orders_follows_them_and_reports() {
+    let h = Harness::start().await;
+    let consumers = h.consumers().await;
+    let output = tokio::process::Command::new(workspace_binary("fulfillment"))
+        .args([
+            "bench",
+            "--api-url",
+            &h.base,
+            "--orders",
+            "60",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .args(["--pid", &std::process::id().to_string()])
+        .env("REDIS_URL", &h.server.url)
+        .env("LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["accepted"], 60);
+    assert_eq!(report["completed"], 60);
+    assert_eq!(report["unfinished"], 0);
+    assert_eq!(report["errors"], 0);
+    let p50 = report["latency_ms"]["p50"].as_f64().expect("p50");
+    let p99 = report["latency_ms"]["p99"].as_f64().expect("p99");
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
+    assert!(report["orders_per_second"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        report["processes"][0]["max_rss_mb"].as_f64().unwrap_or(0.0) > 1.0,
+        "{report}"
+    );
+    consumers.stop().await;
+    h.stop().await;
+}

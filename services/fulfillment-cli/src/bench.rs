@@ -1,0 +1,402 @@
+//! `fulfillment bench`: a load generator that places orders through the HTTP API of any
+//! deployment and follows each one to its final status.
+//!
+//! It creates a product of its own with enough stock, listens on `/ws` before the first order,
+//! places the orders (as fast as `--concurrency` allows, or at a fixed `--rate`), and takes each
+//! order's completion time from its final status message (or, when the feed missed it, from a
+//! poll). Throughput is orders finished per second from the first request to the last final
+//! status; latency is per order, from sending its POST to its final status.
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub api_url: String,
+    pub orders: usize,
+    /// Orders per second; `None` places them as fast as the concurrency allows.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub admin_token: Option<String>,
+    /// Processes whose CPU and memory are sampled during the run.
+    pub pids: Vec<u32>,
+    /// Longest wait for the last order to finish after the last one is placed.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub orders: usize,
+    pub accepted: usize,
+    pub errors: usize,
+    pub completed: usize,
+    pub cancelled: usize,
+    pub unfinished: usize,
+    /// From the first request to the last final status.
+    pub seconds: f64,
+    pub orders_per_second: f64,
+    /// Placement rate actually achieved.
+    pub placed_per_second: f64,
+    pub latency_ms: Latency,
+    pub processes: Vec<ProcessUsage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessUsage {
+    pub pid: u32,
+    pub name: String,
+    /// Average CPU over the run, in percent of one core.
+    pub cpu_percent: f64,
+    pub max_rss_mb: f64,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    sent: HashMap<String, Instant>,
+    finished: HashMap<String, (Instant, String)>,
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    if options.orders == 0 || options.concurrency == 0 {
+        bail!("--orders and --concurrency must be at least 1");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let product = create_product(&http, &options).await?;
+    let track: Arc<Mutex<Track>> = Arc::default();
+    let feed = follow_statuses(&options.api_url, track.clone()).await?;
+    let sampler = Sampler::start(&options.pids);
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency {
+        let (http, options, product) = (http.clone(), options.clone(), product.clone());
+        let (track, next, errors) = (track.clone(), next.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= options.orders {
+                    return;
+                }
+                if let Some(rate) = options.rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = Instant::now();
+                match place(&http, &options.api_url, &product, i).await {
+                    Ok(id) => {
+                        track.lock().await.sent.insert(id, sent);
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("order {i} refused: {e:#}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    let placed_in = started.elapsed();
+
+    // Wait for every accepted order to finish; poll the ones the feed has not reported.
+    let deadline = Instant::now() + options.drain_timeout;
+    loop {
+        let missing: Vec<String> = {
+            let t = track.lock().await;
+            t.sent
+                .keys()
+                .filter(|id| !t.finished.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() + Duration::from_secs(1) > deadline || missing.len() < 200 {
+            for id in missing.iter().take(200) {
+                if let Some(status) = final_status(&http, &options.api_url, id).await {
+                    track
+                        .lock()
+                        .await
+                        .finished
+                        .entry(id.clone())
+                        .or_insert((Instant::now(), status));
+                }
+            }
+        }
+    }
+    feed.abort();
+    let usage = sampler.stop();
+
+    let t = track.lock().await;
+    let mut latencies: Vec<f64> = t
+        .finished
+        .iter()
+        .filter_map(|(id, (at, _))| {
+            t.sent
+                .get(id)
+                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let last = t
+        .finished
+        .values()
+        .map(|(at, _)| *at)
+        .max()
+        .unwrap_or(started);
+    let seconds = last.duration_since(started).as_secs_f64().max(f64::EPSILON);
+    let count = |status: &str| t.finished.values().filter(|(_, s)| s == status).count();
+    let accepted = t.sent.len();
+    Ok(BenchReport {
+        orders: options.orders,
+        accepted,
+        errors: errors.load(Ordering::Relaxed),
+        completed: count("COMPLETED"),
+        cancelled: count("CANCELLED"),
+        unfinished: accepted - t.finished.len(),
+        seconds,
+        orders_per_second: t.finished.len() as f64 / seconds,
+        placed_per_second: accepted as f64 / placed_in.as_secs_f64().max(f64::EPSILON),
+        latency_ms: Latency {
+            p50: percentile(&latencies, 0.50),
+            p95: percentile(&latencies, 0.95),
+            p99: percentile(&latencies, 0.99),
+            max: latencies.last().copied().unwrap_or(0.0),
+        },
+        processes: usage,
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn create_product(http: &reqwest::Client, options: &BenchOptions) -> anyhow::Result<String> {
+    let id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut request = http
+        .post(format!("{}/products", options.api_url))
+        .json(&serde_json::json!({
+            "id": id, "name": "bench", "price": 100, "stock": options.orders.saturating_mul(2),
+        }));
+    if let Some(token) = &options.admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.context("cannot reach the API")?;
+    if response.status().as_u16() != 201 {
+        bail!(
+            "creating the bench product: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(id)
+}
+
+async fn place(
+    http: &reqwest::Client,
+    api: &str,
+    product: &str,
+    i: usize,
+) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{api}/orders"))
+        .json(&serde_json::json!({
+            "customer_id": format!("bench-{i}"), "customer_email": "bench@example.com",
+            "items": [{"product_id": product, "quantity": 1}],
+        }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    match (status, body["id"].as_str()) {
+        (201, Some(id)) => Ok(id.to_owned()),
+        _ => bail!("{status} {body}"),
+    }
+}
+
+async fn final_status(http: &reqwest::Client, api: &str, id: &str) -> Option<String> {
+    let order: serde_json::Value = http
+        .get(format!("{api}/orders/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let status = order["status"].as_str()?;
+    matches!(status, "COMPLETED" | "CANCELLED" | "FAILED").then(|| status.to_owned())
+}
+
+/// Records the moment each order reaches a final status, from `/ws`.
+async fn follow_statuses(
+    api: &str,
+    track: Arc<Mutex<Track>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let url = format!("{}/ws", api.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(message)) = socket.next().await {
+            let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+                continue;
+            };
+            let Ok(change) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let (Some(id), Some(status)) =
+                (change["order_id"].as_str(), change["status"].as_str())
+                && matches!(status, "COMPLETED" | "CANCELLED" | "FAILED")
+            {
+                track
+                    .lock()
+                    .await
+                    .finished
+                    .entry(id.to_owned())
+                    .or_insert((Instant::now(), status.to_owned()));
+            }
+        }
+    }))
+}
+
+/// Samples CPU time and resident memory of processes from /proc while the bench runs.
+struct Sampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<ProcessUsage>>>,
+}
+
+impl Sampler {
+    fn start(pids: &[u32]) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pids = pids.to_vec();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let ticks = 100.0; // USER_HZ on Linux
+            let started = Instant::now();
+            let first: Vec<Option<u64>> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+            let mut max_rss = vec![0u64; pids.len()];
+            while !flag.load(Ordering::Relaxed) {
+                for (i, pid) in pids.iter().enumerate() {
+                    max_rss[i] = max_rss[i].max(rss_kb(*pid).unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
+            pids.iter()
+                .enumerate()
+                .map(|(i, pid)| {
+                    let used = cpu_ticks(*pid)
+                        .zip(first[i])
+                        .map(|(b, a)| b.saturating_sub(a))
+                        .unwrap_or(0);
+                    ProcessUsage {
+                        pid: *pid,
+                        name: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .map(|s| s.trim().to_owned())
+                            .unwrap_or_else(|_| "?".into()),
+                        cpu_percent: used as f64 / ticks / elapsed * 100.0,
+                        max_rss_mb: max_rss[i] as f64 / 1024.0,
+                    }
+                })
+                .collect()
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> Vec<ProcessUsage> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+}
+
+/// The report for people.
+pub fn render(report: &BenchReport) -> String {
+    let mut out = format!(
+        "orders {} accepted {} errors {} | completed {} cancelled {} unfinished {}\n\
+         {:.0} orders/s finished over {:.1} s (placed at {:.0}/s)\n\
+         completion latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}\n",
+        report.orders,
+        report.accepted,
+        report.errors,
+        report.completed,
+        report.cancelled,
+        report.unfinished,
+        report.orders_per_second,
+        report.seconds,
+        report.placed_per_second,
+        report.latency_ms.p50,
+        report.latency_ms.p95,
+        report.latency_ms.p99,
+        report.latency_ms.max,
+    );
+    for p in &report.processes {
+        out.push_str(&format!(
+            "process {} ({}): cpu {:.0}% of a core, max rss {:.1} MB\n",
+            p.pid, p.name, p.cpu_percent, p.max_rss_mb
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&v, 0.5), 50.0);
+        assert_eq!(super::percentile(&v, 0.99), 99.0);
+        assert_eq!(super::percentile(&v, 1.0), 100.0);
+        assert_eq!(super::percentile(&[], 0.5), 0.0);
+    }
+}
