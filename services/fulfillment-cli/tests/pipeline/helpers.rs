@@ -354,6 +354,16 @@ impl Harness {
         reply.count() as i64
     }
 
+    /// Runs the `fulfillment` command against this test's Redis.
+    pub fn fulfillment(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_binary("fulfillment"))
+            .args(args)
+            .env("REDIS_URL", &self.server.url)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .expect("run fulfillment")
+    }
+
     /// Adds an entry with these fields by hand.
     pub async fn xadd(&self, fields: &[(Vec<u8>, Vec<u8>)]) -> String {
         let mut cmd = redis::cmd("XADD");

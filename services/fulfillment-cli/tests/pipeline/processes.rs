@@ -111,14 +111,7 @@ async fn the_dlq_commands_list_replay_and_delete() {
     .await;
     consumers.stop().await;
     let id = h.entries(&h.settings.dlq_stream).await[0].id.clone();
-    let run = |args: &[&str]| {
-        Command::new(workspace_binary("fulfillment"))
-            .args(args)
-            .env("REDIS_URL", &h.server.url)
-            .env("LOG_FORMAT", "json")
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| h.fulfillment(args);
     let listed = run(&["dlq", "list"]);
     assert!(listed.status.success());
     let text = String::from_utf8_lossy(&listed.stdout);
@@ -190,14 +183,7 @@ async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
         h.xlen(&h.settings.dlq_stream).await == 1
     })
     .await;
-    let run = |args: &[&str]| {
-        Command::new(workspace_binary("fulfillment"))
-            .args(args)
-            .env("REDIS_URL", &h.server.url)
-            .env("LOG_FORMAT", "json")
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| h.fulfillment(args);
     let json = run(&["stats", "--json"]);
     assert!(
         json.status.success(),
