@@ -56,12 +56,6 @@ impl InventoryHandler {
         }
     }
 
-    /// The same handler with other failure injection (tests turn instability on and off).
-    pub fn with_instability(mut self, instability: Instability) -> Self {
-        self.instability = instability;
-        self
-    }
-
     async fn reserve(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
         let placed: OrderPlaced = event.payload_as()?;
