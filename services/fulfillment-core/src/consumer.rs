@@ -6,7 +6,7 @@
 //! the retry worker alike, so both treat an entry the same way.
 
 use crate::dead_letter::{self, DeadLetter};
-use crate::events::{DecodeError, Event, EventType, now_millis};
+use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
 use crate::keys;
 use crate::metrics;
 use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
@@ -18,6 +18,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -135,7 +137,10 @@ pub async fn dispose(
     attempt: u64,
 ) -> (Disposition, Option<Event>) {
     let group = handler.group();
-    let event = match Event::from_fields(&entry.field_map()) {
+    if is_for_others(handler, entry) {
+        return (Disposition::Ack, None);
+    }
+    let event = match Event::from_field_list(&entry.fields) {
         Ok(event) => event,
         Err(DecodeError::BadPayload { event_type, .. }) if !handler.handles(event_type) => {
             return (Disposition::Ack, None);
@@ -216,6 +221,28 @@ pub async fn dispose(
     (disposition, Some(event))
 }
 
+/// Whether the entry names a type this group does not handle, or is a replay for another group:
+/// then it is acknowledged without being decoded. Every group reads every entry, and most are
+/// for others, so this skips most of the decoding. An entry whose type cannot be read is decoded
+/// (and dead-lettered); a malformed entry of a known type is still dead-lettered by the groups
+/// that handle that type (the order projection handles all).
+fn is_for_others(handler: &dyn EventHandler, entry: &RawEntry) -> bool {
+    let Some(event_type) = field_value(&entry.fields, field::TYPE)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(EventType::parse)
+    else {
+        return false;
+    };
+    let replay_for = match field_value(&entry.fields, field::REPLAY_FOR) {
+        None => None,
+        Some(g) => match std::str::from_utf8(g) {
+            Ok(g) => Some(g),
+            Err(_) => return false,
+        },
+    };
+    !handler.handles(event_type) || replay_for.is_some_and(|g| g != handler.group())
+}
+
 /// Where a consumer reads and what it is called.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -223,12 +250,17 @@ pub struct ConsumerConfig {
     pub dlq_stream: String,
     pub consumer: String,
     pub batch_size: usize,
+    /// Most entries handled at once: reading goes on while earlier batches are still in hand,
+    /// up to this many.
+    pub max_in_flight: usize,
     pub block: Duration,
 }
 
-/// Reads the group's new entries until `shutdown`, handling each batch concurrently and
-/// acknowledging it with one `XACK`. A stopping consumer finishes and acknowledges the batch in
-/// hand before it returns. Redis errors are retried with backoff; they never end the loop.
+/// Reads the group's new entries until `shutdown`. Each batch is handled on its own task, its
+/// entries concurrently, and acknowledged with one `XACK`; the next read does not wait for it, so
+/// up to `max_in_flight` entries are in hand at once and a slow round trip does not stall the
+/// group. A stopping consumer finishes and acknowledges every batch in hand before it returns.
+/// Redis errors are retried with backoff; they never end the loop.
 pub async fn run_consumer(
     redis: Redis,
     handler: Arc<dyn EventHandler>,
@@ -236,14 +268,28 @@ pub async fn run_consumer(
     shutdown: CancellationToken,
 ) {
     let group = handler.group();
+    let config = Arc::new(config);
+    let capacity = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut in_hand: JoinSet<()> = JoinSet::new();
     let mut backoff = Backoff::default();
     let mut reader = None;
     let mut last_beat: Option<Instant> = None;
     tracing::info!(group, consumer = config.consumer, "consumer started");
     while !shutdown.is_cancelled() {
+        while let Some(done) = in_hand.try_join_next() {
+            report_batch_task(group, done);
+        }
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
             beat(&redis, group, &config.consumer).await;
             last_beat = Some(Instant::now());
+        }
+        let room = capacity.available_permits();
+        if room == 0 {
+            tokio::select! {
+                Some(done) = in_hand.join_next() => report_batch_task(group, done),
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
         }
         let conn = match reader.as_mut() {
             Some(conn) => conn,
@@ -256,7 +302,8 @@ pub async fn run_consumer(
                 }
             },
         };
-        let batch = match read_new_entries(conn, group, &config).await {
+        let count = config.batch_size.min(room);
+        let batch = match read_new_entries(conn, group, &config, count).await {
             Ok(batch) => {
                 backoff.reset();
                 batch
@@ -278,9 +325,29 @@ pub async fn run_consumer(
         if batch.is_empty() {
             continue;
         }
-        handle_batch(&redis, handler.as_ref(), &config, &batch).await;
+        // Only this loop takes permits, and `count <= room`, so they are there.
+        let permits = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        let Ok(permit) = capacity.clone().acquire_many_owned(permits).await else {
+            break;
+        };
+        let (redis, handler, config) = (redis.clone(), handler.clone(), config.clone());
+        in_hand.spawn(async move {
+            handle_batch(&redis, handler.as_ref(), &config, &batch).await;
+            drop(permit);
+        });
+    }
+    while let Some(done) = in_hand.join_next().await {
+        report_batch_task(group, done);
     }
     tracing::info!(group, consumer = config.consumer, "consumer stopped");
+}
+
+/// A batch task that panicked leaves its entries pending (they were not acknowledged), so the
+/// retry worker takes them; say so loudly.
+fn report_batch_task(group: &str, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(group, error = %e, "a batch task failed; its entries stay pending for the retry worker");
+    }
 }
 
 /// How often a consumer records that it is alive (see [`keys::heartbeats`]).
@@ -364,13 +431,14 @@ async fn read_new_entries(
     conn: &mut redis::aio::MultiplexedConnection,
     group: &str,
     config: &ConsumerConfig,
+    count: usize,
 ) -> redis::RedisResult<Vec<RawEntry>> {
     let reply: Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(group)
         .arg(&config.consumer)
         .arg("COUNT")
-        .arg(config.batch_size)
+        .arg(count)
         .arg("BLOCK")
         .arg(config.block.as_millis() as u64)
         .arg("STREAMS")

@@ -257,11 +257,23 @@ impl Event {
 
     /// Decodes an entry's raw fields. Unknown extra fields are ignored.
     pub fn from_fields(fields: &HashMap<String, Vec<u8>>) -> Result<Self, DecodeError> {
+        Self::decode_with(|name| fields.get(name).map(Vec::as_slice))
+    }
+
+    /// Like [`Event::from_fields`] on the field list as read from the stream; the first of a
+    /// repeated name wins, as in a stream entry written by this project there is none.
+    pub fn from_field_list(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Self, DecodeError> {
+        Self::decode_with(|name| field_value(fields, name))
+    }
+
+    fn decode_with<'f>(
+        get: impl Fn(&'static str) -> Option<&'f [u8]>,
+    ) -> Result<Self, DecodeError> {
         let text = |name: &'static str| -> Result<Option<String>, DecodeError> {
-            match fields.get(name) {
+            match get(name) {
                 None => Ok(None),
-                Some(bytes) => String::from_utf8(bytes.clone())
-                    .map(Some)
+                Some(bytes) => std::str::from_utf8(bytes)
+                    .map(|t| Some(t.to_owned()))
                     .map_err(|_| DecodeError::NotUtf8(name)),
             }
         };
@@ -297,6 +309,14 @@ impl Event {
             replay_for: text(field::REPLAY_FOR)?,
         })
     }
+}
+
+/// The value of field `name` in a field list as read from the stream.
+pub fn field_value<'f>(fields: &'f [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'f [u8]> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
 }
 
 /// Whether `value` is a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`,

@@ -43,6 +43,7 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
         dlq_stream: settings.dlq_stream.clone(),
         consumer: consumer.to_owned(),
         batch_size: settings.batch_size,
+        max_in_flight: settings.max_in_flight,
         block: settings.block(),
     }
 }

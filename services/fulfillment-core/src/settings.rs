@@ -45,6 +45,9 @@ pub struct Settings {
     /// `BLOCK_MS`: how long one `XREADGROUP` blocks waiting for entries. Default 1000, 1..=60000.
     /// Also bounds how long a stopping consumer waits before it finishes.
     pub block_ms: u64,
+    /// `MAX_IN_FLIGHT`: most entries one consumer has in hand at once; it reads the next batch
+    /// while earlier ones are still being handled, up to this many. Default 256, 1..=100000.
+    pub max_in_flight: usize,
     /// `RETRY_MIN_IDLE_MS`: an entry is retried once pending this long. Default 60000.
     pub retry_min_idle_ms: u64,
     /// `RETRY_MAX_RETRIES`: failed retries before an entry is dead-lettered. Default 3.
@@ -117,6 +120,7 @@ impl Settings {
             })?,
             batch_size: env.ranged("BATCH_SIZE", 64, 1, 10_000)?,
             block_ms: env.ranged("BLOCK_MS", 1000, 1, 60_000)?,
+            max_in_flight: env.ranged("MAX_IN_FLIGHT", 256, 1, 100_000)?,
             retry_min_idle_ms: env.ranged("RETRY_MIN_IDLE_MS", 60_000, 1, u64::MAX)?,
             retry_max_retries: env.ranged("RETRY_MAX_RETRIES", 3, 0, 1000)?,
             retry_interval_ms: env.ranged("RETRY_INTERVAL_MS", 10_000, 1, u64::MAX)?,

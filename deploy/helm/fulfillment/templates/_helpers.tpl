@@ -106,6 +106,7 @@ RUST_LOG: {{ $c.rustLog | quote }}
 HTTP_ADDR: "0.0.0.0:8080"
 BATCH_SIZE: {{ $c.batchSize | quote }}
 BLOCK_MS: {{ $c.blockMs | quote }}
+MAX_IN_FLIGHT: {{ $c.maxInFlight | quote }}
 RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | quote }}
 RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | quote }}
 RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | quote }}

@@ -212,6 +212,7 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
             dlq_stream: h.settings.dlq_stream.clone(),
             consumer: "inventory-doomed".into(),
             batch_size: 100,
+            max_in_flight: 100,
             block: Duration::from_millis(50),
         },
         CancellationToken::new(),
