@@ -46,6 +46,37 @@ pub fn orders_by_status(status: &str) -> String {
     format!("{PREFIX}orders:status:{status}")
 }
 
+/// Sorted set of finished (`COMPLETED`, `CANCELLED`) orders, order id scored by when it finished
+/// (ms since the epoch): what the retention sweep removes once `ORDER_RETENTION_MS` has passed.
+pub fn orders_finished() -> String {
+    format!("{PREFIX}orders:finished")
+}
+
+/// Every key that holds state of one order, the projection's and each service's, for the
+/// retention sweep. Add a key here when a service starts keeping per-order state.
+pub fn order_state(order_id: &str) -> Vec<String> {
+    let mut all = vec![
+        order(order_id),
+        order_history(order_id),
+        reservation(order_id),
+        payment(order_id),
+        shipment(order_id),
+    ];
+    all.extend(
+        notification_kind::ALL
+            .iter()
+            .map(|kind| notification(order_id, kind)),
+    );
+    all
+}
+
+/// The kinds of notification, each sent at most once per order.
+pub mod notification_kind {
+    pub const ORDER_CONFIRMED: &str = "order_confirmed";
+    pub const ORDER_CANCELLED: &str = "order_cancelled";
+    pub const ALL: &[&str] = &[ORDER_CONFIRMED, ORDER_CANCELLED];
+}
+
 /// An `Idempotency-Key` seen by `POST /orders`.
 pub fn idempotency(key: &str) -> String {
     format!("{PREFIX}idempotency:{key}")

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ops_http;
 pub mod redis_io;
+pub mod retention;
 pub mod service;
 pub mod settings;
 pub mod shutdown;

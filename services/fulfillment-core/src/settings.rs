@@ -62,6 +62,11 @@ pub struct Settings {
     /// `STREAM_RETENTION_MS`: entries older than this are trimmed once every group has
     /// acknowledged them. Default 300000 (5 minutes); order history lives in the order projection.
     pub stream_retention_ms: u64,
+    /// `ORDER_RETENTION_MS`: a `COMPLETED` or `CANCELLED` order, its history and every service's
+    /// state of it are removed this long after it finished (by the retry worker's pass). 0 keeps
+    /// them forever. Default 604800000 (7 days); when not 0, at least `STREAM_RETENTION_MS` and
+    /// `IDEMPOTENCY_TTL_SECS`, so no entry or retried POST can reach a removed order.
+    pub order_retention_ms: u64,
     /// `INVENTORY_FAILURE_RATE`: 0..1, the inventory handler fails before any side effect.
     pub inventory_failure_rate: f64,
     /// `INVENTORY_ACK_LOSS_RATE`: 0..1, inventory reserves and publishes, then loses the ack.
@@ -96,7 +101,33 @@ impl Settings {
 
     /// Reads every setting through `lookup`, so tests can pass a map instead of the environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let env = Env { lookup: &lookup };
+        let settings = Self::read(&Env { lookup: &lookup })?;
+        settings.check_retention(&lookup)?;
+        Ok(settings)
+    }
+
+    /// An order must outlive every way back to it: entries on the stream and retried POSTs.
+    fn check_retention(
+        &self,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), SettingsError> {
+        let retention = self.order_retention_ms;
+        let floor = self
+            .stream_retention_ms
+            .max(self.idempotency_ttl_secs.saturating_mul(1000));
+        if retention == 0 || retention >= floor {
+            return Ok(());
+        }
+        Err(SettingsError {
+            name: "ORDER_RETENTION_MS",
+            value: lookup("ORDER_RETENTION_MS").unwrap_or_default(),
+            reason: format!(
+                "must be 0 or at least STREAM_RETENTION_MS and IDEMPOTENCY_TTL_SECS ({floor} ms)"
+            ),
+        })
+    }
+
+    fn read(env: &Env<'_>) -> Result<Self, SettingsError> {
         let default_format = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             LogFormat::Pretty
         } else {
@@ -127,6 +158,7 @@ impl Settings {
             retry_batch_size: env.ranged("RETRY_BATCH_SIZE", 500, 1, 100_000)?,
             consumer_gone_after_ms: env.ranged("CONSUMER_GONE_AFTER_MS", 600_000, 1, u64::MAX)?,
             stream_retention_ms: env.ranged("STREAM_RETENTION_MS", 300_000, 0, u64::MAX)?,
+            order_retention_ms: env.ranged("ORDER_RETENTION_MS", 604_800_000, 0, u64::MAX)?,
             inventory_failure_rate: env.rate("INVENTORY_FAILURE_RATE")?,
             inventory_ack_loss_rate: env.rate("INVENTORY_ACK_LOSS_RATE")?,
             payment_failure_rate: env.rate("PAYMENT_FAILURE_RATE")?,
@@ -282,6 +314,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("SEED_CATALOG", "maybe"),
             ("STREAM", " "),
+            ("ORDER_RETENTION_MS", "1000"),
         ] {
             let err = with(&[(name, value)]).expect_err(name).to_string();
             assert!(

@@ -20,6 +20,9 @@ pub const ABSENT: &str = "-";
 /// One step of a per-order state machine.
 #[derive(Debug)]
 pub struct Step<'a> {
+    /// The order the state belongs to: no state is created for an order that does not exist
+    /// (removed by retention).
+    pub order_id: &'a str,
     /// The state hash.
     pub key: String,
     /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
@@ -43,6 +46,8 @@ pub enum StepOutcome {
     Repeated,
     /// The state was neither expected nor the target; nothing changed.
     Skipped { state: String },
+    /// The order is gone (removed by retention) and had no such state; nothing changed.
+    OrderGone,
 }
 
 pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisResult<StepOutcome> {
@@ -51,6 +56,7 @@ pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisRe
         .key(stream)
         .key(&step.key)
         .key(keys::counters())
+        .key(keys::order(step.order_id))
         .arg(step.from.join(","))
         .arg(step.to)
         .arg(step.event_field)
@@ -64,6 +70,7 @@ pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisRe
     Ok(match outcome.as_str() {
         "applied" => StepOutcome::Applied { previous: state },
         "repeated" => StepOutcome::Repeated,
+        "gone" => StepOutcome::OrderGone,
         _ => StepOutcome::Skipped { state },
     })
 }

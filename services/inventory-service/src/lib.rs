@@ -83,6 +83,7 @@ impl InventoryHandler {
         for line in &lines {
             invocation.key(keys::product(&line.product_id));
         }
+        invocation.key(keys::order(&event.order_id));
         invocation.arg(lines.len());
         for line in &lines {
             invocation.arg(line.quantity);
@@ -108,6 +109,7 @@ impl InventoryHandler {
                 state = detail.as_str(),
                 "already handled; outcome published again"
             ),
+            "gone" => tracing::info!("order removed by retention; nothing reserved"),
             _ => tracing::info!("order cancelled before its reservation; nothing reserved"),
         }
         Ok(Handled::Done)

@@ -13,10 +13,7 @@ use fulfillment_core::{
 
 pub const SERVICE: &str = "notification";
 
-pub mod kind {
-    pub const ORDER_CONFIRMED: &str = "order_confirmed";
-    pub const ORDER_CANCELLED: &str = "order_cancelled";
-}
+pub use fulfillment_core::keys::notification_kind as kind;
 
 /// The notification group's handler.
 #[derive(Debug, Clone)]
@@ -57,6 +54,7 @@ impl NotificationHandler {
             &self.redis,
             &self.stream,
             &Step {
+                order_id: &event.order_id,
                 key: keys::notification(&event.order_id, kind),
                 from: &[ABSENT],
                 to: "sent",

@@ -324,11 +324,13 @@ pub async fn cancel(
     let (outcome, status, created_ms): (String, String, String) = CANCEL
         .key(keys::order(&order.id))
         .key(stream)
+        .key(keys::orders_finished())
         .arg(reason)
         .arg(&event.occurred_at)
         .arg(event.to_fields_json())
         .arg(keys::orders_by_status(""))
         .arg(keys::status_channel())
+        .arg(now_millis())
         .invoke_async(&mut conn)
         .await?;
     Ok(match outcome.as_str() {

@@ -6,7 +6,7 @@
 
 use crate::SERVICE;
 use crate::orders::{HistoryEntry, observe_completion};
-use fulfillment_core::events::{EventDeadLettered, OrderCancelled};
+use fulfillment_core::events::{EventDeadLettered, OrderCancelled, now_millis};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis,
     Settings, keys,
@@ -58,6 +58,7 @@ impl OrderProjection {
             .key(keys::order(&event.order_id))
             .key(keys::order_history(&event.order_id))
             .key(&self.stream)
+            .key(keys::orders_finished())
             .arg(event.event_type.as_str())
             .arg(event.event_id.to_string())
             .arg(serde_json::to_string(&entry).unwrap_or_default())
@@ -66,6 +67,7 @@ impl OrderProjection {
             .arg(cancellation.map(|c| c.to_fields_json()).unwrap_or_default())
             .arg(keys::orders_by_status(""))
             .arg(keys::status_channel())
+            .arg(now_millis())
             .invoke_async(&mut conn)
             .await?;
         match outcome.as_str() {

@@ -82,6 +82,7 @@ impl PaymentHandler {
         field: &str,
     ) -> Result<(), HandlerError> {
         self.step(Step {
+            order_id,
             key: keys::payment(order_id),
             from: &[],
             to: state,
@@ -102,6 +103,7 @@ impl PaymentHandler {
         let amount = reserved.amount.to_string();
         let begun = self
             .step(Step {
+                order_id,
                 key: keys::payment(order_id),
                 from: &[ABSENT, state::CHARGING],
                 to: state::CHARGING,
@@ -111,6 +113,10 @@ impl PaymentHandler {
                 facts: &[("payment_id", &payment_id), ("amount", &amount)],
             })
             .await?;
+        if begun == StepOutcome::OrderGone {
+            tracing::info!("order removed by retention; nothing charged");
+            return Ok(Handled::Done);
+        }
         if let StepOutcome::Skipped { state } = begun {
             if state == state::CHARGED || state == state::FAILED {
                 self.announce_again(order_id, &state, "event").await?;
@@ -151,6 +157,7 @@ impl PaymentHandler {
         };
         let finished = self
             .step(Step {
+                order_id,
                 key: keys::payment(order_id),
                 from: &[state::CHARGING],
                 to,
@@ -211,6 +218,7 @@ impl PaymentHandler {
         let _: OrderCancelled = event.payload_as()?;
         let cancelled = self
             .step(Step {
+                order_id,
                 key: keys::payment(order_id),
                 from: &[ABSENT],
                 to: state::CANCELLED,
@@ -222,6 +230,10 @@ impl PaymentHandler {
             .await?;
         let state = match cancelled {
             StepOutcome::Skipped { state } => state,
+            StepOutcome::OrderGone => {
+                tracing::info!("order removed by retention; nothing to refund");
+                return Ok(Handled::Done);
+            }
             _ => {
                 tracing::info!("cancelled before any charge; nothing to refund");
                 return Ok(Handled::Done);
@@ -250,6 +262,7 @@ impl PaymentHandler {
                     &PaymentRefunded { payment_id, amount },
                 );
                 self.step(Step {
+                    order_id,
                     key: keys::payment(order_id),
                     from: &[state::CHARGED],
                     to: state::REFUNDED,

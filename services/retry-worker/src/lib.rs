@@ -5,8 +5,8 @@
 //! own handler runs again. An entry whose retry fails stays pending for the next pass until it
 //! has failed `RETRY_MAX_RETRIES` retries; then it goes to the DLQ. Permanent errors go to the DLQ
 //! at once; claimed ids whose entries are gone are acknowledged. Then consumers that are gone
-//! (idle, nothing pending) are removed, and the stream is trimmed below what every group has
-//! acknowledged.
+//! (idle, nothing pending) are removed, the stream is trimmed below what every group has
+//! acknowledged, and finished orders older than `ORDER_RETENTION_MS` are removed.
 
 use fulfillment_core::consumer::{
     Disposition, EventHandler, RawEntry, acknowledge, dispose, parse_entries,
@@ -14,7 +14,7 @@ use fulfillment_core::consumer::{
 use fulfillment_core::dead_letter::{self, DeadLetter};
 use fulfillment_core::events::now_millis;
 use fulfillment_core::metrics::{consumer_figures, group_figures};
-use fulfillment_core::{Redis, Settings, keys};
+use fulfillment_core::{Redis, Settings, keys, retention};
 use futures_util::future::join_all;
 use redis::streams::StreamPendingCountReply;
 use redis::{RedisResult, Script};
@@ -52,6 +52,8 @@ pub struct PassReport {
     pub consumers_removed: usize,
     /// Entries trimmed off the stream.
     pub trimmed: u64,
+    /// Finished orders removed after `ORDER_RETENTION_MS`.
+    pub orders_removed: u64,
 }
 
 impl PassReport {
@@ -63,6 +65,9 @@ impl PassReport {
         self.gone_acknowledged += other.gone_acknowledged;
     }
 }
+
+/// Most finished orders one pass removes; the rest wait for the next pass.
+pub const SWEEP_LIMIT_PER_PASS: usize = 100_000;
 
 #[derive(Clone)]
 pub struct RetryWorker {
@@ -95,6 +100,7 @@ impl RetryWorker {
         }
         report.consumers_removed = self.remove_gone_consumers().await?;
         report.trimmed = self.trim_stream().await?;
+        report.orders_removed = self.sweep_orders().await?;
         Ok(report)
     }
 
@@ -242,6 +248,17 @@ impl RetryWorker {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes finished orders older than `ORDER_RETENTION_MS` (none when it is 0), at most
+    /// [`SWEEP_LIMIT_PER_PASS`] a pass.
+    async fn sweep_orders(&self) -> RedisResult<u64> {
+        let retention = self.settings.order_retention_ms;
+        if retention == 0 {
+            return Ok(0);
+        }
+        let cutoff = now_millis().saturating_sub(retention);
+        retention::sweep_finished_orders(&self.redis, cutoff, SWEEP_LIMIT_PER_PASS).await
     }
 
     /// Trims entries older than `STREAM_RETENTION_MS`, never at or above the oldest entry some

@@ -53,6 +53,7 @@ impl ShippingHandler {
             &self.redis,
             &self.stream,
             &Step {
+                order_id: &event.order_id,
                 key: keys::shipment(&event.order_id),
                 from: &[ABSENT],
                 to: state::LABELLED,
@@ -74,6 +75,7 @@ impl ShippingHandler {
             StepOutcome::Skipped { state } => {
                 tracing::info!(state = state.as_str(), "order cancelled; no label")
             }
+            StepOutcome::OrderGone => tracing::info!("order removed by retention; no label"),
         }
         Ok(Handled::Done)
     }
@@ -81,6 +83,7 @@ impl ShippingHandler {
     async fn cancel(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let order_id = delivery.event.order_id.as_str();
         let step = |from, to| Step {
+            order_id,
             key: keys::shipment(order_id),
             from,
             to,

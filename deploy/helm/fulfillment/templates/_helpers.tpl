@@ -112,6 +112,7 @@ RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | quote }}
 RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | quote }}
 CONSUMER_GONE_AFTER_MS: {{ $c.consumerGoneAfterMs | quote }}
 STREAM_RETENTION_MS: {{ $c.streamRetentionMs | quote }}
+ORDER_RETENTION_MS: {{ $c.orderRetentionMs | quote }}
 INVENTORY_FAILURE_RATE: {{ $c.inventoryFailureRate | quote }}
 INVENTORY_ACK_LOSS_RATE: {{ $c.inventoryAckLossRate | quote }}
 PAYMENT_FAILURE_RATE: {{ $c.paymentFailureRate | quote }}

@@ -7,4 +7,5 @@ mod failures;
 mod flow;
 mod helpers;
 mod processes;
+mod retention;
 mod scale;

@@ -2,12 +2,15 @@
 -- says so, atomically: the effect is recorded and announced together or not at all. A repeated
 -- transition (the same event delivered again) publishes the stored event again, unchanged, so the
 -- outcome is announced at least once and happens once.
--- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash
+-- A state hash is only created while its order exists: a late delivery for an order removed by
+-- retention changes nothing.
+-- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash
 -- ARGV[1] expected states, comma separated; '-' means "no state yet"
 -- ARGV[2] new state, ARGV[3] hash field that stores the event, ARGV[4] event fields as a JSON
 -- array ('' for no event), ARGV[5] counter to increment ('' for none),
 -- ARGV[6 ..] extra field/value pairs, each set only if not set yet
 local state = redis.call('HGET', KEYS[2], 'state') or '-'
+if state == '-' and redis.call('EXISTS', KEYS[4]) == 0 then return {'gone', state} end
 local expected = false
 for candidate in string.gmatch(ARGV[1] .. ',', '([^,]*),') do
   if candidate == state then expected = true end

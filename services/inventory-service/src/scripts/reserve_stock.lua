@@ -1,8 +1,9 @@
 -- Reserves every item of one order, all or nothing, once per order however often OrderPlaced is
 -- delivered, and publishes StockReserved or StockFailed in the same step. A repeated delivery
 -- publishes the stored outcome again (downstream is idempotent); an order cancelled before its
--- reservation is never reserved.
--- KEYS[1] stream, KEYS[2] reservation hash, KEYS[3] counters hash, KEYS[4 .. 3+n] product hashes
+-- reservation is never reserved, and so is an order removed by retention (a late delivery).
+-- KEYS[1] stream, KEYS[2] reservation hash, KEYS[3] counters hash, KEYS[4 .. 3+n] product hashes,
+-- KEYS[4+n] order hash
 -- ARGV[1] n, ARGV[2 .. 1+n] quantities, ARGV[2+n .. 1+2n] product ids, ARGV[2+2n] items JSON,
 -- ARGV[3+2n] StockReserved fields (JSON array), ARGV[4+2n] StockFailed fields without payload
 local n = tonumber(ARGV[1])
@@ -13,6 +14,7 @@ if state then
   if stored then redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(stored))) end
   return {'repeated', state}
 end
+if redis.call('EXISTS', KEYS[4 + n]) == 0 then return {'gone', ''} end
 for i = 1, n do
   local stock = redis.call('HGET', KEYS[3 + i], 'stock')
   local reason = nil

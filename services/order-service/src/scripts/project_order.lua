@@ -3,10 +3,12 @@
 -- (PENDING < RESERVED < PAID < COMPLETED), COMPLETED and CANCELLED are final, FAILED (a dead
 -- letter) holds until progress grows again after a replay. A StockFailed or PaymentFailed cancels
 -- the order and publishes OrderCancelled in the same step.
--- KEYS[1] order hash, KEYS[2] history hash, KEYS[3] stream
+-- A finished order (COMPLETED, CANCELLED) is recorded with the time it finished for the
+-- retention sweep.
+-- KEYS[1] order hash, KEYS[2] history hash, KEYS[3] stream, KEYS[4] finished orders
 -- ARGV[1] event type, ARGV[2] event_id, ARGV[3] history entry JSON, ARGV[4] now (RFC 3339),
 -- ARGV[5] reason, ARGV[6] OrderCancelled fields JSON or '', ARGV[7] status index prefix,
--- ARGV[8] status channel
+-- ARGV[8] status channel, ARGV[9] now (ms since the epoch)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown', '', ''} end
 redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 local o = redis.call('HMGET', KEYS[1], 'status', 'progress', 'failed', 'index_member', 'id')
@@ -35,6 +37,9 @@ if new_status == status then return {'unchanged', status, ''} end
 redis.call('HSET', KEYS[1], 'status', new_status, 'status_reason', reason, 'updated_at', ARGV[4])
 redis.call('ZREM', ARGV[7] .. status, o[4])
 redis.call('ZADD', ARGV[7] .. new_status, 0, o[4])
+if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
+  redis.call('ZADD', KEYS[4], ARGV[9], o[5])
+end
 if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
 redis.call('PUBLISH', ARGV[8], cjson.encode({order_id = o[5], status = new_status,
   status_reason = reason, previous_status = status, event_type = t, updated_at = ARGV[4]}))
