@@ -25,11 +25,21 @@ if not expected then
   end
   return {'skipped', state}
 end
-redis.call('HSET', KEYS[2], 'state', ARGV[2])
-for i = 6, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
+-- One HSET for the state, the event and, on a new hash, the facts (nothing to keep there).
+local fields = {'state', ARGV[2]}
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-  redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(ARGV[4])))
+  fields[#fields + 1] = ARGV[3]
+  fields[#fields + 1] = ARGV[4]
 end
+for i = 6, #ARGV, 2 do
+  if state == '-' then
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  else
+    redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(ARGV[4]))) end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
 return {'applied', state}

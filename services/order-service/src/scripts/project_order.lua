@@ -9,9 +9,10 @@
 -- ARGV[1] event type, ARGV[2] event_id, ARGV[3] history entry JSON, ARGV[4] now (RFC 3339),
 -- ARGV[5] reason, ARGV[6] OrderCancelled fields JSON or '', ARGV[7] status index prefix,
 -- ARGV[8] status channel, ARGV[9] now (ms since the epoch)
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown', '', ''} end
+local o = redis.call('HMGET', KEYS[1], 'status', 'progress', 'failed', 'index_member', 'id',
+  'status_reason', 'created_ms')
+if not o[5] then return {'unknown', '', ''} end
 redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
-local o = redis.call('HMGET', KEYS[1], 'status', 'progress', 'failed', 'index_member', 'id')
 local status, progress, failed = o[1], tonumber(o[2] or '0'), o[3] == '1'
 if status == 'COMPLETED' or status == 'CANCELLED' then return {'final', status, ''} end
 local t = ARGV[1]
@@ -28,13 +29,19 @@ if cancel then new_status, reason = 'CANCELLED', ARGV[5]
 elseif new_progress == 3 then new_status, reason = 'COMPLETED', ''
 elseif new_failed then
   new_status = 'FAILED'
-  reason = (t == 'EventDeadLettered') and ARGV[5] or redis.call('HGET', KEYS[1], 'status_reason')
+  reason = (t == 'EventDeadLettered') and ARGV[5] or o[6]
 else
   new_status, reason = ({[0] = 'PENDING', 'RESERVED', 'PAID'})[new_progress], ''
 end
-redis.call('HSET', KEYS[1], 'progress', new_progress, 'failed', new_failed and '1' or '0')
-if new_status == status then return {'unchanged', status, ''} end
-redis.call('HSET', KEYS[1], 'status', new_status, 'status_reason', reason, 'updated_at', ARGV[4])
+local flag = new_failed and '1' or '0'
+if new_status == status then
+  if new_progress ~= progress or new_failed ~= failed then
+    redis.call('HSET', KEYS[1], 'progress', new_progress, 'failed', flag)
+  end
+  return {'unchanged', status, ''}
+end
+redis.call('HSET', KEYS[1], 'progress', new_progress, 'failed', flag, 'status', new_status,
+  'status_reason', reason or '', 'updated_at', ARGV[4])
 redis.call('ZREM', ARGV[7] .. status, o[4])
 redis.call('ZADD', ARGV[7] .. new_status, 0, o[4])
 if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
@@ -42,5 +49,5 @@ if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
 end
 if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
 redis.call('PUBLISH', ARGV[8], cjson.encode({order_id = o[5], status = new_status,
-  status_reason = reason, previous_status = status, event_type = t, updated_at = ARGV[4]}))
-return {'changed', new_status, redis.call('HGET', KEYS[1], 'created_ms')}
+  status_reason = reason or '', previous_status = status, event_type = t, updated_at = ARGV[4]}))
+return {'changed', new_status, o[7] or ''}
