@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub admin_token: Option<String>,
     /// Processes whose CPU and memory are sampled during the run.
     pub pids: Vec<u32>,
+    /// A Redis whose memory is sampled during the run.
+    pub redis_url: Option<String>,
     /// Longest wait for the last order to finish after the last one is placed.
     pub drain_timeout: Duration,
 }
@@ -46,7 +48,25 @@ pub struct BenchReport {
     pub placed_per_second: f64,
     pub latency_ms: Latency,
     pub processes: Vec<ProcessUsage>,
+    /// Redis's `used_memory` over the run, with `--redis-url`.
+    pub redis_memory: Option<RedisMemory>,
 }
+
+/// Redis's `used_memory` sampled every [`MEMORY_EVERY`] from the first request to the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisMemory {
+    pub start_mb: f64,
+    pub max_mb: f64,
+    /// Mean over the second quarter of the run (after a warm-up as long as the retention, the
+    /// plateau) and over the last quarter: equal when memory is flat.
+    pub second_quarter_mean_mb: f64,
+    pub last_quarter_mean_mb: f64,
+    /// (seconds since the start, MB), every sample.
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// How often `--redis-url` samples memory.
+pub const MEMORY_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -83,6 +103,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let track: Arc<Mutex<Track>> = Arc::default();
     let feed = follow_statuses(&options.api_url, track.clone()).await?;
     let sampler = Sampler::start(&options.pids);
+    let memory = match &options.redis_url {
+        Some(url) => Some(sample_redis_memory(url).await?),
+        None => None,
+    };
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -150,6 +174,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     feed.abort();
     let usage = sampler.stop();
+    let redis_memory = match memory {
+        Some(task) => {
+            task.abort();
+            summarize_memory(task.samples().await)
+        }
+        None => None,
+    };
 
     let t = track.lock().await;
     let mut latencies: Vec<f64> = t
@@ -188,6 +219,74 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             max: latencies.last().copied().unwrap_or(0.0),
         },
         processes: usage,
+        redis_memory,
+    })
+}
+
+/// A task sampling `used_memory` until aborted.
+struct MemorySampler {
+    handle: tokio::task::JoinHandle<()>,
+    samples: Arc<Mutex<Vec<(f64, f64)>>>,
+}
+
+impl MemorySampler {
+    fn abort(&self) {
+        self.handle.abort();
+    }
+
+    async fn samples(&self) -> Vec<(f64, f64)> {
+        self.samples.lock().await.clone()
+    }
+}
+
+async fn sample_redis_memory(url: &str) -> anyhow::Result<MemorySampler> {
+    let redis = fulfillment_core::Redis::connect(url)
+        .await
+        .with_context(|| format!("--redis-url {url} does not answer"))?;
+    let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let into = samples.clone();
+    let started = Instant::now();
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MEMORY_EVERY);
+        loop {
+            tick.tick().await;
+            let mut conn = redis.conn();
+            let info: redis::RedisResult<String> = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await;
+            if let Some(bytes) = info.ok().as_deref().and_then(used_memory) {
+                let at = started.elapsed().as_secs_f64();
+                into.lock().await.push((at, bytes as f64 / 1_000_000.0));
+            }
+        }
+    });
+    Ok(MemorySampler { handle, samples })
+}
+
+/// `used_memory` from an `INFO memory` reply.
+fn used_memory(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn summarize_memory(samples: Vec<(f64, f64)>) -> Option<RedisMemory> {
+    let (&(_, start_mb), &(end, _)) = (samples.first()?, samples.last()?);
+    let mean_between = |from: f64, to: f64| {
+        let within: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from * end && *t <= to * end)
+            .map(|(_, mb)| *mb)
+            .collect();
+        within.iter().sum::<f64>() / within.len().max(1) as f64
+    };
+    Some(RedisMemory {
+        start_mb,
+        max_mb: samples.iter().map(|(_, mb)| *mb).fold(0.0, f64::max),
+        second_quarter_mean_mb: mean_between(0.25, 0.5),
+        last_quarter_mean_mb: mean_between(0.75, 1.0),
+        samples,
     })
 }
 
@@ -386,6 +485,16 @@ pub fn render(report: &BenchReport) -> String {
             p.pid, p.name, p.cpu_percent, p.max_rss_mb
         ));
     }
+    if let Some(m) = &report.redis_memory {
+        out.push_str(&format!(
+            "redis used_memory MB: start {:.1}, max {:.1}, mean of the 2nd quarter {:.1}, of the last quarter {:.1} ({} samples)\n",
+            m.start_mb,
+            m.max_mb,
+            m.second_quarter_mean_mb,
+            m.last_quarter_mean_mb,
+            m.samples.len()
+        ));
+    }
     out.trim_end().to_owned()
 }
 
@@ -398,5 +507,22 @@ mod tests {
         assert_eq!(super::percentile(&v, 0.99), 99.0);
         assert_eq!(super::percentile(&v, 1.0), 100.0);
         assert_eq!(super::percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn memory_quarters_are_compared() {
+        assert_eq!(
+            super::used_memory("# Memory\r\nused_memory:1048576\r\n"),
+            Some(1_048_576)
+        );
+        let samples: Vec<(f64, f64)> = (0..=100)
+            .map(|t| (f64::from(t), 10.0 + f64::from(t.min(25))))
+            .collect();
+        let m = super::summarize_memory(samples).expect("samples");
+        assert_eq!(m.start_mb, 10.0);
+        assert_eq!(m.max_mb, 35.0);
+        assert_eq!(m.second_quarter_mean_mb, 35.0);
+        assert_eq!(m.last_quarter_mean_mb, 35.0);
+        assert!(super::summarize_memory(Vec::new()).is_none());
     }
 }

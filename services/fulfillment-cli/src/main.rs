@@ -58,6 +58,10 @@ enum Command {
         /// A process to sample for CPU and resident memory (repeat for several).
         #[arg(long = "pid")]
         pids: Vec<u32>,
+        /// Sample this Redis's memory (`INFO memory`, every 5 s) during the run, to see whether it
+        /// stays flat.
+        #[arg(long)]
+        redis_url: Option<String>,
         /// Longest wait, in seconds, for the last orders to finish.
         #[arg(long, default_value_t = 120)]
         drain_timeout_secs: u64,
@@ -121,6 +125,7 @@ async fn main() -> std::process::ExitCode {
                 rate,
                 concurrency,
                 pids,
+                redis_url,
                 drain_timeout_secs,
                 json,
             } => {
@@ -131,6 +136,7 @@ async fn main() -> std::process::ExitCode {
                     concurrency,
                     admin_token: settings.admin_token.clone(),
                     pids,
+                    redis_url,
                     drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
                 })
                 .await?;

@@ -605,6 +605,7 @@ async fn bench_places_orders_follows_them_and_reports() {
             "--json",
         ])
         .args(["--pid", &std::process::id().to_string()])
+        .args(["--redis-url", &h.server.url])
         .env("REDIS_URL", &h.server.url)
         .env("LOG_FORMAT", "json")
         .output()
@@ -628,6 +629,9 @@ async fn bench_places_orders_follows_them_and_reports() {
         report["processes"][0]["max_rss_mb"].as_f64().unwrap_or(0.0) > 1.0,
         "{report}"
     );
+    let memory = &report["redis_memory"];
+    assert!(memory["start_mb"].as_f64().unwrap_or(0.0) > 0.1, "{report}");
+    assert!(!memory["samples"].as_array().expect("samples").is_empty());
     consumers.stop().await;
     h.stop().await;
 }
