@@ -133,6 +133,21 @@ def _replicas():
     assert not [d for d in of_kind(off, "Deployment") if d["metadata"]["name"].endswith("notification")]
 
 
+@check("every numeric setting reaches the ConfigMap as plain digits, however large")
+def _config_numbers():
+    big = render("--set", "config.orderRetentionMs=2592000000", "--set", "config.streamRetentionMs=3600000",
+                 "--set", "config.shutdownGraceMs=1200000")
+    data = of_kind(big, "ConfigMap")
+    env = {k: v for cm in data for k, v in (cm.get("data") or {}).items()}
+    assert env["ORDER_RETENTION_MS"] == "2592000000", env["ORDER_RETENTION_MS"]
+    assert env["STREAM_RETENTION_MS"] == "3600000", env["STREAM_RETENTION_MS"]
+    assert env["SHUTDOWN_GRACE_MS"] == "1200000", env["SHUTDOWN_GRACE_MS"]
+    for name in ("BATCH_SIZE", "BLOCK_MS", "MAX_IN_FLIGHT", "RETRY_MIN_IDLE_MS", "RETRY_MAX_RETRIES",
+                 "RETRY_BATCH_SIZE", "CONSUMER_GONE_AFTER_MS", "PAYMENT_MAX_ATTEMPTS",
+                 "HTTP_REQUEST_TIMEOUT_MS", "HTTP_MAX_IN_FLIGHT"):
+        assert env[name].isdigit(), f"{name}={env[name]!r}"
+
+
 @check("autoscaling drops replicas and adds an HPA; KEDA scales consumers on group lag")
 def _autoscaling():
     hpa = render("--set", "services.order.autoscaling.enabled=true")

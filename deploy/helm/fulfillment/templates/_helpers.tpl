@@ -96,7 +96,8 @@ admin token. Settings come from the ConfigMap through envFrom; each template add
 {{- printf "%s_group" . }}
 {{- end }}
 
-{{/* The ConfigMap's data; also hashed into checksum/config so a change rolls the pods. */}}
+{{/* The ConfigMap's data; also hashed into checksum/config so a change rolls the pods. Numbers go
+through int64: YAML numbers are floats to Helm, and quote would write 604800000 as 6.048e+08. */}}
 {{- define "fulfillment.configData" -}}
 {{- $c := .Values.config -}}
 STREAM: {{ $c.stream | quote }}
@@ -104,23 +105,23 @@ DLQ_STREAM: {{ $c.dlqStream | quote }}
 LOG_FORMAT: {{ $c.logFormat | quote }}
 RUST_LOG: {{ $c.rustLog | quote }}
 HTTP_ADDR: "0.0.0.0:8080"
-BATCH_SIZE: {{ $c.batchSize | quote }}
-BLOCK_MS: {{ $c.blockMs | quote }}
-MAX_IN_FLIGHT: {{ $c.maxInFlight | quote }}
-RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | quote }}
-RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | quote }}
-RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | quote }}
-CONSUMER_GONE_AFTER_MS: {{ $c.consumerGoneAfterMs | quote }}
-STREAM_RETENTION_MS: {{ $c.streamRetentionMs | quote }}
-ORDER_RETENTION_MS: {{ $c.orderRetentionMs | quote }}
+BATCH_SIZE: {{ $c.batchSize | int64 | quote }}
+BLOCK_MS: {{ $c.blockMs | int64 | quote }}
+MAX_IN_FLIGHT: {{ $c.maxInFlight | int64 | quote }}
+RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | int64 | quote }}
+RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | int64 | quote }}
+RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | int64 | quote }}
+CONSUMER_GONE_AFTER_MS: {{ $c.consumerGoneAfterMs | int64 | quote }}
+STREAM_RETENTION_MS: {{ $c.streamRetentionMs | int64 | quote }}
+ORDER_RETENTION_MS: {{ $c.orderRetentionMs | int64 | quote }}
 INVENTORY_FAILURE_RATE: {{ $c.inventoryFailureRate | quote }}
 INVENTORY_ACK_LOSS_RATE: {{ $c.inventoryAckLossRate | quote }}
 PAYMENT_FAILURE_RATE: {{ $c.paymentFailureRate | quote }}
-PAYMENT_MAX_ATTEMPTS: {{ $c.paymentMaxAttempts | quote }}
+PAYMENT_MAX_ATTEMPTS: {{ $c.paymentMaxAttempts | int64 | quote }}
 SEED_CATALOG: {{ $c.seedCatalog | quote }}
-SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | quote }}
-HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | quote }}
-HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | quote }}
+SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | int64 | quote }}
+HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | int64 | quote }}
+HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | int64 | quote }}
 {{- with $c.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
