@@ -13,7 +13,6 @@ use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
 use crate::telemetry;
 use futures_util::future::join_all;
 use redis::Value;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -106,18 +105,10 @@ pub struct RawEntry {
 }
 
 impl RawEntry {
-    pub fn field_map(&self) -> HashMap<String, Vec<u8>> {
-        self.fields
-            .iter()
-            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
-            .collect()
-    }
-
     pub fn text(&self, name: &str) -> Option<String> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name.as_bytes())
-            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+        field_value(&self.fields, name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
     }
 }
 
