@@ -149,10 +149,7 @@ pub async fn dispose(
             );
         }
     };
-    if event.replay_for.as_deref().is_some_and(|g| g != group) || !handler.handles(event.event_type)
-    {
-        return (Disposition::Ack, Some(event));
-    }
+    // Decoded, so `is_for_others` saw this type and replay_for: the group handles it.
     let started = Instant::now();
     let span = tracing::info_span!(
         "handle",
