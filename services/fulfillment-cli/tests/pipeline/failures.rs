@@ -412,3 +412,74 @@ async fn quiet_live_consumers_stay_active_and_are_not_removed() {
     );
     h.stop().await;
 }
+
+/// Counts how many deliveries it holds at once; each takes 100 ms.
+#[derive(Default)]
+struct Slow {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl EventHandler for Slow {
+    fn group(&self) -> &'static str {
+        keys::group::INVENTORY
+    }
+    fn service(&self) -> &'static str {
+        "inventory"
+    }
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::OrderPlaced
+    }
+    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let held = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(held, SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.now.fetch_sub(1, SeqCst);
+            self.done.fetch_add(1, SeqCst);
+            Ok(fulfillment_core::Handled::Done)
+        })
+    }
+}
+
+/// A consumer reads the next batch while earlier ones are in hand, up to MAX_IN_FLIGHT.
+#[tokio::test]
+async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = Harness::start().await;
+    h.create_product("widget", 1000).await;
+    for _ in 0..60 {
+        h.place("widget", 1, "tok_visa").await;
+    }
+    let slow = Arc::new(Slow::default());
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        h.redis.clone(),
+        slow.clone(),
+        ConsumerConfig {
+            stream: h.settings.stream.clone(),
+            dlq_stream: h.settings.dlq_stream.clone(),
+            consumer: "inventory-slow".into(),
+            batch_size: 10,
+            max_in_flight: 30,
+            block: Duration::from_millis(50),
+        },
+        stop.clone(),
+    ));
+    h.eventually(
+        SECONDS_10,
+        "every entry handled and acknowledged",
+        || async { slow.done.load(SeqCst) == 60 && h.pending("inventory_group").await == 0 },
+    )
+    .await;
+    assert_eq!(
+        slow.most.load(SeqCst),
+        30,
+        "three batches of 10 in hand, never more"
+    );
+    stop.cancel();
+    consumer.await.expect("consumer");
+    h.stop().await;
+}
