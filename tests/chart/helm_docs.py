@@ -9,8 +9,9 @@ format of helm-docs (https://github.com/norwoodj/helm-docs) and by its rules:
 - rows are sorted by key, `global.*` first; defaults are the values as compact JSON in backticks
   (`nil` for null).
 
-helm-docs itself is a Go binary that no package registry used here carries, hence this script;
-helm-docs run on the chart (with --skip-version-footer) produces the same values table.
+helm-docs itself is a Go binary that no package registry used here carries, hence this script,
+written from helm-docs' source (pkg/document/values.go, pkg/helm/chart_info.go). Running the real
+helm-docs on the chart should give the same values table; that could not be tried here.
 
 Usage: helm_docs.py --write   rewrite deploy/helm/fulfillment/README.md
        helm_docs.py --check   exit 1 (with a diff) when README.md is not what --write would write
