@@ -42,6 +42,7 @@ enum Command {
     },
     /// Load generator: place orders through the API of any deployment, follow each to its final
     /// status, and report orders/s, completion latency, errors, and CPU and memory of --pid.
+    /// Sends ADMIN_TOKEN (or API_TOKEN when only that is set) as its bearer token.
     Bench {
         /// Base URL of the order API.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -94,7 +95,7 @@ enum DlqAction {
     },
     /// Put a dead letter back on the stream for its own group, and remove it from the DLQ.
     Replay { id: String },
-    /// Remove a dead letter.
+    /// Remove a dead letter (it no longer counts against its order).
     Delete { id: String },
 }
 
@@ -134,7 +135,7 @@ async fn main() -> std::process::ExitCode {
                     orders,
                     rate,
                     concurrency,
-                    admin_token: settings.admin_token.clone(),
+                    token: settings.admin_token.clone().or(settings.api_token.clone()),
                     pids,
                     redis_url,
                     drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
@@ -149,7 +150,7 @@ async fn main() -> std::process::ExitCode {
             }
             Command::Stats { json } => {
                 let redis = connect(&settings).await?;
-                let stats = stats::collect(&redis, &settings).await?;
+                let stats = stats::collect(&redis, &settings.stream, &settings.dlq_stream).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&stats)?);
                 } else {

@@ -6,25 +6,40 @@ use std::fmt::Write as _;
 /// The one-screen table.
 pub fn render(stats: &Stats) -> String {
     let mut out = format!(
-        "{} length {}    {} length {}\n\n",
-        stats.stream, stats.stream_length, stats.dlq_stream, stats.dlq_length
+        "{} length {}    {} length {}    orders with unresolved dead letters {}\n\n",
+        stats.stream,
+        stats.stream_length,
+        stats.dlq_stream,
+        stats.dlq_length,
+        stats.orders_with_dead_letters
     );
     let _ = writeln!(
         out,
-        "{:<20} {:>9} {:>7} {:>8} {:>6} {:>8} {:>12}",
-        "GROUP", "CONSUMERS", "ACTIVE", "PENDING", "LAG", "RETRIES", "DEAD LETTERS"
+        "{:<20} {:>9} {:>7} {:>8} {:>6} {:>14} {:>8} {:>12}",
+        "GROUP",
+        "CONSUMERS",
+        "ACTIVE",
+        "PENDING",
+        "LAG",
+        "OLDEST PENDING",
+        "RETRIES",
+        "DEAD LETTERS"
     );
     for g in &stats.groups {
         let active = g.consumers.iter().filter(|c| c.active).count();
         let lag = g.lag.map_or("?".to_owned(), |l| l.to_string());
+        let oldest = g
+            .oldest_pending_ms
+            .map_or("-".to_owned(), |ms| format!("{}s", ms / 1000));
         let _ = writeln!(
             out,
-            "{:<20} {:>9} {:>7} {:>8} {:>6} {:>8} {:>12}",
+            "{:<20} {:>9} {:>7} {:>8} {:>6} {:>14} {:>8} {:>12}",
             g.group,
             g.consumers.len(),
             active,
             g.pending,
             lag,
+            oldest,
             g.retries,
             g.dead_letters
         );

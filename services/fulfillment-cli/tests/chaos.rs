@@ -4,6 +4,12 @@
 //! accepted order is final, stock is conserved, one label and at most one charge per order, every
 //! entry acknowledged or dead-lettered; the services reconnected by themselves and `/readyz`
 //! reported the outage. Bounded: about 25 s of load, 90 s at most to drain.
+//!
+//! The cancel storm: the same processes with the seed's unstable inventory, lost acks and failing
+//! payments, while a second client cancels orders at random moments right after placing them.
+//! Then no cancelled order was confirmed, every charge and refund has its event in the order's
+//! history, every dead letter's order shows it, and once the dead letters are replayed against
+//! healthy services, stock is back exactly.
 
 #[path = "pipeline/helpers.rs"]
 #[allow(dead_code)]
@@ -93,6 +99,7 @@ struct Service {
     name: String,
     port: u16,
     args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
     child: Child,
 }
 
@@ -101,6 +108,7 @@ fn spawn(
     name: &str,
     port: u16,
     args: &[&'static str],
+    env: &[(&'static str, &'static str)],
     redis_url: &str,
 ) -> Child {
     Command::new(workspace_binary(binary))
@@ -115,6 +123,7 @@ fn spawn(
         .env("PAYMENT_BACKOFF_MS", "20")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -123,20 +132,54 @@ fn spawn(
 
 impl Service {
     fn start(binary: &'static str, name: &str, args: &[&'static str], redis_url: &str) -> Self {
+        Self::start_with(binary, name, args, &[], redis_url)
+    }
+
+    fn start_with(
+        binary: &'static str,
+        name: &str,
+        args: &[&'static str],
+        env: &[(&'static str, &'static str)],
+        redis_url: &str,
+    ) -> Self {
         let port = free_port();
         Self {
             binary,
             name: name.to_owned(),
             port,
             args: args.to_vec(),
-            child: spawn(binary, name, port, args, redis_url),
+            env: env.to_vec(),
+            child: spawn(binary, name, port, args, env, redis_url),
         }
     }
 
     fn kill_and_restart(&mut self, redis_url: &str) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
-        self.child = spawn(self.binary, &self.name, self.port, &self.args, redis_url);
+        self.child = spawn(
+            self.binary,
+            &self.name,
+            self.port,
+            &self.args,
+            &self.env,
+            redis_url,
+        );
+    }
+
+    /// SIGTERM (it must exit 0), then the same consumer again with other settings.
+    fn restart_with(&mut self, env: &[(&'static str, &'static str)], redis_url: &str) {
+        terminate(self.child.id());
+        let code = self.child.wait().expect("wait").code();
+        assert_eq!(code, Some(0), "{} exits 0 on SIGTERM", self.name);
+        self.env = env.to_vec();
+        self.child = spawn(
+            self.binary,
+            &self.name,
+            self.port,
+            &self.args,
+            &self.env,
+            redis_url,
+        );
     }
 
     fn alive(&mut self) -> bool {
@@ -458,6 +501,322 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
         statuses.len() - finals,
     );
 
+    for service in services.iter_mut() {
+        terminate(service.child.id());
+        let code = service.child.wait().expect("wait").code();
+        assert_eq!(code, Some(0), "{} exits 0 on SIGTERM", service.name);
+    }
+    drop(redis);
+}
+
+/// Faults of the cancel storm: the seed's unstable inventory, lost acknowledgements, transient
+/// payment failures.
+const STORMY: &[(&str, &str)] = &[
+    ("INVENTORY_FAILURE_RATE", "0.4"),
+    ("INVENTORY_ACK_LOSS_RATE", "0.2"),
+    ("PAYMENT_FAILURE_RATE", "0.3"),
+];
+
+/// Every entry of every group acknowledged (or dead-lettered), within `within`.
+async fn drained(conn: &mut redis::aio::ConnectionManager, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut pending = 0;
+        for group in keys::group::ALL {
+            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                .arg("order_events")
+                .arg(*group)
+                .query_async(conn)
+                .await
+                .expect("xpending");
+            pending += reply.count();
+        }
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} entries never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ids of every order Redis holds.
+async fn all_orders(conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys::orders_index())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("orders");
+    members
+        .iter()
+        .filter_map(|m| m.split_once(':').map(|(_, id)| id.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stock_or_money() {
+    let dir = std::env::temp_dir().join(format!(
+        "fulfillment-storm-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let redis = DurableRedis::start(free_port(), dir);
+    let url = redis.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut services = vec![Service::start("order-service", "order-1", &[], &url)];
+    for (binary, name) in [
+        ("inventory-service", "inventory-1"),
+        ("inventory-service", "inventory-2"),
+        ("payment-service", "payment-1"),
+        ("payment-service", "payment-2"),
+        ("shipping-service", "shipping-1"),
+        ("shipping-service", "shipping-2"),
+        ("notification-service", "notification-1"),
+        ("retry-worker", "retry-worker"),
+    ] {
+        let args: &[&'static str] = if binary == "retry-worker" {
+            &["--loop"]
+        } else {
+            &[]
+        };
+        services.push(Service::start_with(binary, name, args, STORMY, &url));
+    }
+    for service in &services {
+        wait_ready(&http, service).await;
+    }
+    let api = format!("http://127.0.0.1:{}", services[0].port);
+    let created = http
+        .post(format!("{api}/products"))
+        .json(&json!({"id": "storm", "name": "storm", "price": 100, "stock": INITIAL_STOCK}))
+        .send()
+        .await
+        .expect("product");
+    assert_eq!(created.status().as_u16(), 201);
+
+    // Orders, each cancelled at a random moment within 60 ms of its placement, or not at all.
+    let (cancel_tx, mut cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let cancels = {
+        let (http, api) = (http.clone(), api.clone());
+        tokio::spawn(async move {
+            let mut outcomes: HashMap<u16, usize> = HashMap::new();
+            let mut tasks = Vec::new();
+            while let Some(id) = cancel_rx.recv().await {
+                let (http, api) = (http.clone(), api.clone());
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..60))).await;
+                    http.post(format!("{api}/orders/{id}/cancel"))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }));
+            }
+            for task in tasks {
+                *outcomes.entry(task.await.unwrap_or(0)).or_default() += 1;
+            }
+            outcomes
+        })
+    };
+    let started = Instant::now();
+    let mut placed = 0usize;
+    while started.elapsed() < Duration::from_secs(12) {
+        placed += 1;
+        let body = json!({
+            "customer_id": format!("storm-{placed}"), "customer_email": "storm@example.com",
+            "items": [{"product_id": "storm", "quantity": 1 + placed % 3}],
+            "payment_token": if placed.is_multiple_of(10) { "tok_chargeDeclined" } else { "tok_visa" },
+        });
+        if let Ok(r) = http.post(format!("{api}/orders")).json(&body).send().await
+            && r.status().as_u16() == 201
+            && let Ok(order) = r.json::<Value>().await
+            && let Some(id) = order["id"].as_str()
+            && rand::random_range(0..10) < 6
+        {
+            let _ = cancel_tx.send(id.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    drop(cancel_tx);
+    let cancel_outcomes = cancels.await.expect("cancels");
+    assert!(placed > 500, "only {placed} orders placed");
+
+    let store = Redis::connect(&url).await.expect("redis");
+    let mut conn = store.conn();
+    drained(&mut conn, Duration::from_secs(90)).await;
+
+    // Mid-storm books: every dead letter's order shows it.
+    let dlq: Vec<Value> = {
+        let (_, page) = get(&http, &format!("{api}/dlq?limit=1000"))
+            .await
+            .expect("dlq");
+        page["entries"].as_array().cloned().unwrap_or_default()
+    };
+    for letter in &dlq {
+        let Some(order_id) = letter["order_id"].as_str() else {
+            continue;
+        };
+        let (_, order) = get(&http, &format!("{api}/orders/{order_id}"))
+            .await
+            .expect("order");
+        assert!(
+            order["dead_letters"].as_u64().unwrap_or(0) > 0 || order["status"] == "FAILED",
+            "order {order_id} has a dead letter ({}) nobody can see: {order}",
+            letter["event_type"]
+        );
+    }
+
+    // Healthy again: every dead letter replayed, every order settles.
+    for service in services.iter_mut().skip(1) {
+        service.restart_with(&[], &url);
+    }
+    for service in &services {
+        wait_ready(&http, service).await;
+    }
+    for letter in &dlq {
+        let id = letter["id"].as_str().expect("dlq id");
+        let replayed = http
+            .post(format!("{api}/dlq/{id}/replay"))
+            .send()
+            .await
+            .expect("replay");
+        assert_eq!(replayed.status().as_u16(), 202);
+    }
+    drained(&mut conn, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let flagged: i64 = redis::cmd("SCARD")
+            .arg(keys::orders_dead_lettered())
+            .query_async(&mut conn)
+            .await
+            .expect("flagged");
+        if flagged == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{flagged} orders still have dead letters after replay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let ids = all_orders(&mut conn).await;
+    let stock: i64 = redis::cmd("HGET")
+        .arg(keys::product("storm"))
+        .arg("stock")
+        .query_async(&mut conn)
+        .await
+        .expect("stock");
+    let charges: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::gateway_charges())
+        .query_async(&mut conn)
+        .await
+        .expect("charges");
+    let refunds: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::gateway_refunds())
+        .query_async(&mut conn)
+        .await
+        .expect("refunds");
+    let (mut held, mut cancelled, mut completed, mut confirmed_and_cancelled) = (0i64, 0, 0, 0);
+    for id in &ids {
+        let (status, dead_letters): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+            .arg(keys::order(id))
+            .arg("status")
+            .arg("dead_letters")
+            .query_async(&mut conn)
+            .await
+            .expect("order");
+        let status = status.unwrap_or_default();
+        assert_ne!(
+            status, "FAILED",
+            "order {id} still FAILED after its replays"
+        );
+        assert!(
+            ["COMPLETED", "CANCELLED"].contains(&status.as_str()),
+            "order {id} is {status}"
+        );
+        assert_eq!(dead_letters.unwrap_or(0), 0, "order {id} still flagged");
+        let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys::reservation(id))
+            .arg("state")
+            .arg("items")
+            .query_async(&mut conn)
+            .await
+            .expect("reservation");
+        if state.as_deref() == Some("reserved") {
+            assert_eq!(
+                status, "COMPLETED",
+                "cancelled order {id} still holds stock"
+            );
+            let lines: Vec<Value> =
+                serde_json::from_str(&items.unwrap_or_default()).expect("items");
+            held += lines
+                .iter()
+                .map(|l| l["quantity"].as_i64().unwrap_or(0))
+                .sum::<i64>();
+        }
+        let history: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::order_history(id))
+            .query_async(&mut conn)
+            .await
+            .expect("history");
+        let kinds: Vec<Value> = history
+            .values()
+            .filter_map(|h| serde_json::from_str(h).ok())
+            .collect();
+        let has = |t: &str| kinds.iter().any(|e| e["type"] == t);
+        let told = |kind: &str| {
+            kinds
+                .iter()
+                .any(|e| e["type"] == "NotificationSent" && e["payload"]["kind"] == kind)
+        };
+        if charges.contains_key(id) {
+            assert!(
+                has("PaymentProcessed"),
+                "order {id} charged without PaymentProcessed"
+            );
+        }
+        if refunds.contains_key(id) {
+            assert!(
+                has("PaymentRefunded"),
+                "order {id} refunded without PaymentRefunded"
+            );
+        }
+        if status == "CANCELLED" {
+            cancelled += 1;
+            assert!(
+                !told("order_confirmed"),
+                "cancelled order {id} was confirmed"
+            );
+            if charges.contains_key(id) {
+                assert!(
+                    refunds.contains_key(id),
+                    "cancelled order {id} kept its charge"
+                );
+            }
+        } else {
+            completed += 1;
+        }
+        if told("order_confirmed") && told("order_cancelled") {
+            confirmed_and_cancelled += 1;
+        }
+    }
+    assert_eq!(confirmed_and_cancelled, 0, "customers told both");
+    assert_eq!(INITIAL_STOCK, stock + held, "stock is conserved");
+    println!(
+        "cancel storm: {placed} placed, cancels answered {cancel_outcomes:?}, {} orders: \
+         {completed} completed, {cancelled} cancelled; {} dead letters replayed; \
+         {} charges, {} refunds; stock {stock} + held {held} = {INITIAL_STOCK}",
+        ids.len(),
+        dlq.len(),
+        charges.len(),
+        refunds.len(),
+    );
     for service in services.iter_mut() {
         terminate(service.child.id());
         let code = service.child.wait().expect("wait").code();

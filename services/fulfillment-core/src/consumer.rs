@@ -116,8 +116,17 @@ impl RawEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     Ack,
-    LeavePending { reason: String },
-    DeadLetter { error: String, poison: bool },
+    /// A replayed dead letter its group has now handled: resolve it for its order
+    /// ([`dead_letter::resolve`]), then acknowledge; if resolving fails, leave it pending (the
+    /// handler is idempotent, so the retry only resolves).
+    ResolveAndAck,
+    LeavePending {
+        reason: String,
+    },
+    DeadLetter {
+        error: String,
+        poison: bool,
+    },
 }
 
 /// Decodes and handles one entry for `handler`'s group and says what to do with it.
@@ -179,6 +188,10 @@ pub async fn dispose(
     metrics::handler_duration(group, event.event_type.as_str(), started.elapsed());
     let type_name = event.event_type.as_str();
     let disposition = match result {
+        Ok(Handled::Done) if event.replay_for.is_some() => {
+            metrics::event_handled(group, type_name, "ok");
+            Disposition::ResolveAndAck
+        }
         Ok(Handled::Done) => {
             metrics::event_handled(group, type_name, "ok");
             Disposition::Ack
@@ -371,6 +384,11 @@ async fn handle_batch(
     for (entry, (disposition, event)) in batch.iter().zip(outcomes) {
         match disposition {
             Disposition::Ack => acks.push(entry.id.as_str()),
+            Disposition::ResolveAndAck => {
+                if resolve_replayed(redis, group, entry, event.as_ref()).await {
+                    acks.push(entry.id.as_str());
+                }
+            }
             Disposition::LeavePending { .. } => {}
             Disposition::DeadLetter { error, poison } => {
                 let letter = DeadLetter {
@@ -392,6 +410,32 @@ async fn handle_batch(
     }
     if let Err(e) = acknowledge(redis, &config.stream, group, &acks).await {
         tracing::warn!(group, error = %e, count = acks.len(), "ack failed; entries will be retried");
+    }
+}
+
+/// Resolves the dead letter a handled replay came from; false (and the entry stays pending for a
+/// retry, which only resolves) when Redis refused.
+pub async fn resolve_replayed(
+    redis: &Redis,
+    group: &str,
+    entry: &RawEntry,
+    event: Option<&Event>,
+) -> bool {
+    let Some(event) = event else { return true };
+    match dead_letter::resolve(redis, group, event).await {
+        Ok(left) => {
+            tracing::info!(
+                group,
+                order_id = event.order_id,
+                ?left,
+                "replayed dead letter handled; resolved"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(group, stream_id = entry.id, error = %e, "cannot resolve a handled replay; left pending");
+            false
+        }
     }
 }
 

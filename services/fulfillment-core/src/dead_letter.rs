@@ -4,11 +4,16 @@
 //! `dlq_deliveries`, `dlq_error`, `dlq_at`). Moving is one script with the acknowledgement, so an
 //! entry is never acknowledged without being in the DLQ. Replay puts it back for its own group
 //! only and keeps its `event_id`, so the group's idempotent handler sees an ordinary redelivery.
+//!
+//! Invariant: a dead letter of an order's event flags the order (`dead_letters` in its hash, the
+//! set [`keys::orders_dead_lettered`]) and keeps it from the retention sweep until the dead letter
+//! is resolved: its replay handled by its group ([`resolve`]), or deleted by an operator.
 
 use crate::consumer::{RawEntry, parse_entries};
-use crate::events::{Event, EventDeadLettered, EventType, now_rfc3339};
+use crate::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
 use crate::keys;
 use crate::redis_io::Redis;
+use crate::script_reply::Tagged;
 use redis::{RedisResult, Script, Value};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,6 +23,23 @@ static DEAD_LETTER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
 static REPLAY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/dlq_replay.lua")));
+static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/resolve_dead_letter.lua"),
+        include_str!("scripts/dlq_resolve.lua")
+    ))
+});
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/resolve_dead_letter.lua"),
+        include_str!("scripts/dlq_delete.lua")
+    ))
+});
+
+/// How an order's set of unresolved dead letters names one: the group and the event id.
+pub fn member(group: &str, event_id: &str) -> String {
+    format!("{group} {event_id}")
+}
 
 /// Field pairs of an original entry copied into the DLQ at most; the rest is dropped so the script
 /// stays within Lua's argument limits.
@@ -45,12 +67,23 @@ pub async fn dead_letter(
 ) -> RedisResult<()> {
     let original: Vec<&(Vec<u8>, Vec<u8>)> =
         letter.entry.fields.iter().take(MAX_COPIED_FIELDS).collect();
+    let (order_id, event_id) = match letter.event {
+        Some(e) => (e.order_id.clone(), e.event_id.to_string()),
+        None => (
+            letter.entry.text("order_id").unwrap_or_default(),
+            letter.entry.text("event_id").unwrap_or_default(),
+        ),
+    };
     let mut invocation = DEAD_LETTER.prepare_invoke();
     invocation
         .key(stream)
         .key(dlq_stream)
         .key(keys::counters())
         .key(keys::poison_seen(&letter.entry.id))
+        .key(keys::order(&order_id))
+        .key(keys::order_dead_letters(&order_id))
+        .key(keys::orders_dead_lettered())
+        .key(keys::orders_finished())
         .arg(letter.group)
         .arg(&letter.entry.id)
         .arg(letter.deliveries)
@@ -58,6 +91,8 @@ pub async fn dead_letter(
         .arg(now_rfc3339())
         .arg(if letter.poison { "1" } else { "0" })
         .arg(keys::counter::dead_letters(letter.group))
+        .arg(&order_id)
+        .arg(member(letter.group, &event_id))
         .arg(original.len() * 2);
     for (name, value) in original {
         invocation.arg(name.as_slice()).arg(value.as_slice());
@@ -68,18 +103,42 @@ pub async fn dead_letter(
         }
     }
     let mut conn = redis.conn();
-    let (outcome, dlq_id): (String, String) = invocation.invoke_async(&mut conn).await?;
-    if outcome == "dead_lettered" {
-        tracing::warn!(
+    let reply: Tagged = invocation.invoke_async(&mut conn).await?;
+    match reply.tag.as_str() {
+        "dead_lettered" => tracing::warn!(
             group = letter.group,
             stream_id = letter.entry.id,
-            dlq_id,
+            dlq_id = reply.text(0)?,
             error = letter.error,
             deliveries = letter.deliveries,
             "entry dead-lettered"
-        );
+        ),
+        "acked" => {}
+        _ => return Err(reply.unknown("dead_letter.lua").into()),
     }
     Ok(())
+}
+
+/// A replayed dead letter was handled by its group: it no longer flags its order. Returns how
+/// many dead letters the order still has unresolved (`None` when this one was not flagged).
+pub async fn resolve(redis: &Redis, group: &str, event: &Event) -> RedisResult<Option<u64>> {
+    let order_id = event.order_id.as_str();
+    let mut conn = redis.conn();
+    let reply: Tagged = RESOLVE
+        .key(keys::order(order_id))
+        .key(keys::order_dead_letters(order_id))
+        .key(keys::orders_dead_lettered())
+        .key(keys::orders_finished())
+        .arg(order_id)
+        .arg(member(group, &event.event_id.to_string()))
+        .arg(now_millis())
+        .invoke_async(&mut conn)
+        .await?;
+    match reply.tag.as_str() {
+        "resolved" => Ok(reply.text(0)?.parse().ok()),
+        "not_flagged" => Ok(None),
+        _ => Err(reply.unknown("dlq_resolve.lua").into()),
+    }
 }
 
 /// The `EventDeadLettered` to publish, unless the entry is itself one (no loops).
@@ -172,7 +231,16 @@ pub async fn list(
     cursor: Option<&str>,
 ) -> RedisResult<DeadLetterPage> {
     let start = match cursor {
-        Some(id) => format!("({id}"),
+        Some(id) => match id_after(id) {
+            Some(next) => next,
+            // Nothing can follow the largest id there is.
+            None => {
+                return Ok(DeadLetterPage {
+                    entries: Vec::new(),
+                    next_cursor: None,
+                });
+            }
+        },
         None => "-".to_owned(),
     };
     let mut conn = redis.conn();
@@ -234,33 +302,63 @@ pub async fn replay(
         return Ok(ReplayOutcome::NotFound);
     }
     let mut conn = redis.conn();
-    let (outcome, stream_id, group): (String, String, String) = REPLAY
+    let reply: Tagged = REPLAY
         .key(dlq_stream)
         .key(stream)
         .arg(id)
         .invoke_async(&mut conn)
         .await?;
-    Ok(match outcome.as_str() {
+    Ok(match reply.tag.as_str() {
         "replayed" => {
+            let (stream_id, group) = (reply.text(0)?, reply.text(1)?);
             tracing::info!(dlq_id = id, stream_id, group, "dead letter replayed");
             ReplayOutcome::Replayed { stream_id, group }
         }
-        _ => ReplayOutcome::NotFound,
+        "not_found" | "not_a_dead_letter" => ReplayOutcome::NotFound,
+        _ => return Err(reply.unknown("dlq_replay.lua").into()),
     })
 }
 
-/// Removes a dead letter; false when there was none with that id.
+/// Removes a dead letter, which resolves it for its order (an operator decided it needs no
+/// replay); false when there was none with that id.
 pub async fn delete(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<bool> {
     if !is_entry_id(id) {
         return Ok(false);
     }
+    let Some(letter) = get(redis, dlq_stream, id).await? else {
+        return Ok(false);
+    };
+    let order_id = letter.order_id.unwrap_or_default();
+    let event_id = letter.event_id.unwrap_or_default();
     let mut conn = redis.conn();
-    let removed: u64 = redis::cmd("XDEL")
-        .arg(dlq_stream)
+    let reply: Tagged = DELETE
+        .key(dlq_stream)
+        .key(keys::order(&order_id))
+        .key(keys::order_dead_letters(&order_id))
+        .key(keys::orders_dead_lettered())
+        .key(keys::orders_finished())
         .arg(id)
-        .query_async(&mut conn)
+        .arg(&order_id)
+        .arg(member(&letter.group, &event_id))
+        .arg(now_millis())
+        .invoke_async(&mut conn)
         .await?;
-    Ok(removed > 0)
+    match reply.tag.as_str() {
+        "deleted" => Ok(true),
+        "not_found" => Ok(false),
+        _ => Err(reply.unknown("dlq_delete.lua").into()),
+    }
+}
+
+/// The smallest entry id after `id` (Redis refuses `(` before the largest id there is), `None`
+/// when `id` is that largest id or not an id.
+fn id_after(id: &str) -> Option<String> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    match seq.checked_add(1) {
+        Some(seq) => Some(format!("{ms}-{seq}")),
+        None => ms.checked_add(1).map(|ms| format!("{ms}-0")),
+    }
 }
 
 /// Whether `id` looks like a stream entry id (`1700000000000-0`), so a typo is "not found", not a
@@ -274,6 +372,13 @@ pub fn is_entry_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_after_an_id_never_overflows() {
+        assert_eq!(id_after("5-1").as_deref(), Some("5-2"));
+        assert_eq!(id_after("5-18446744073709551615").as_deref(), Some("6-0"));
+        assert_eq!(id_after("18446744073709551615-18446744073709551615"), None);
+    }
 
     #[test]
     fn entry_ids_are_recognised() {

@@ -52,12 +52,27 @@ pub fn orders_finished() -> String {
     format!("{PREFIX}orders:finished")
 }
 
+/// Set of the order's dead letters not yet resolved, members `<group> <event_id>`: written with
+/// the dead letter, emptied when the replayed entry is handled by its group or the dead letter is
+/// deleted. While it has members the order is flagged (its hash's `dead_letters`) and the
+/// retention sweep keeps it.
+pub fn order_dead_letters(order_id: &str) -> String {
+    format!("{PREFIX}order:{order_id}:dead_letters")
+}
+
+/// Set of the ids of orders with unresolved dead letters (what `fulfillment stats` counts).
+pub fn orders_dead_lettered() -> String {
+    format!("{PREFIX}orders:dead_lettered")
+}
+
 /// Every key that holds state of one order, the projection's and each service's, for the
-/// retention sweep. Add a key here when a service starts keeping per-order state.
+/// retention sweep. Add a key here when a service starts keeping per-order state. The order hash
+/// comes first (the sweep script reads it).
 pub fn order_state(order_id: &str) -> Vec<String> {
     let mut all = vec![
         order(order_id),
         order_history(order_id),
+        order_dead_letters(order_id),
         reservation(order_id),
         payment(order_id),
         shipment(order_id),
@@ -102,9 +117,23 @@ pub fn gateway_refunds() -> String {
     format!("{PREFIX}gateway:refunds")
 }
 
-/// Hash of shipping's label for one order.
+/// Hash of the test payment gateway's voided payments, idempotency key → void JSON: a payment
+/// given up as failed, after which no charge under that key goes through.
+pub fn gateway_voids() -> String {
+    format!("{PREFIX}gateway:voids")
+}
+
+/// Hash of shipping's label for one order; its `state` is one of [`shipment_state`].
 pub fn shipment(order_id: &str) -> String {
     format!("{PREFIX}shipping:{order_id}")
+}
+
+/// States of [`shipment`], read beyond shipping: notification confirms only a `labelled` order,
+/// and a cancel request (`cancel_order.lua`) is refused once `labelled` and leaves `cancelled`.
+pub mod shipment_state {
+    pub const LABELLED: &str = "labelled";
+    pub const CANCELLED: &str = "cancelled";
+    pub const VOIDED: &str = "voided";
 }
 
 /// Hash of one notification of one kind for one order.
@@ -130,6 +159,11 @@ pub fn poison_seen(stream_id: &str) -> String {
     format!("{PREFIX}poison:{stream_id}")
 }
 
+/// What readiness writes (and lets expire) to learn that Redis takes writes.
+pub fn readiness_probe() -> String {
+    format!("{PREFIX}readiness")
+}
+
 /// Pub/sub channel carrying every order status change as JSON.
 pub fn status_channel() -> String {
     format!("{PREFIX}order-status")
@@ -144,6 +178,8 @@ pub mod counter {
         format!("dead_letters:{group}")
     }
     pub const LABELS_CREATED: &str = "labels_created";
+    /// When the retry worker last finished a pass (ms since the epoch; a value, not a count).
+    pub const RETRY_WORKER_LAST_PASS_MS: &str = "retry_worker_last_pass_ms";
     pub const RESERVATIONS: &str = "reservations";
     pub fn notifications(kind: &str) -> String {
         format!("notifications:{kind}")

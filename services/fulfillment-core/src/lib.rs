@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod ops_http;
 pub mod redis_io;
 pub mod retention;
+pub mod script_reply;
 pub mod service;
 pub mod settings;
 pub mod shutdown;

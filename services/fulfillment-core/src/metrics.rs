@@ -1,5 +1,5 @@
-//! Prometheus metrics: counters and histograms kept by this process, and stream figures read from
-//! Redis at scrape time.
+//! Prometheus metrics: counters and histograms kept by this process, and the pipeline's figures
+//! read from Redis at scrape time (through [`crate::stream_stats`], the one reader `/stats` shares).
 //!
 //! Retry and dead-letter totals live in Redis ([`keys::counters`]) rather than in the retry
 //! worker's memory, because the retry worker is a short-lived CronJob: every long-running process
@@ -7,12 +7,16 @@
 
 use crate::keys;
 use crate::redis_io::Redis;
+use crate::stream_stats::{self, Stats};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
+
+/// Longest a scrape waits for Redis; then it serves what the process knows.
+const REDIS_FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct ProcessMetrics {
     registry: Registry,
@@ -20,6 +24,7 @@ struct ProcessMetrics {
     handler_duration: HistogramVec,
     order_completion: HistogramVec,
     http_requests: IntCounterVec,
+    http_duration: HistogramVec,
 }
 
 static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
@@ -62,11 +67,23 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         &["route", "method", "status"],
     )
     .expect("valid metric");
+    let http_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "fulfillment_http_request_duration_seconds",
+            "Time the API took to answer, by route template and method.",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]),
+        &["route", "method"],
+    )
+    .expect("valid metric");
     for collector in [
         Box::new(events_handled.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(handler_duration.clone()),
         Box::new(order_completion.clone()),
         Box::new(http_requests.clone()),
+        Box::new(http_duration.clone()),
     ] {
         registry
             .register(collector)
@@ -78,6 +95,7 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         handler_duration,
         order_completion,
         http_requests,
+        http_duration,
     }
 });
 
@@ -102,20 +120,35 @@ pub fn order_completed(status: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-pub fn http_request(route: &str, method: &str, status: u16) {
+/// One API request: `method` must be one of a fixed set (the caller maps others to `other`).
+pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
     PROCESS
         .http_requests
         .with_label_values(&[route, method, &status.to_string()])
         .inc();
+    PROCESS
+        .http_duration
+        .with_label_values(&[route, method])
+        .observe(took.as_secs_f64());
 }
 
-/// What `/metrics` serves: this process's metrics and the stream figures read from Redis now.
-/// A Redis outage leaves the stream figures out rather than failing the scrape.
+/// What `/metrics` serves: this process's metrics and the pipeline's figures read from Redis
+/// now. A Redis outage or a Redis slower than [`REDIS_FIGURES_TIMEOUT`] leaves those figures out
+/// rather than failing or holding up the scrape.
 pub async fn render(redis: &Redis, stream: &str, dlq_stream: &str) -> String {
     let mut families = PROCESS.registry.gather();
-    match stream_figures(redis, stream, dlq_stream).await {
-        Ok(registry) => families.extend(registry.gather()),
-        Err(e) => tracing::warn!(error = %e, "stream figures unavailable for /metrics"),
+    let read = tokio::time::timeout(
+        REDIS_FIGURES_TIMEOUT,
+        stream_stats::collect(redis, stream, dlq_stream),
+    )
+    .await;
+    match read {
+        Ok(Ok(stats)) => match figures(&stats) {
+            Ok(registry) => families.extend(registry.gather()),
+            Err(e) => tracing::error!(error = %e, "cannot build the stream figures"),
+        },
+        Ok(Err(e)) => tracing::warn!(error = %e, "stream figures unavailable for /metrics"),
+        Err(_) => tracing::warn!("Redis did not answer in time; stream figures left out"),
     }
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -124,141 +157,8 @@ pub async fn render(redis: &Redis, stream: &str, dlq_stream: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// A consumer seen less than this long ago is active: a live consumer records a heartbeat every
-/// second ([`keys::heartbeats`]) and reads entries whenever there are some.
-pub const ACTIVE_CONSUMER_IDLE_MS: i64 = 120_000;
-
-/// One group's figures from `XINFO GROUPS`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupFigures {
-    pub name: String,
-    /// Consumers registered in the group (gone ones count until the retry worker removes them).
-    pub consumers: i64,
-    pub pending: i64,
-    /// `None` when Redis cannot tell (after deletions in the stream).
-    pub lag: Option<i64>,
-    pub last_delivered_id: String,
-}
-
-/// `XINFO GROUPS` for the stream; empty when the stream does not exist yet.
-pub async fn group_figures(redis: &Redis, stream: &str) -> redis::RedisResult<Vec<GroupFigures>> {
-    let mut conn = redis.conn();
-    let reply: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(&mut conn)
-        .await;
-    let groups = match reply {
-        Ok(groups) => groups,
-        Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            let int = |k: &str| match g.get(k) {
-                Some(redis::Value::Int(i)) => Some(*i),
-                _ => None,
-            };
-            let text = |k: &str| match g.get(k) {
-                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(redis::Value::SimpleString(s)) => s.clone(),
-                _ => String::new(),
-            };
-            GroupFigures {
-                name: text("name"),
-                consumers: int("consumers").unwrap_or_default(),
-                pending: int("pending").unwrap_or_default(),
-                lag: int("lag"),
-                last_delivered_id: text("last-delivered-id"),
-            }
-        })
-        .collect())
-}
-
-/// One consumer's figures from `XINFO CONSUMERS` and its heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerFigures {
-    pub name: String,
-    pub pending: i64,
-    /// Since the consumer last read entries, as Redis reports it.
-    pub idle_ms: i64,
-    /// Since the consumer was last seen alive: the younger of its idle time and its heartbeat.
-    pub unseen_ms: i64,
-}
-
-impl ConsumerFigures {
-    pub fn is_active(&self) -> bool {
-        self.unseen_ms < ACTIVE_CONSUMER_IDLE_MS
-    }
-}
-
-/// `XINFO CONSUMERS` of one group with each consumer's heartbeat; empty when the group does not
-/// exist.
-pub async fn consumer_figures(
-    redis: &Redis,
-    stream: &str,
-    group: &str,
-) -> redis::RedisResult<Vec<ConsumerFigures>> {
-    let mut conn = redis.conn();
-    let reply: redis::RedisResult<redis::streams::StreamInfoConsumersReply> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg(group)
-        .query_async(&mut conn)
-        .await;
-    let beats: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(keys::heartbeats(group))
-        .query_async(&mut conn)
-        .await?;
-    let now = crate::events::now_millis() as i64;
-    match reply {
-        Ok(info) => Ok(info
-            .consumers
-            .into_iter()
-            .map(|c| {
-                let idle_ms = c.idle as i64;
-                let since_beat = beats.get(&c.name).map_or(i64::MAX, |b| (now - b).max(0));
-                ConsumerFigures {
-                    unseen_ms: idle_ms.min(since_beat),
-                    name: c.name,
-                    pending: c.pending as i64,
-                    idle_ms,
-                }
-            })
-            .collect()),
-        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
-            Ok(Vec::new())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The durable counters ([`keys::counters`]) as a map.
-pub async fn durable_counters(redis: &Redis) -> redis::RedisResult<HashMap<String, i64>> {
-    let mut conn = redis.conn();
-    redis::cmd("HGETALL")
-        .arg(keys::counters())
-        .query_async(&mut conn)
-        .await
-}
-
-async fn stream_figures(
-    redis: &Redis,
-    stream: &str,
-    dlq_stream: &str,
-) -> Result<Registry, Box<dyn std::error::Error + Send + Sync>> {
-    let groups = group_figures(redis, stream).await?;
-    let counters = durable_counters(redis).await?;
-    let mut conn = redis.conn();
-    let (stream_len, dlq_len): (i64, i64) = redis::pipe()
-        .cmd("XLEN")
-        .arg(stream)
-        .cmd("XLEN")
-        .arg(dlq_stream)
-        .query_async(&mut conn)
-        .await?;
-
+/// The figures of `stats` as a registry of their own, made afresh each scrape.
+fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
     let gauge =
         |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
@@ -266,6 +166,16 @@ async fn stream_figures(
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+    let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+        let c = IntCounterVec::new(Opts::new(name, help), &["group"])?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let single = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+        let g = IntGauge::new(name, help)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
     let pending = gauge(
         "fulfillment_stream_pending",
         "Entries delivered to the group and not yet acknowledged.",
@@ -274,6 +184,11 @@ async fn stream_figures(
     let lag = gauge(
         "fulfillment_stream_lag",
         "Entries on the stream not yet delivered to the group.",
+        &["group"],
+    )?;
+    let oldest = gauge(
+        "fulfillment_stream_oldest_pending_seconds",
+        "Age of the group's oldest entry delivered and not yet acknowledged (0 when none).",
         &["group"],
     )?;
     let consumers = gauge(
@@ -291,52 +206,75 @@ async fn stream_figures(
         "Entries on the stream.",
         &["stream"],
     )?;
-    let dlq = prometheus::IntGauge::new(
+    let dlq = single(
         "fulfillment_dlq_length",
         "Entries on the dead-letter stream.",
     )?;
-    registry.register(Box::new(dlq.clone()))?;
-    let retries = IntCounterVec::new(
-        Opts::new(
-            "fulfillment_retries_total",
-            "Retries run by the retry worker.",
-        ),
-        &["group"],
+    let flagged = single(
+        "fulfillment_orders_with_dead_letters",
+        "Orders with a dead letter not yet resolved (replayed and handled, or deleted).",
     )?;
-    registry.register(Box::new(retries.clone()))?;
-    let dead_letters = IntCounterVec::new(
-        Opts::new(
-            "fulfillment_dead_letters_total",
-            "Entries moved to the dead-letter stream.",
-        ),
-        &["group"],
+    let retries = counter(
+        "fulfillment_retries_total",
+        "Retries run by the retry worker.",
     )?;
-    registry.register(Box::new(dead_letters.clone()))?;
-
-    for g in &groups {
-        pending.with_label_values(&[&g.name]).set(g.pending);
-        consumers.with_label_values(&[&g.name]).set(g.consumers);
-        let live = consumer_figures(redis, stream, &g.name)
-            .await?
-            .iter()
-            .filter(|c| c.is_active())
-            .count();
-        active.with_label_values(&[&g.name]).set(live as i64);
+    let dead_letters = counter(
+        "fulfillment_dead_letters_total",
+        "Entries moved to the dead-letter stream.",
+    )?;
+    for g in &stats.groups {
+        pending.with_label_values(&[&g.group]).set(g.pending);
+        consumers
+            .with_label_values(&[&g.group])
+            .set(g.consumers.len() as i64);
+        active
+            .with_label_values(&[&g.group])
+            .set(g.consumers.iter().filter(|c| c.active).count() as i64);
         if let Some(l) = g.lag {
-            lag.with_label_values(&[&g.name]).set(l);
+            lag.with_label_values(&[&g.group]).set(l);
         }
+        oldest
+            .with_label_values(&[&g.group])
+            .set(g.oldest_pending_ms.unwrap_or(0) / 1000);
     }
+    // Every group of the contract, even before its first retry or dead letter.
     for group in keys::group::ALL {
-        let read = |name: String| counters.get(&name).copied().unwrap_or(0).max(0) as u64;
+        let g = stats.groups.iter().find(|g| g.group == *group);
+        let total = |n: Option<i64>| n.unwrap_or(0).max(0) as u64;
         retries
             .with_label_values(&[group])
-            .inc_by(read(keys::counter::retries(group)));
+            .inc_by(total(g.map(|g| g.retries)));
         dead_letters
             .with_label_values(&[group])
-            .inc_by(read(keys::counter::dead_letters(group)));
+            .inc_by(total(g.map(|g| g.dead_letters)));
     }
-    length.with_label_values(&[stream]).set(stream_len);
-    length.with_label_values(&[dlq_stream]).set(dlq_len);
-    dlq.set(dlq_len);
+    length
+        .with_label_values(&[&stats.stream])
+        .set(stats.stream_length);
+    length
+        .with_label_values(&[&stats.dlq_stream])
+        .set(stats.dlq_length);
+    dlq.set(stats.dlq_length);
+    flagged.set(stats.orders_with_dead_letters);
+    if let Some(memory) = stats.redis_memory {
+        single(
+            "fulfillment_redis_used_memory_bytes",
+            "Memory Redis uses (INFO used_memory).",
+        )?
+        .set(memory.used_bytes);
+        single(
+            "fulfillment_redis_maxmemory_bytes",
+            "Redis's memory limit (INFO maxmemory; 0 when none is set).",
+        )?
+        .set(memory.max_bytes);
+    }
+    if let Some(ms) = stats.retry_worker_last_pass_ms {
+        let last = Gauge::new(
+            "fulfillment_retry_worker_last_run_timestamp_seconds",
+            "When the retry worker last finished a pass (Unix time).",
+        )?;
+        registry.register(Box::new(last.clone()))?;
+        last.set(ms as f64 / 1000.0);
+    }
     Ok(registry)
 }

@@ -74,11 +74,17 @@ impl Redis {
         self.client.get_async_pubsub().await
     }
 
-    /// `PING`, for readiness.
-    pub async fn ping(&self) -> RedisResult<()> {
+    /// A small write that expires by itself, for readiness: it fails when Redis refuses writes
+    /// (out of memory under `noeviction`, a read-only replica), which a `PING` would not tell.
+    pub async fn check_writable(&self) -> RedisResult<()> {
         let mut conn = self.conn();
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
-        Ok(())
+        redis::cmd("SET")
+            .arg(crate::keys::readiness_probe())
+            .arg(1)
+            .arg("PX")
+            .arg(5_000)
+            .query_async::<()>(&mut conn)
+            .await
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Invariant: only `COMPLETED` and `CANCELLED` orders are removed (the projection records them
 //! in [`keys::orders_finished`] when they reach that status); `PENDING`, in-flight and `FAILED`
-//! orders stay until they finish. Every key of an order ([`keys::order_state`]) goes in one
+//! orders stay until they finish, and an order with an unresolved dead letter stays until it is
+//! resolved (a compensation waiting for its replay must find the order and its reservation). Every key of an order ([`keys::order_state`]) goes in one
 //! script, so an order is never half removed. A late delivery for a removed order finds no order
 //! and changes nothing (see `transition.lua` and `reserve_stock.lua`).
 
@@ -18,17 +19,18 @@ static SWEEP: LazyLock<Script> =
 /// Orders removed per script call: short enough not to hold Redis up (about a millisecond).
 pub const SWEEP_BATCH: usize = 200;
 
-/// Removes orders that finished at or before `cutoff_ms`, at most `limit` of them, and returns
-/// how many were removed.
+/// Examines up to `limit` orders that finished at or before `cutoff_ms`, removes those without
+/// unresolved dead letters, and returns how many were removed.
 pub async fn sweep_finished_orders(
     redis: &Redis,
     cutoff_ms: u64,
     limit: usize,
 ) -> RedisResult<u64> {
     let mut removed = 0u64;
+    let mut examined = 0usize;
     let mut conn = redis.conn();
-    while (removed as usize) < limit {
-        let take = SWEEP_BATCH.min(limit - removed as usize);
+    while examined < limit {
+        let take = SWEEP_BATCH.min(limit - examined);
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(keys::orders_finished())
             .arg("-inf")
@@ -47,7 +49,8 @@ pub async fn sweep_finished_orders(
             .key(keys::orders_finished())
             .key(keys::orders_index())
             .key(keys::gateway_charges())
-            .key(keys::gateway_refunds());
+            .key(keys::gateway_refunds())
+            .key(keys::gateway_voids());
         for id in &ids {
             for key in keys::order_state(id) {
                 invocation.key(key);
@@ -62,7 +65,10 @@ pub async fn sweep_finished_orders(
         }
         let swept: u64 = invocation.invoke_async(&mut conn).await?;
         removed += swept;
-        if ids.len() < take || swept == 0 {
+        examined += ids.len();
+        // Every examined order left the finished set (removed, or kept for its dead letters), so
+        // the next read moves on.
+        if ids.len() < take {
             break;
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::consumer::{ConsumerConfig, EventHandler, run_consumer};
 use crate::keys;
-use crate::ops_http::{OpsState, ops_router};
+use crate::ops_http::{OpsState, ops_router, serve};
 use crate::redis_io::{Redis, ensure_groups, warn_if_keys_may_be_evicted};
 use crate::settings::Settings;
 use std::sync::Arc;
@@ -71,11 +71,12 @@ pub async fn run_worker_service(
         consumer_config(&settings, &settings.consumer_name),
         shutdown.clone(),
     ));
-    let app = ops_router(ops_state(&settings, &redis));
-    let server_stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { server_stop.cancelled().await })
-        .await?;
+    serve(
+        listener,
+        ops_router(ops_state(&settings, &redis)),
+        shutdown.clone(),
+    )
+    .await?;
     match tokio::time::timeout(settings.shutdown_grace(), consumer).await {
         Ok(joined) => joined?,
         Err(_) => tracing::warn!("consumer did not finish within the grace period"),

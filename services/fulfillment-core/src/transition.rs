@@ -8,7 +8,8 @@
 use crate::events::Event;
 use crate::keys;
 use crate::redis_io::Redis;
-use redis::{RedisResult, Script};
+use crate::script_reply::Tagged;
+use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use std::sync::LazyLock;
 
 static TRANSITION: LazyLock<Script> =
@@ -35,6 +36,17 @@ pub struct Step<'a> {
     pub counter: Option<&'a str>,
     /// Facts recorded with the step, each set only once.
     pub facts: &'a [(&'a str, &'a str)],
+    /// Other state hashes of the same order that must be in one of their allowed states for the
+    /// step to apply; otherwise it is [`StepOutcome::Blocked`].
+    pub guards: &'a [Guard<'a>],
+}
+
+/// A condition on another state hash of the same order (its `state` field).
+#[derive(Debug)]
+pub struct Guard<'a> {
+    pub key: String,
+    /// States it may be in; [`ABSENT`] for "no state".
+    pub allowed: &'a [&'a str],
 }
 
 /// What became of a step.
@@ -48,6 +60,23 @@ pub enum StepOutcome {
     Skipped { state: String },
     /// The order is gone (removed by retention) and had no such state; nothing changed.
     OrderGone,
+    /// A guard hash was in none of its allowed states (the value is its state); nothing changed.
+    Blocked { guard_state: String },
+}
+
+impl FromRedisValue for StepOutcome {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        let state = reply.text(0)?;
+        Ok(match reply.tag.as_str() {
+            "applied" => StepOutcome::Applied { previous: state },
+            "repeated" => StepOutcome::Repeated,
+            "skipped" => StepOutcome::Skipped { state },
+            "gone" => StepOutcome::OrderGone,
+            "blocked" => StepOutcome::Blocked { guard_state: state },
+            _ => return Err(reply.unknown("transition.lua")),
+        })
+    }
 }
 
 pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisResult<StepOutcome> {
@@ -56,23 +85,25 @@ pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisRe
         .key(stream)
         .key(&step.key)
         .key(keys::counters())
-        .key(keys::order(step.order_id))
+        .key(keys::order(step.order_id));
+    for guard in step.guards {
+        invocation.key(&guard.key);
+    }
+    invocation
         .arg(step.from.join(","))
         .arg(step.to)
         .arg(step.event_field)
         .arg(step.event.map(Event::to_fields_json).unwrap_or_default())
-        .arg(step.counter.unwrap_or_default());
+        .arg(step.counter.unwrap_or_default())
+        .arg(step.guards.len());
+    for guard in step.guards {
+        invocation.arg(guard.allowed.join(","));
+    }
     for (name, value) in step.facts {
         invocation.arg(*name).arg(*value);
     }
     let mut conn = redis.conn();
-    let (outcome, state): (String, String) = invocation.invoke_async(&mut conn).await?;
-    Ok(match outcome.as_str() {
-        "applied" => StepOutcome::Applied { previous: state },
-        "repeated" => StepOutcome::Repeated,
-        "gone" => StepOutcome::OrderGone,
-        _ => StepOutcome::Skipped { state },
-    })
+    invocation.invoke_async(&mut conn).await
 }
 
 /// Reads one field of a state hash.

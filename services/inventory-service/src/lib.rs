@@ -7,10 +7,11 @@
 //! reserves and publishes, then withholds the acknowledgement so the entry is delivered again.
 
 use fulfillment_core::events::{OrderPlaced, StockLine, StockReleased, StockReserved};
+use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
 };
-use redis::Script;
+use redis::{FromRedisValue, ParsingError, Script, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -96,21 +97,26 @@ impl InventoryHandler {
             .arg(reserved.to_fields_json())
             .arg(failed.header_fields_json());
         let mut conn = self.redis.conn();
-        let (outcome, detail): (String, String) = invocation.invoke_async(&mut conn).await?;
-        match outcome.as_str() {
-            "reserved" => {
+        match invocation.invoke_async(&mut conn).await? {
+            Reservation::Reserved => {
                 tracing::info!(items = lines.len(), "stock reserved");
                 if roll(self.instability.ack_loss_rate) {
                     return Ok(Handled::AckWithheld);
                 }
             }
-            "failed" => tracing::info!(reason = detail.as_str(), "stock not reserved"),
-            "repeated" => tracing::info!(
-                state = detail.as_str(),
+            Reservation::Failed { reason } => {
+                tracing::info!(reason = reason.as_str(), "stock not reserved")
+            }
+            Reservation::Repeated { state } => tracing::info!(
+                state = state.as_str(),
                 "already handled; outcome published again"
             ),
-            "gone" => tracing::info!("order removed by retention; nothing reserved"),
-            _ => tracing::info!("order cancelled before its reservation; nothing reserved"),
+            Reservation::OrderGone => {
+                tracing::info!("order removed by retention; nothing reserved")
+            }
+            Reservation::CancelledFirst => {
+                tracing::info!("order cancelled before its reservation; nothing reserved")
+            }
         }
         Ok(Handled::Done)
     }
@@ -122,15 +128,79 @@ impl InventoryHandler {
             &StockReleased { items: Vec::new() },
         );
         let mut conn = self.redis.conn();
-        let (outcome,): (String,) = RELEASE
+        let outcome: Release = RELEASE
             .key(&self.stream)
             .key(keys::reservation(&event.order_id))
+            .key(keys::order(&event.order_id))
             .arg(keys::product(""))
             .arg(released.header_fields_json())
             .invoke_async(&mut conn)
             .await?;
-        tracing::info!(outcome = outcome.as_str(), "cancellation handled");
+        tracing::info!(?outcome, "cancellation handled");
         Ok(Handled::Done)
+    }
+}
+
+/// What `reserve_stock.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reservation {
+    Reserved,
+    Failed {
+        reason: String,
+    },
+    /// Already handled: the stored outcome was published again.
+    Repeated {
+        state: String,
+    },
+    /// The order was cancelled before its reservation: nothing reserved.
+    CancelledFirst,
+    /// The order is gone (retention): nothing reserved.
+    OrderGone,
+}
+
+impl FromRedisValue for Reservation {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        Ok(match reply.tag.as_str() {
+            "reserved" => Reservation::Reserved,
+            "failed" => Reservation::Failed {
+                reason: reply.text(0)?,
+            },
+            "repeated" => Reservation::Repeated {
+                state: reply.text(0)?,
+            },
+            "cancelled" => Reservation::CancelledFirst,
+            "gone" => Reservation::OrderGone,
+            _ => return Err(reply.unknown("reserve_stock.lua")),
+        })
+    }
+}
+
+/// What `release_stock.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Released,
+    /// Released before: `StockReleased` published again.
+    Repeated,
+    /// No reservation yet: a tombstone keeps a late `OrderPlaced` from reserving.
+    Tombstoned,
+    /// Nothing was reserved (the reservation failed, or was cancelled before).
+    NothingHeld,
+    /// The order is gone (retention): nothing to do, nothing written.
+    OrderGone,
+}
+
+impl FromRedisValue for Release {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        Ok(match reply.tag.as_str() {
+            "released" => Release::Released,
+            "repeated" => Release::Repeated,
+            "tombstoned" => Release::Tombstoned,
+            "nothing" => Release::NothingHeld,
+            "gone" => Release::OrderGone,
+            _ => return Err(reply.unknown("release_stock.lua")),
+        })
     }
 }
 

@@ -1,12 +1,14 @@
 //! Notification: tells the customer their order is confirmed (on `ShipmentPrepared`) or
 //! cancelled (on `OrderCancelled`).
 //!
-//! Invariant: once per order and kind, however often the event is delivered: the notification's
-//! hash moves from nothing to `sent` in the script that publishes `NotificationSent`, and only the
+//! Invariant: once per order and kind, however often the event is delivered, and never both kinds
+//! for one order: the notification's hash moves from nothing to `sent` in the script that
+//! publishes `NotificationSent`, only while no notification of the other kind was sent and, for a
+//! confirmation, only while the order's label is live (not voided, not cancelled). Only the
 //! delivery that made that move writes the message. No real mail is sent; the message is logged.
 
 use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
-use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::transition::{ABSENT, Guard, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
 };
@@ -50,6 +52,22 @@ impl NotificationHandler {
             },
         );
         let counter = keys::counter::notifications(kind);
+        let order_id = event.order_id.as_str();
+        let other_kind = if kind == kind::ORDER_CONFIRMED {
+            kind::ORDER_CANCELLED
+        } else {
+            kind::ORDER_CONFIRMED
+        };
+        let mut guards = vec![Guard {
+            key: keys::notification(order_id, other_kind),
+            allowed: &[ABSENT],
+        }];
+        if kind == kind::ORDER_CONFIRMED {
+            guards.push(Guard {
+                key: keys::shipment(order_id),
+                allowed: &[keys::shipment_state::LABELLED],
+            });
+        }
         let outcome = transition(
             &self.redis,
             &self.stream,
@@ -62,11 +80,20 @@ impl NotificationHandler {
                 event_field: "event",
                 counter: Some(&counter),
                 facts: &[],
+                guards: &guards,
             },
         )
         .await?;
-        if let StepOutcome::Applied { .. } = outcome {
-            tracing::info!(kind, to = mask_email(&to).as_str(), "notification sent");
+        match outcome {
+            StepOutcome::Applied { .. } => {
+                tracing::info!(kind, to = mask_email(&to).as_str(), "notification sent")
+            }
+            StepOutcome::Blocked { guard_state } => tracing::warn!(
+                kind,
+                guard_state = guard_state.as_str(),
+                "not sent: the customer was told the other outcome, or the label is not live"
+            ),
+            StepOutcome::Repeated | StepOutcome::Skipped { .. } | StepOutcome::OrderGone => {}
         }
         Ok(Handled::Done)
     }

@@ -7,8 +7,9 @@
 //! (`ZRANGE ... BYLEX REV`).
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
+use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{Event, EventType, Redis, keys, metrics};
-use redis::{RedisResult, Script};
+use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -43,6 +44,9 @@ pub struct Order {
     pub payment_token: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Dead letters of this order's events not yet resolved (replayed and handled, or deleted): an
+    /// operator has something to do while it is above 0, whatever the status.
+    pub dead_letters: u64,
 }
 
 impl Order {
@@ -59,6 +63,10 @@ impl Order {
             payment_token: text("payment_token"),
             created_at: text("created_at"),
             updated_at: text("updated_at"),
+            dead_letters: hash
+                .get("dead_letters")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         })
     }
 }
@@ -95,15 +103,23 @@ pub enum Placed {
     },
 }
 
-/// Writes the order and its `OrderPlaced` in one script.
+/// Whether a failed placement certainly never reached Redis (so nothing was placed): the
+/// connection was refused, or Redis answered with an error (a script that errs writes nothing
+/// before its first write). Otherwise (a timeout, a dropped connection) the script may have run.
+pub fn never_reached_redis(error: &redis::RedisError) -> bool {
+    error.is_connection_refusal() || error.code().is_some()
+}
+
+/// Writes the order `order_id` and its `OrderPlaced` in one script.
 pub async fn place(
     redis: &Redis,
     stream: &str,
+    order_id: &str,
     new: NewOrder,
     idempotency: Option<&IdempotencyKey>,
     traceparent: Option<String>,
 ) -> RedisResult<Placed> {
-    let order_id = uuid::Uuid::new_v4().to_string();
+    let order_id = order_id.to_owned();
     let created_ms = now_millis();
     let now = now_rfc3339();
     let items_json = serde_json::to_string(&new.items).unwrap_or_default();
@@ -178,6 +194,7 @@ pub async fn place(
             payment_token: new.payment_token,
             created_at: now.clone(),
             updated_at: now,
+            dead_letters: 0,
         }),
         stream_id: id,
     })
@@ -299,9 +316,35 @@ pub fn stream_id_order(id: &str) -> (u64, u64) {
 /// What a cancel request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancelled {
-    Cancelled { previous_status: String },
-    AlreadyFinal { status: String },
+    Cancelled {
+        previous_status: String,
+        created_ms: String,
+    },
+    AlreadyFinal {
+        status: String,
+    },
+    /// Its shipment label exists: the order is on its way and can no longer be cancelled.
+    AlreadyShipped {
+        status: String,
+    },
     NotFound,
+}
+
+impl FromRedisValue for Cancelled {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        let status = reply.text(0)?;
+        Ok(match reply.tag.as_str() {
+            "cancelled" => Cancelled::Cancelled {
+                previous_status: status,
+                created_ms: reply.text(1)?,
+            },
+            "conflict" => Cancelled::AlreadyFinal { status },
+            "shipped" => Cancelled::AlreadyShipped { status },
+            "not_found" => Cancelled::NotFound,
+            _ => return Err(reply.unknown("cancel_order.lua")),
+        })
+    }
 }
 
 /// Cancels an order that is not final, publishing `OrderCancelled` in the same step.
@@ -321,10 +364,11 @@ pub async fn cancel(
     )
     .with_producer("order/api");
     let mut conn = redis.conn();
-    let (outcome, status, created_ms): (String, String, String) = CANCEL
+    let outcome: Cancelled = CANCEL
         .key(keys::order(&order.id))
         .key(stream)
         .key(keys::orders_finished())
+        .key(keys::shipment(&order.id))
         .arg(reason)
         .arg(&event.occurred_at)
         .arg(event.to_fields_json())
@@ -333,16 +377,10 @@ pub async fn cancel(
         .arg(now_millis())
         .invoke_async(&mut conn)
         .await?;
-    Ok(match outcome.as_str() {
-        "cancelled" => {
-            observe_completion("CANCELLED", &created_ms);
-            Cancelled::Cancelled {
-                previous_status: status,
-            }
-        }
-        "conflict" => Cancelled::AlreadyFinal { status },
-        _ => Cancelled::NotFound,
-    })
+    if let Cancelled::Cancelled { created_ms, .. } = &outcome {
+        observe_completion("CANCELLED", created_ms);
+    }
+    Ok(outcome)
 }
 
 /// Records placed → final time in `fulfillment_order_completion_seconds`.

@@ -1,20 +1,33 @@
 //! The test payment gateway: what a card processor does, for test cards only.
 //!
 //! Tokens follow the common test-card convention: `tok_visa` and `tok_mastercard` succeed,
-//! `tok_chargeDeclined` is declined. Charges and refunds are recorded in Redis keyed by an
+//! `tok_chargeDeclined` is declined. Charges, refunds and voids are recorded in Redis keyed by an
 //! idempotency key (the order id), as a real processor's idempotency keys do, so calling again
-//! with the same key never moves money twice. `PAYMENT_FAILURE_RATE` makes calls fail transiently.
+//! with the same key never moves money twice. A void gives the payment up: a charge under that key
+//! is refused afterwards, and a void after a charge is refused (like cancelling a payment intent),
+//! so "failed" and "charged" can never both be true of one payment. `PAYMENT_FAILURE_RATE` makes
+//! charges fail transiently.
 
 use fulfillment_core::events::{PAYMENT_TOKENS, now_rfc3339};
+use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{Redis, keys};
+use redis::Script;
+use std::sync::LazyLock;
 
 const DECLINED_TOKEN: &str = "tok_chargeDeclined";
+
+static CHARGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/gateway_charge.lua")));
+static VOID: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/gateway_void.lua")));
 
 /// Why a charge did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeError {
     /// The card was declined: final.
     Declined,
+    /// The payment was voided (given up by another attempt): final, nothing charged.
+    Voided,
     /// The gateway could not be reached or failed: may pass on another attempt.
     Unavailable(String),
 }
@@ -24,9 +37,18 @@ impl ChargeError {
     pub fn reason(&self) -> &'static str {
         match self {
             ChargeError::Declined => "card_declined",
-            ChargeError::Unavailable(_) => "payment_unavailable",
+            ChargeError::Voided | ChargeError::Unavailable(_) => "payment_unavailable",
         }
     }
+}
+
+/// What a void found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Void {
+    /// The payment is given up; nothing was or will be charged under its key.
+    Voided,
+    /// A charge under the key went through first: the payment is charged.
+    AlreadyCharged,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +65,7 @@ impl TestGateway {
         }
     }
 
-    /// Charges `amount` on `token`, once per `idempotency_key`.
+    /// Charges `amount` on `token`, once per `idempotency_key`, unless the payment was voided.
     pub async fn charge(
         &self,
         idempotency_key: &str,
@@ -62,13 +84,30 @@ impl TestGateway {
         let record = serde_json::json!({
             "payment_id": payment_id, "amount": amount, "token": token, "at": now_rfc3339(),
         });
-        self.record(
-            &keys::gateway_charges(),
-            idempotency_key,
-            &record.to_string(),
-        )
-        .await
-        .map_err(ChargeError::Unavailable)
+        let reply = self
+            .call(&CHARGE, idempotency_key, &record.to_string())
+            .await
+            .map_err(ChargeError::Unavailable)?;
+        match reply.tag.as_str() {
+            "charged" => Ok(()),
+            "voided" => Err(ChargeError::Voided),
+            _ => Err(ChargeError::Unavailable(
+                reply.unknown("gateway_charge.lua").to_string(),
+            )),
+        }
+    }
+
+    /// Gives the payment under `idempotency_key` up, unless a charge went through first.
+    pub async fn void(&self, idempotency_key: &str, payment_id: &str) -> Result<Void, String> {
+        let record = serde_json::json!({"payment_id": payment_id, "at": now_rfc3339()});
+        let reply = self
+            .call(&VOID, idempotency_key, &record.to_string())
+            .await?;
+        match reply.tag.as_str() {
+            "voided" => Ok(Void::Voided),
+            "charged" => Ok(Void::AlreadyCharged),
+            _ => Err(reply.unknown("gateway_void.lua").to_string()),
+        }
     }
 
     /// Refunds the charge made under `idempotency_key`, once.
@@ -81,23 +120,26 @@ impl TestGateway {
         let record = serde_json::json!({
             "payment_id": payment_id, "amount": amount, "at": now_rfc3339(),
         });
-        self.record(
-            &keys::gateway_refunds(),
-            idempotency_key,
-            &record.to_string(),
-        )
-        .await
-    }
-
-    async fn record(&self, ledger: &str, key: &str, record: &str) -> Result<(), String> {
         let mut conn = self.redis.conn();
         redis::cmd("HSETNX")
-            .arg(ledger)
-            .arg(key)
-            .arg(record)
+            .arg(keys::gateway_refunds())
+            .arg(idempotency_key)
+            .arg(record.to_string())
             .query_async::<u8>(&mut conn)
             .await
             .map(|_| ())
+            .map_err(|e| format!("gateway unreachable: {e}"))
+    }
+
+    async fn call(&self, script: &Script, key: &str, record: &str) -> Result<Tagged, String> {
+        let mut conn = self.redis.conn();
+        script
+            .key(keys::gateway_charges())
+            .key(keys::gateway_voids())
+            .arg(key)
+            .arg(record)
+            .invoke_async(&mut conn)
+            .await
             .map_err(|e| format!("gateway unreachable: {e}"))
     }
 }

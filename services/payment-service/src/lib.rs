@@ -1,11 +1,14 @@
 //! Payment: charges an order once its stock is reserved, refunds it when it is cancelled after
 //! the charge.
 //!
-//! Invariant: one charge per order, ever. The order's payment hash moves `charging → charged |
-//! failed → refunded` (or straight to `cancelled` when the cancellation comes first), each step in
-//! one script with its event; the gateway is called with the order id as idempotency key, so a
-//! repeated or racing delivery can call it again without charging twice. Transient gateway
-//! failures are retried in-process with exponential backoff and jitter.
+//! Invariant: one charge per order, ever, and every money movement announced by an event. The
+//! order's payment hash moves `charging → charged | failed → refunded` (or straight to `cancelled`
+//! when the cancellation comes first), each step in one script with its event; the gateway is
+//! called with the order id as idempotency key, so a repeated or racing delivery can call it again
+//! without charging twice. Transient gateway failures are retried in-process with exponential
+//! backoff and jitter; giving up voids the payment at the gateway first, so a slower attempt still
+//! charging (a retry that overtook it, a duplicate `StockReserved`) can no longer charge after
+//! `PaymentFailed`, and a charge that went through first turns the outcome into `PaymentProcessed`.
 
 pub mod gateway;
 
@@ -16,7 +19,7 @@ use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
 };
-use gateway::{ChargeError, TestGateway};
+use gateway::{ChargeError, TestGateway, Void};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -90,6 +93,7 @@ impl PaymentHandler {
             event_field: field,
             counter: None,
             facts: &[],
+            guards: &[],
         })
         .await?;
         Ok(())
@@ -111,6 +115,7 @@ impl PaymentHandler {
                 event_field: "",
                 counter: None,
                 facts: &[("payment_id", &payment_id), ("amount", &amount)],
+                guards: &[],
             })
             .await?;
         if begun == StepOutcome::OrderGone {
@@ -133,8 +138,28 @@ impl PaymentHandler {
                 &reserved.payment_token,
             )
             .await;
-        let (to, outcome) = match result {
-            Ok(()) => (
+        let failure = match result {
+            Ok(()) => None,
+            Err(ChargeError::Unavailable(reason)) => {
+                // Give the payment up at the gateway before announcing the failure, so no attempt
+                // still under way can charge after it; a charge that went through first wins.
+                match self.gateway.void(order_id, &payment_id).await {
+                    Ok(Void::Voided) => Some(ChargeError::Unavailable(reason)),
+                    Ok(Void::AlreadyCharged) => {
+                        tracing::info!("another attempt's charge went through; payment charged");
+                        None
+                    }
+                    Err(e) => {
+                        return Err(HandlerError::Transient(format!(
+                            "cannot give the payment up: {e}"
+                        )));
+                    }
+                }
+            }
+            Err(e) => Some(e),
+        };
+        let (to, outcome) = match failure {
+            None => (
                 state::CHARGED,
                 delivery.follow_up(
                     EventType::PaymentProcessed,
@@ -145,7 +170,7 @@ impl PaymentHandler {
                     },
                 ),
             ),
-            Err(e) => (
+            Some(e) => (
                 state::FAILED,
                 delivery.follow_up(
                     EventType::PaymentFailed,
@@ -165,23 +190,67 @@ impl PaymentHandler {
                 event_field: "event",
                 counter: None,
                 facts: &[],
+                guards: &[],
             })
             .await?;
         match finished {
             StepOutcome::Skipped { state } if to == state::CHARGED => {
-                // Another delivery settled the payment as failed first: give the money back.
-                tracing::warn!(
+                // The gateway's void makes this impossible; should it happen anyway, the money that
+                // moved is given back and announced, never silently.
+                tracing::error!(
                     state = state.as_str(),
-                    "charged after the payment was settled; refunding"
+                    "charged after the payment was settled; refunding with PaymentRefunded"
                 );
-                self.gateway
-                    .refund(order_id, &payment_id, reserved.amount)
-                    .await
-                    .map_err(HandlerError::Transient)?;
+                self.refund_charge(
+                    &delivery,
+                    order_id,
+                    &payment_id,
+                    reserved.amount,
+                    &[state::FAILED, state::CANCELLED],
+                )
+                .await?;
             }
             _ => tracing::info!(outcome = to, "payment settled"),
         }
         Ok(Handled::Done)
+    }
+
+    /// Refunds the order's charge at the gateway and moves its payment from one of `from` to
+    /// `refunded` with `PaymentRefunded`, in that order: a failure between them leaves the state,
+    /// and the retry refunds again (once, by the idempotency key) and announces it.
+    async fn refund_charge(
+        &self,
+        delivery: &Delivery<'_>,
+        order_id: &str,
+        payment_id: &str,
+        amount: u64,
+        from: &[&str],
+    ) -> Result<(), HandlerError> {
+        self.gateway
+            .refund(order_id, payment_id, amount)
+            .await
+            .map_err(HandlerError::Transient)?;
+        let refunded = delivery.follow_up(
+            EventType::PaymentRefunded,
+            &PaymentRefunded {
+                payment_id: payment_id.to_owned(),
+                amount,
+            },
+        );
+        self.step(Step {
+            order_id,
+            key: keys::payment(order_id),
+            from,
+            to: state::REFUNDED,
+            event: Some(&refunded),
+            event_field: "refund_event",
+            counter: None,
+            facts: &[],
+            guards: &[],
+        })
+        .await?;
+        tracing::info!(amount, "payment refunded");
+        Ok(())
     }
 
     async fn charge_with_retries(
@@ -226,6 +295,7 @@ impl PaymentHandler {
                 event_field: "",
                 counter: None,
                 facts: &[],
+                guards: &[],
             })
             .await?;
         let state = match cancelled {
@@ -253,26 +323,8 @@ impl PaymentHandler {
                     .await?;
                 let payment_id = payment_id.unwrap_or_else(|| self::payment_id(order_id));
                 let amount = amount.unwrap_or_default();
-                self.gateway
-                    .refund(order_id, &payment_id, amount)
-                    .await
-                    .map_err(HandlerError::Transient)?;
-                let refunded = delivery.follow_up(
-                    EventType::PaymentRefunded,
-                    &PaymentRefunded { payment_id, amount },
-                );
-                self.step(Step {
-                    order_id,
-                    key: keys::payment(order_id),
-                    from: &[state::CHARGED],
-                    to: state::REFUNDED,
-                    event: Some(&refunded),
-                    event_field: "refund_event",
-                    counter: None,
-                    facts: &[],
-                })
-                .await?;
-                tracing::info!(amount, "payment refunded");
+                self.refund_charge(&delivery, order_id, &payment_id, amount, &[state::CHARGED])
+                    .await?;
                 Ok(Handled::Done)
             }
             _ => Ok(Handled::Done),

@@ -6,14 +6,19 @@
 //! has failed `RETRY_MAX_RETRIES` retries; then it goes to the DLQ. Permanent errors go to the DLQ
 //! at once; claimed ids whose entries are gone are acknowledged. Then consumers that are gone
 //! (idle, nothing pending) are removed, the stream is trimmed below what every group has
-//! acknowledged, and finished orders older than `ORDER_RETENTION_MS` are removed.
+//! acknowledged, finished orders older than `ORDER_RETENTION_MS` are removed, and each group's
+//! lag counter is repaired if a restart from the append-only file left it wrong. The pass records
+//! when it finished, for `/metrics`.
 
 use fulfillment_core::consumer::{
-    Disposition, EventHandler, RawEntry, acknowledge, dispose, parse_entries,
+    Disposition, EventHandler, RawEntry, acknowledge, dispose, parse_entries, resolve_replayed,
 };
 use fulfillment_core::dead_letter::{self, DeadLetter};
 use fulfillment_core::events::now_millis;
-use fulfillment_core::metrics::{consumer_figures, group_figures};
+use fulfillment_core::script_reply::Tagged;
+use fulfillment_core::stream_stats::{
+    consumer_figures, group_figures, oldest_pending_id, parse_entry_id,
+};
 use fulfillment_core::{Redis, Settings, keys, retention};
 use futures_util::future::join_all;
 use redis::streams::StreamPendingCountReply;
@@ -25,6 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 static REMOVE_GONE_CONSUMER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/remove_gone_consumer.lua")));
+static REPAIR_LAG: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/repair_lag.lua")));
+
+/// Most entries a lag repair counts per group and pass; a group further behind is repaired by a
+/// later pass, once it has caught up some.
+const LAG_REPAIR_MAX_COUNT: usize = 1000;
 
 /// Every group's handler, built as the services build them.
 pub fn all_handlers(redis: &Redis, settings: &Settings) -> Vec<Arc<dyn EventHandler>> {
@@ -54,6 +65,8 @@ pub struct PassReport {
     pub trimmed: u64,
     /// Finished orders removed after `ORDER_RETENTION_MS`.
     pub orders_removed: u64,
+    /// Groups whose lag counter was wrong (after a restart from the append-only file), repaired.
+    pub lags_repaired: usize,
 }
 
 impl PassReport {
@@ -101,7 +114,43 @@ impl RetryWorker {
         report.consumers_removed = self.remove_gone_consumers().await?;
         report.trimmed = self.trim_stream().await?;
         report.orders_removed = self.sweep_orders().await?;
+        report.lags_repaired = self.repair_lags().await?;
+        self.record_pass().await?;
         Ok(report)
+    }
+
+    /// Sets each group's read counter right where Redis lost count (see `repair_lag.lua`).
+    async fn repair_lags(&self) -> RedisResult<usize> {
+        let mut conn = self.redis.conn();
+        let mut repaired = 0;
+        for group in keys::group::ALL {
+            let reply: Tagged = REPAIR_LAG
+                .key(&self.settings.stream)
+                .arg(*group)
+                .arg(LAG_REPAIR_MAX_COUNT)
+                .invoke_async(&mut conn)
+                .await?;
+            match reply.tag.as_str() {
+                "repaired" => {
+                    tracing::warn!(group, lag = reply.text(0)?, "group lag was wrong; repaired");
+                    repaired += 1;
+                }
+                "right" | "too_far" | "no_group" => {}
+                _ => return Err(reply.unknown("repair_lag.lua").into()),
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Records when this pass finished, in Redis (the retry worker may be a short-lived CronJob).
+    async fn record_pass(&self) -> RedisResult<()> {
+        let mut conn = self.redis.conn();
+        redis::cmd("HSET")
+            .arg(keys::counters())
+            .arg(keys::counter::RETRY_WORKER_LAST_PASS_MS)
+            .arg(now_millis())
+            .query_async(&mut conn)
+            .await
     }
 
     /// Passes every `RETRY_INTERVAL_MS` until `shutdown`; a failed pass is logged and retried.
@@ -191,6 +240,15 @@ impl RetryWorker {
                 Disposition::Ack => {
                     report.recovered += 1;
                     acks.push(entry.id.as_str());
+                    None
+                }
+                Disposition::ResolveAndAck => {
+                    if resolve_replayed(&self.redis, group, entry, event.as_ref()).await {
+                        report.recovered += 1;
+                        acks.push(entry.id.as_str());
+                    } else {
+                        report.still_pending += 1;
+                    }
                     None
                 }
                 Disposition::LeavePending { reason }
@@ -287,39 +345,15 @@ impl RetryWorker {
     async fn oldest_unacknowledged(&self) -> RedisResult<Option<(u64, u64)>> {
         let s = &self.settings;
         let groups = group_figures(&self.redis, &s.stream).await?;
-        let mut conn = self.redis.conn();
         let mut oldest: Option<(u64, u64)> = None;
         for g in &groups {
-            let needed = if g.pending > 0 {
-                let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-                    .arg(&s.stream)
-                    .arg(&g.name)
-                    .query_async(&mut conn)
-                    .await?;
-                match summary {
-                    redis::streams::StreamPendingReply::Data(d) => parse_id(&d.start_id),
-                    _ => parse_id(&g.last_delivered_id),
-                }
-            } else {
-                parse_id(&g.last_delivered_id)
+            let needed = match oldest_pending_id(&self.redis, &s.stream, &g.name, g.pending).await?
+            {
+                Some(id) => id,
+                None => parse_entry_id(&g.last_delivered_id),
             };
             oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
         }
         Ok(oldest)
-    }
-}
-
-fn parse_id(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_parse_and_order() {
-        assert_eq!(super::parse_id("1700-3"), (1700, 3));
-        assert_eq!(super::parse_id("0-0"), (0, 0));
-        assert!(super::parse_id("1700-10") > super::parse_id("1700-9"));
     }
 }

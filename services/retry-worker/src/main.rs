@@ -1,7 +1,7 @@
 //! The retry worker binary: one pass and exit (the CronJob), or `--loop`.
 
 use clap::Parser;
-use fulfillment_core::ops_http::ops_router;
+use fulfillment_core::ops_http::{ops_router, serve};
 use fulfillment_core::service::{bind, exit_code, ops_state, prepare_redis, settings_or_exit};
 use retry_worker::{RetryWorker, all_handlers};
 
@@ -37,12 +37,7 @@ async fn main() -> std::process::ExitCode {
         let shutdown = fulfillment_core::shutdown::on_signal();
         let listener = bind(&settings).await?;
         let app = ops_router(ops_state(&settings, &redis));
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(serve(listener, app, shutdown.clone()));
         worker.run_loop(shutdown).await;
         server.await??;
         Ok(())

@@ -4,7 +4,8 @@
 //! Redis (the order's shipment hash moves from nothing to `labelled` in the same script that
 //! publishes `ShipmentPrepared`), so neither a repeated `PaymentProcessed` nor two replicas racing
 //! can make a second one. A cancellation that arrives first leaves `cancelled`, and no label is
-//! made afterwards; one that arrives after the label voids it.
+//! made afterwards (the cancel request itself leaves `cancelled` here, and is refused once a label
+//! exists); a cancellation that still meets a label (one recorded before that rule) voids it.
 
 use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
@@ -15,11 +16,7 @@ use uuid::Uuid;
 
 pub const SERVICE: &str = "shipping";
 
-mod state {
-    pub const LABELLED: &str = "labelled";
-    pub const CANCELLED: &str = "cancelled";
-    pub const VOIDED: &str = "voided";
-}
+use keys::shipment_state as state;
 
 /// The shipping group's handler.
 #[derive(Debug, Clone)]
@@ -64,6 +61,7 @@ impl ShippingHandler {
                     ("label_id", &label_id),
                     ("tracking_number", &tracking_number),
                 ],
+                guards: &[],
             },
         )
         .await?;
@@ -72,7 +70,7 @@ impl ShippingHandler {
             StepOutcome::Repeated => {
                 tracing::info!("label exists; ShipmentPrepared published again")
             }
-            StepOutcome::Skipped { state } => {
+            StepOutcome::Skipped { state } | StepOutcome::Blocked { guard_state: state } => {
                 tracing::info!(state = state.as_str(), "order cancelled; no label")
             }
             StepOutcome::OrderGone => tracing::info!("order removed by retention; no label"),
@@ -91,6 +89,7 @@ impl ShippingHandler {
             event_field: "",
             counter: None,
             facts: &[],
+            guards: &[],
         };
         let first = transition(
             &self.redis,

@@ -3,19 +3,25 @@
 -- transition (the same event delivered again) publishes the stored event again, unchanged, so the
 -- outcome is announced at least once and happens once.
 -- A state hash is only created while its order exists: a late delivery for an order removed by
--- retention changes nothing.
--- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash
+-- retention changes nothing. Guards are other state hashes of the same order that must be in one
+-- of their allowed states for the step to apply (notification confirms only a live label, and
+-- only when no cancellation was sent).
+-- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash,
+-- KEYS[5 .. 4+g] guard hashes
 -- ARGV[1] expected states, comma separated; '-' means "no state yet"
 -- ARGV[2] new state, ARGV[3] hash field that stores the event, ARGV[4] event fields as a JSON
--- array ('' for no event), ARGV[5] counter to increment ('' for none),
--- ARGV[6 ..] extra field/value pairs, each set only if not set yet
+-- array ('' for no event), ARGV[5] counter to increment ('' for none), ARGV[6] g = guards,
+-- ARGV[7 .. 6+g] allowed states of each guard hash, comma separated ('-': no state),
+-- ARGV[7+g ..] extra field/value pairs, each set only if not set yet
+local function one_of(state, list)
+  for candidate in string.gmatch(list .. ',', '([^,]*),') do
+    if candidate == state then return true end
+  end
+  return false
+end
 local state = redis.call('HGET', KEYS[2], 'state') or '-'
 if state == '-' and redis.call('EXISTS', KEYS[4]) == 0 then return {'gone', state} end
-local expected = false
-for candidate in string.gmatch(ARGV[1] .. ',', '([^,]*),') do
-  if candidate == state then expected = true end
-end
-if not expected then
+if not one_of(state, ARGV[1]) then
   if state == ARGV[2] and ARGV[3] ~= '' then
     local stored = redis.call('HGET', KEYS[2], ARGV[3])
     if stored then
@@ -25,13 +31,18 @@ if not expected then
   end
   return {'skipped', state}
 end
+local guards = tonumber(ARGV[6])
+for i = 1, guards do
+  local guard_state = redis.call('HGET', KEYS[4 + i], 'state') or '-'
+  if not one_of(guard_state, ARGV[6 + i]) then return {'blocked', guard_state} end
+end
 -- One HSET for the state, the event and, on a new hash, the facts (nothing to keep there).
 local fields = {'state', ARGV[2]}
 if ARGV[4] ~= '' then
   fields[#fields + 1] = ARGV[3]
   fields[#fields + 1] = ARGV[4]
 end
-for i = 6, #ARGV, 2 do
+for i = 7 + guards, #ARGV, 2 do
   if state == '-' then
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]

@@ -1,10 +1,12 @@
 -- Compensation for a cancelled order: puts a reservation's stock back once and publishes
 -- StockReleased in the same step. With no reservation yet it leaves a tombstone, so a late
--- OrderPlaced for the cancelled order reserves nothing.
--- KEYS[1] stream, KEYS[2] reservation hash
+-- OrderPlaced for the cancelled order reserves nothing. A late delivery for an order that no
+-- longer exists (removed by retention) leaves nothing behind.
+-- KEYS[1] stream, KEYS[2] reservation hash, KEYS[3] order hash
 -- ARGV[1] product key prefix, ARGV[2] StockReleased fields without payload (JSON array)
 local state = redis.call('HGET', KEYS[2], 'state')
 if not state then
+  if redis.call('EXISTS', KEYS[3]) == 0 then return {'gone'} end
   redis.call('HSET', KEYS[2], 'state', 'cancelled')
   return {'tombstoned'}
 end

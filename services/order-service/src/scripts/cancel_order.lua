@@ -1,12 +1,19 @@
--- Cancels an order on request while it is not final, and publishes OrderCancelled in the same
--- step, so compensation (stock release, refund) follows. A completed or cancelled order is refused.
--- KEYS[1] order hash, KEYS[2] stream, KEYS[3] finished orders
+-- Cancels an order on request while it is neither final nor shipped, and publishes
+-- OrderCancelled in the same step, so compensation (stock release, refund) follows. A completed or
+-- cancelled order is refused, and so is one whose shipment label exists (shipping labels a paid
+-- order before the projection sees it COMPLETED): the customer would be told both "confirmed" and
+-- "cancelled". Otherwise shipping's state is set to cancelled here, in the same step, so a label
+-- can no longer be made for the order, whatever order shipping reads its events in.
+-- KEYS[1] order hash, KEYS[2] stream, KEYS[3] finished orders, KEYS[4] shipment hash
 -- ARGV[1] reason, ARGV[2] now (RFC 3339), ARGV[3] OrderCancelled fields JSON,
 -- ARGV[4] status index prefix, ARGV[5] status channel, ARGV[6] now (ms since the epoch)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', '', ''} end
 local o = redis.call('HMGET', KEYS[1], 'status', 'index_member', 'id', 'created_ms')
 local status = o[1]
 if status == 'COMPLETED' or status == 'CANCELLED' then return {'conflict', status, ''} end
+local shipment = redis.call('HGET', KEYS[4], 'state')
+if shipment == 'labelled' then return {'shipped', status, ''} end
+if not shipment then redis.call('HSET', KEYS[4], 'state', 'cancelled') end
 redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'status_reason', ARGV[1], 'updated_at', ARGV[2])
 redis.call('ZREM', ARGV[4] .. status, o[2])
 redis.call('ZADD', ARGV[4] .. 'CANCELLED', 0, o[2])
