@@ -66,13 +66,21 @@ after(async () => {
   rmSync(stateDir, { recursive: true, force: true });
 });
 
-async function openConsole(viewport = { width: 1280, height: 900 }) {
+// The console as an operator with the admin token (`token`) or as anyone without: with
+// ADMIN_TOKEN set, only the operator gets the all-orders feed; without, the page follows the
+// orders it places itself.
+async function openConsole(viewport = { width: 1280, height: 900 }, token = null) {
   const page = await browser.newPage({ viewport });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  if (token) await page.addInitScript((t) => sessionStorage.setItem("token", t), token);
   await page.goto(base);
   await page.waitForSelector("#product option", { state: "attached" });
-  await page.waitForSelector("#live[data-state='live']");
+  if (token) {
+    await page.waitForSelector("#live[data-state='live']");
+  } else {
+    await page.waitForSelector("#token-form:not([hidden])");
+  }
   return { page, errors };
 }
 
@@ -89,7 +97,7 @@ async function placeOrder(page, { product = "product-A", card = "tok_visa", quan
 }
 
 test("an order placed from the page reaches COMPLETED live, with its timeline", async () => {
-  const { page, errors } = await openConsole();
+  const { page, errors } = await openConsole(undefined, ADMIN_TOKEN);
   const stockBefore = Number(await page.getAttribute("[data-product-id='product-A'] [data-stock]", "data-stock"));
   const { row } = await placeOrder(page, { quantity: "2" });
   await row.locator(".badge[data-status='COMPLETED']").waitFor({ timeout: 15000 });
@@ -127,7 +135,7 @@ test("a dead letter is replayed from the page, after the admin token is given", 
   execFileSync("redis-cli", ["-p", String(redisPort), "XADD", "order_events", "*", "junk", "console-test"]);
   const { page, errors } = await openConsole();
   await page.waitForSelector("#token-form:not([hidden])");
-  assert.match(await page.textContent("#dlq-message"), /admin token/);
+  await page.waitForFunction(() => /admin token/.test(document.querySelector("#dlq-message").textContent));
   await page.fill("#admin-token", ADMIN_TOKEN);
   await page.click("#token-form button");
   const letter = page.locator("#dlq li[data-dlq-id]").first();

@@ -24,7 +24,9 @@ pub struct BenchOptions {
     /// Orders per second; `None` places them as fast as the concurrency allows.
     pub rate: Option<f64>,
     pub concurrency: usize,
-    pub admin_token: Option<String>,
+    /// Sent as the bearer token of every request and the feed: the admin token (it opens every
+    /// route), or the callers' token when only that is set.
+    pub token: Option<String>,
     /// Processes whose CPU and memory are sampled during the run.
     pub pids: Vec<u32>,
     /// A Redis whose memory is sampled during the run.
@@ -95,13 +97,21 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     if options.orders == 0 || options.concurrency == 0 {
         bail!("--orders and --concurrency must be at least 1");
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &options.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()?;
     let product = create_product(&http, &options).await?;
     let track: Arc<Mutex<Track>> = Arc::default();
-    let feed = follow_statuses(&options.api_url, track.clone()).await?;
+    let feed = follow_statuses(&options.api_url, options.token.as_deref(), track.clone()).await?;
     let sampler = Sampler::start(&options.pids);
     let memory = match &options.redis_url {
         Some(url) => Some(sample_redis_memory(url).await?),
@@ -300,15 +310,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 async fn create_product(http: &reqwest::Client, options: &BenchOptions) -> anyhow::Result<String> {
     let id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut request = http
+    let response = http
         .post(format!("{}/products", options.api_url))
         .json(&serde_json::json!({
             "id": id, "name": "bench", "price": 100, "stock": options.orders.saturating_mul(2),
-        }));
-    if let Some(token) = &options.admin_token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.context("cannot reach the API")?;
+        }))
+        .send()
+        .await
+        .context("cannot reach the API")?;
     if response.status().as_u16() != 201 {
         bail!(
             "creating the bench product: {} {}",
@@ -357,10 +366,24 @@ async fn final_status(http: &reqwest::Client, api: &str, id: &str) -> Option<Str
 /// Records the moment each order reaches a final status, from `/ws`.
 async fn follow_statuses(
     api: &str,
+    token: Option<&str>,
     track: Arc<Mutex<Track>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!("{}/ws", api.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .with_context(|| format!("not a WebSocket URL: {url}"))?;
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}")
+                .parse()
+                .context("the token is not a valid header value")?,
+        );
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .with_context(|| format!("cannot open {url}"))?;
     Ok(tokio::spawn(async move {

@@ -77,8 +77,12 @@ pub struct Settings {
     pub payment_max_attempts: u32,
     /// `PAYMENT_BACKOFF_MS`: base of the exponential backoff between charge attempts. Default 50.
     pub payment_backoff_ms: u64,
-    /// `ADMIN_TOKEN`: when set, catalog writes and DLQ actions need `Authorization: Bearer <token>`.
+    /// `ADMIN_TOKEN`: when set, catalog writes, DLQ actions, listing orders, the all-orders feed
+    /// and cancelling need `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// `API_TOKEN`: the callers' token (the shop's backend); when set, every order and catalog
+    /// endpoint and `/ws` need it or the admin token.
+    pub api_token: Option<String>,
     /// `SEED_CATALOG`: seed product-A/B/C on first start when the catalog is empty. Default true.
     pub seed_catalog: bool,
     /// `IDEMPOTENCY_TTL_SECS`: how long an `Idempotency-Key` is remembered. Default 86400.
@@ -91,6 +95,9 @@ pub struct Settings {
     /// `HTTP_MAX_IN_FLIGHT`: API requests served at once; more wait up to 1 s for a turn, then are
     /// answered 503 `overloaded`. Default 1024.
     pub http_max_in_flight: usize,
+    /// `WS_MAX_CONNECTIONS`: open `/ws` connections per API process; more are refused with 503
+    /// `too_many_connections`. Default 2000 (about 9 KB each: 18 MB).
+    pub ws_max_connections: usize,
 }
 
 impl Settings {
@@ -165,11 +172,13 @@ impl Settings {
             payment_max_attempts: env.ranged("PAYMENT_MAX_ATTEMPTS", 3, 1, 100)?,
             payment_backoff_ms: env.ranged("PAYMENT_BACKOFF_MS", 50, 0, 60_000)?,
             admin_token: env.optional("ADMIN_TOKEN").filter(|t| !t.is_empty()),
+            api_token: env.optional("API_TOKEN").filter(|t| !t.is_empty()),
             seed_catalog: env.parsed("SEED_CATALOG", Some(true), parse_bool)?,
             idempotency_ttl_secs: env.ranged("IDEMPOTENCY_TTL_SECS", 86_400, 1, u64::MAX)?,
             shutdown_grace_ms: env.ranged("SHUTDOWN_GRACE_MS", 25_000, 0, u64::MAX)?,
             http_request_timeout_ms: env.ranged("HTTP_REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)?,
             http_max_in_flight: env.ranged("HTTP_MAX_IN_FLIGHT", 1024, 1, 1_000_000)?,
+            ws_max_connections: env.ranged("WS_MAX_CONNECTIONS", 2000, 0, 1_000_000)?,
         })
     }
 

@@ -1,15 +1,23 @@
 //! The product catalog: ids, names, prices (integer cents) and stock, in Redis hashes.
 //!
-//! Stock is changed by inventory's scripts; the catalog API reads it and lets an operator set it.
+//! Stock is changed by inventory's scripts at any time, so the catalog API never overwrites it
+//! blindly: name and price edits leave it alone, stock moves by a delta, or is set only against
+//! the product's current [`Product::etag`] (`catalog_write.lua`).
 
+use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{Redis, keys};
-use redis::{RedisResult, Script};
+use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 static SEED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/seed_catalog.lua")));
+static WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/catalog_write.lua")));
+
+/// Most units of one product in stock.
+pub const MAX_STOCK: i64 = 1_000_000_000;
 
 /// The catalog a fresh installation starts with (the seeds' test products).
 pub const SEED_PRODUCTS: &[(&str, &str, u64, i64)] = &[
@@ -25,6 +33,9 @@ pub struct Product {
     /// Integer cents.
     pub price: u64,
     pub stock: i64,
+    /// Bumped by every catalog write (not by reservations); with the stock it makes the ETag.
+    #[serde(skip)]
+    pub rev: u64,
 }
 
 impl Product {
@@ -34,6 +45,85 @@ impl Product {
             name: hash.get("name").cloned().unwrap_or_default(),
             price: hash.get("price")?.parse().ok()?,
             stock: hash.get("stock")?.parse().ok()?,
+            rev: hash.get("rev").and_then(|r| r.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    /// The product as it is now, as a strong ETag: any catalog write or reservation changes it.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", version(self.rev, self.stock))
+    }
+}
+
+/// `<rev>-<stock>`: what an ETag names, and what `If-Match` must still match.
+fn version(rev: u64, stock: i64) -> String {
+    format!("{rev}-{stock}")
+}
+
+/// What `If-Match` names, when it names one of our ETags (quotes and a weak prefix stripped).
+pub fn if_match_version(header: &str) -> Option<String> {
+    let tag = header.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    let (rev, stock) = inner.split_once('-')?;
+    Some(version(rev.parse().ok()?, stock.parse().ok()?))
+}
+
+/// What a catalog write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    Created {
+        rev: u64,
+        stock: i64,
+    },
+    Updated {
+        rev: u64,
+        stock: i64,
+    },
+    /// `create` of an id that exists.
+    Exists,
+    NotFound,
+    /// A stock set without `If-Match`.
+    PreconditionRequired,
+    /// `If-Match` no longer names the product (the product as it is now).
+    PreconditionFailed {
+        rev: u64,
+        stock: i64,
+    },
+    /// The adjustment would take stock below 0 or above [`MAX_STOCK`] (the stock now).
+    OutOfRange {
+        stock: i64,
+    },
+}
+
+impl FromRedisValue for Written {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        let int = |i: usize| -> Result<i64, ParsingError> {
+            reply
+                .text(i)?
+                .parse()
+                .map_err(|_| ParsingError::from(format!("{} is not a number", reply.tag)))
+        };
+        let rev = |i: usize| int(i).map(|r| r.max(0) as u64);
+        Ok(match reply.tag.as_str() {
+            "created" => Written::Created {
+                rev: rev(0)?,
+                stock: int(1)?,
+            },
+            "updated" | "adjusted" => Written::Updated {
+                rev: rev(0)?,
+                stock: int(1)?,
+            },
+            "exists" => Written::Exists,
+            "not_found" => Written::NotFound,
+            "precondition_required" => Written::PreconditionRequired,
+            "precondition_failed" => Written::PreconditionFailed {
+                rev: rev(0)?,
+                stock: int(1)?,
+            },
+            "out_of_range" => Written::OutOfRange { stock: int(0)? },
+            _ => return Err(reply.unknown("catalog_write.lua")),
         })
     }
 }
@@ -90,47 +180,58 @@ pub async fn list(redis: &Redis) -> RedisResult<Vec<Product>> {
         .collect())
 }
 
-/// Creates a product; false when the id is taken.
-pub async fn create(redis: &Redis, product: &Product) -> RedisResult<bool> {
+/// Creates a product with its stock; [`Written::Exists`] when the id is taken.
+pub async fn create(redis: &Redis, product: &Product) -> RedisResult<Written> {
     let mut conn = redis.conn();
-    let added: i64 = redis::cmd("SADD")
-        .arg(keys::products())
+    WRITE
+        .key(keys::products())
+        .key(keys::product(&product.id))
+        .arg("create")
         .arg(&product.id)
-        .query_async(&mut conn)
-        .await?;
-    if added == 0 {
-        return Ok(false);
-    }
-    write(redis, product).await?;
-    Ok(true)
-}
-
-/// Creates or replaces a product.
-pub async fn put(redis: &Redis, product: &Product) -> RedisResult<()> {
-    let mut conn = redis.conn();
-    redis::cmd("SADD")
-        .arg(keys::products())
-        .arg(&product.id)
-        .query_async::<i64>(&mut conn)
-        .await?;
-    write(redis, product).await
-}
-
-async fn write(redis: &Redis, product: &Product) -> RedisResult<()> {
-    let mut conn = redis.conn();
-    redis::cmd("HSET")
-        .arg(keys::product(&product.id))
-        .arg("id")
-        .arg(&product.id)
-        .arg("name")
         .arg(&product.name)
-        .arg("price")
         .arg(product.price)
-        .arg("stock")
         .arg(product.stock)
-        .query_async::<i64>(&mut conn)
-        .await?;
-    Ok(())
+        .invoke_async(&mut conn)
+        .await
+}
+
+/// Sets a product's name and price, creating it (with `stock`, or 0) when it does not exist.
+/// Stock is set only with `expected`, the version an `If-Match` named, and only while it still
+/// names the product as it is.
+pub async fn edit(
+    redis: &Redis,
+    id: &str,
+    name: &str,
+    price: u64,
+    stock: Option<i64>,
+    expected: Option<&str>,
+) -> RedisResult<Written> {
+    let mut conn = redis.conn();
+    WRITE
+        .key(keys::products())
+        .key(keys::product(id))
+        .arg("edit")
+        .arg(id)
+        .arg(name)
+        .arg(price)
+        .arg(stock.map(|s| s.to_string()).unwrap_or_default())
+        .arg(expected.unwrap_or_default())
+        .invoke_async(&mut conn)
+        .await
+}
+
+/// Moves a product's stock by `delta` (a delivery received, a count corrected), atomically with
+/// reservations; refused when it would leave 0..=[`MAX_STOCK`].
+pub async fn adjust_stock(redis: &Redis, id: &str, delta: i64) -> RedisResult<Written> {
+    let mut conn = redis.conn();
+    WRITE
+        .key(keys::products())
+        .key(keys::product(id))
+        .arg("adjust")
+        .arg(delta)
+        .arg(MAX_STOCK)
+        .invoke_async(&mut conn)
+        .await
 }
 
 /// Removes a product; false when there was none.

@@ -25,8 +25,9 @@ pub async fn prepare(settings: Arc<Settings>, redis: Redis) -> anyhow::Result<Ap
     }
     Ok(AppState {
         redis,
-        settings,
         status_feed: status_feed::channel(),
+        ws_slots: Arc::new(tokio::sync::Semaphore::new(settings.ws_max_connections)),
+        settings,
     })
 }
 
@@ -41,11 +42,7 @@ pub async fn serve(
         state.status_feed.clone(),
         shutdown.clone(),
     ));
-    let app = api::router(state);
-    let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    fulfillment_core::ops_http::serve(listener, api::router(state), shutdown).await?;
     feed.abort();
     Ok(())
 }

@@ -184,8 +184,33 @@ async fn the_catalog_can_be_created_replaced_and_deleted() {
         .send()
         .await
         .expect("put");
-    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(
+        put.status().as_u16(),
+        201,
+        "a PUT of a new product creates it"
+    );
     assert_eq!(h.stock("thing").await, 7);
+    let edit = h
+        .http
+        .put(format!("{}/products/thing", h.base))
+        .json(&json!({"name": "Thing 2", "price": 300}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(edit.status().as_u16(), 200);
+    assert_eq!(h.stock("thing").await, 7, "an edit leaves stock alone");
+    let blind = h
+        .http
+        .put(format!("{}/products/thing", h.base))
+        .json(&json!({"name": "Thing", "price": 250, "stock": 9}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        blind.status().as_u16(),
+        428,
+        "no stock set without If-Match"
+    );
     let (_, listed) = h.get("/products").await;
     let ids: Vec<&str> = listed["products"]
         .as_array()

@@ -393,7 +393,7 @@ async fn quiet_live_consumers_stay_active_and_are_not_removed() {
     assert_eq!(report.consumers_removed, 0, "live consumers were removed");
     for group in keys::group::ALL {
         let figures =
-            fulfillment_core::metrics::consumer_figures(&h.redis, &h.settings.stream, group)
+            fulfillment_core::stream_stats::consumer_figures(&h.redis, &h.settings.stream, group)
                 .await
                 .expect("figures");
         assert_eq!(figures.len(), 1, "{group}");

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct TestRedis {
     child: Child,
     dir: PathBuf,
+    port: u16,
+    extra: Vec<String>,
     pub url: String,
 }
 
@@ -31,37 +33,70 @@ impl TestRedis {
                 uuid::Uuid::new_v4().simple()
             ));
             std::fs::create_dir_all(&dir).expect("temp dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed to run these tests (apt-get install redis-server)");
+            let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
             let mut redis = TestRedis {
-                child,
+                child: spawn_redis(port, &dir, &extra),
                 dir,
+                port,
+                extra,
                 url: format!("redis://127.0.0.1:{port}"),
             };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(client) = redis::Client::open(redis.url.as_str())
-                    && let Ok(mut conn) = client.get_connection()
-                    && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-                {
-                    return redis;
-                }
-                if let Ok(Some(_)) = redis.child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if redis.wait_ready() {
+                return redis;
             }
             let _ = redis.child.kill();
         }
         panic!("could not start redis-server");
     }
+
+    /// A server that keeps an append-only file, fsynced on every write, in its directory.
+    pub fn start_durable() -> Self {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// SIGKILL, then a new `redis-server` on the same port and directory (it loads what it kept).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port, &self.dir, &self.extra);
+        assert!(self.wait_ready(), "redis-server did not come back");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url.as_str())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false; // port taken meanwhile
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed to run these tests (apt-get install redis-server)")
 }
 
 impl Drop for TestRedis {
@@ -109,7 +144,11 @@ impl Harness {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> Self {
-        let server = TestRedis::start();
+        Self::start_on(TestRedis::start(), tune).await
+    }
+
+    /// The API on this Redis, with these settings.
+    pub async fn start_on(server: TestRedis, tune: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(&server.url);
         tune(&mut settings);
         let redis = fulfillment_core::service::prepare_redis(&settings)
@@ -159,11 +198,16 @@ impl Harness {
 
     /// One consumer for each named service only.
     pub async fn consumers_of(&self, services: &[&str]) -> Pipeline {
+        self.consumers_of_with(services, &self.settings).await
+    }
+
+    /// One consumer for each named service only, with these settings.
+    pub async fn consumers_of_with(&self, services: &[&str], settings: &Settings) -> Pipeline {
         let mut replicas = Replicas::none();
         for s in services {
             replicas.set(s, 1);
         }
-        Pipeline::start(&self.settings, &self.redis, &replicas, None, false)
+        Pipeline::start(settings, &self.redis, &replicas, None, false)
             .await
             .expect("consumers")
     }
@@ -340,6 +384,48 @@ impl Harness {
                     && e.text("type").as_deref() == Some(event_type)
             })
             .collect()
+    }
+
+    /// Waits until every group has acknowledged everything on the stream: nothing pending,
+    /// nothing left to read. What a test checks after this is what the pipeline did, not what it
+    /// had not yet got to.
+    pub async fn settled(&self) {
+        self.settled_in(keys::group::ALL).await;
+    }
+
+    /// [`Harness::settled`] for these groups only (the others have no consumers running).
+    pub async fn settled_in(&self, groups: &[&str]) {
+        self.eventually(SECONDS_10, "groups settled", || async {
+            let figures =
+                fulfillment_core::stream_stats::group_figures(&self.redis, &self.settings.stream)
+                    .await
+                    .expect("groups");
+            figures
+                .iter()
+                .filter(|g| groups.contains(&g.name.as_str()))
+                .all(|g| g.pending == 0 && g.lag == Some(0))
+        })
+        .await;
+    }
+
+    /// A request with a bearer token.
+    pub async fn request_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Pending count of a group.

@@ -3,7 +3,7 @@
 
 use crate::helpers::{Harness, SECONDS_10};
 use fulfillment_core::keys;
-use fulfillment_core::metrics::group_figures;
+use fulfillment_core::stream_stats::group_figures;
 
 /// Every key whose name holds `order_id`.
 async fn keys_of(h: &Harness, order_id: &str) -> Vec<String> {

@@ -1,23 +1,27 @@
-//! `/dlq`: list, show, replay and delete dead letters. Every action needs the admin token when
-//! one is set.
+//! `/dlq`: list, show, replay and delete dead letters (the admin tier). Deleting a dead letter
+//! resolves it for its order (an operator decided it needs no replay).
 
-use super::{AppState, limit_param, require_admin};
+use super::{ApiPath, ApiQuery, AppState, limit_param};
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fulfillment_core::dead_letter::{self, ReplayOutcome, is_entry_id};
-use std::collections::HashMap;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
-    let limit = limit_param(query.get("limit"), 100, 1000)?;
-    let cursor = match query.get("cursor").map(String::as_str) {
+    let limit = limit_param(query.limit.as_ref(), 100, 1000)?;
+    let cursor = match query.cursor.as_deref() {
         None | Some("") => None,
         Some(c) if is_entry_id(c) => Some(c),
         Some(_) => {
@@ -33,51 +37,41 @@ pub async fn list(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
     let found = if is_entry_id(&id) {
         dead_letter::get(&state.redis, &state.settings.dlq_stream, &id).await?
     } else {
         None
     };
-    let letter = found.ok_or_else(|| {
-        ApiError::not_found("dead_letter_not_found", format!("no dead letter {id}"))
-    })?;
+    let letter = found.ok_or_else(|| not_found(&id))?;
     Ok(Json(letter).into_response())
 }
 
 pub async fn replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
     let settings = &state.settings;
     match dead_letter::replay(&state.redis, &settings.stream, &settings.dlq_stream, &id).await? {
         outcome @ ReplayOutcome::Replayed { .. } => {
             Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
         }
-        ReplayOutcome::NotFound => Err(ApiError::not_found(
-            "dead_letter_not_found",
-            format!("no dead letter {id}"),
-        )),
+        ReplayOutcome::NotFound => Err(not_found(&id)),
     }
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
     if dead_letter::delete(&state.redis, &state.settings.dlq_stream, &id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(
-            "dead_letter_not_found",
-            format!("no dead letter {id}"),
-        ))
+        Err(not_found(&id))
     }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("dead_letter_not_found", format!("no dead letter {id}"))
 }

@@ -1,35 +1,35 @@
 //! The public HTTP API of the contract, on one router with the ops endpoints and the console.
 //!
 //! Every error is JSON with a code ([`crate::error::ApiError`]), including unknown routes, wrong
-//! methods, oversized bodies and wrong content types; bad input never publishes anything.
+//! methods, oversized bodies and wrong content types; bad input never publishes anything. Routes
+//! come in three groups: the caller tier and the admin tier ([`auth`]), each behind its token
+//! check, and the open routes. The API's in-flight limit and timeout ([`guard`]) cover the tiers,
+//! `/ws` and `/stats`, never health, readiness, metrics or the console's static files, so a flood
+//! of slow requests cannot make a healthy pod look dead to its probes.
 
+mod auth;
 mod dlq;
+mod extract;
 mod orders;
 mod products;
 mod ws;
 
+pub use auth::Tier;
+pub use extract::{ApiJson, ApiPath, ApiQuery, MAX_BODY_BYTES};
+
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use fulfillment_core::ops_http::ops_router;
 use fulfillment_core::service::ops_state;
 use fulfillment_core::{Redis, Settings, metrics};
-use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast};
-
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A body over the limit but under this is read to its end before the 413 goes out, so the
-/// client, still sending, receives the answer instead of a reset connection. Larger ones are cut.
-const DRAIN_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -37,6 +37,8 @@ pub struct AppState {
     pub redis: Redis,
     pub settings: Arc<Settings>,
     pub status_feed: broadcast::Sender<String>,
+    /// One permit per open `/ws` connection (`WS_MAX_CONNECTIONS`).
+    pub ws_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,35 +49,46 @@ impl std::fmt::Debug for AppState {
 
 /// The whole HTTP surface of the order service.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/orders", post(orders::place).get(orders::list))
+    let caller = Router::new()
+        .route("/orders", post(orders::place))
         .route("/orders/{id}", get(orders::get_one))
         .route("/orders/{id}/events", get(orders::events))
+        .route("/products", get(products::list))
+        .route("/products/{id}", get(products::get_one))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::caller));
+    let admin = Router::new()
+        .route("/orders", get(orders::list))
         .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/products", get(products::list).post(products::create))
+        .route("/products", post(products::create))
         .route(
             "/products/{id}",
-            get(products::get_one)
-                .put(products::put)
-                .delete(products::delete),
+            put(products::put).delete(products::delete),
         )
+        .route("/products/{id}/stock", post(products::adjust_stock))
         .route("/dlq", get(dlq::list))
         .route("/dlq/{id}", get(dlq::get_one).delete(dlq::delete))
         .route("/dlq/{id}/replay", post(dlq::replay))
-        .route("/ws", get(ws::upgrade))
-        .route("/stats", get(stats))
-        .route("/openapi.json", get(openapi))
-        .route("/", get(console))
-        .route("/assets/{file}", get(console_asset))
-        .with_state(state.clone());
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::admin));
     let limits = Limits {
         in_flight: Arc::new(Semaphore::new(state.settings.http_max_in_flight)),
         timeout: Duration::from_millis(state.settings.http_request_timeout_ms),
     };
-    api.merge(ops_router(ops_state(&state.settings, &state.redis)))
+    let limited = caller
+        .merge(admin)
+        // `/ws` checks its own tier: following one order is the caller's, every order the admin's.
+        .route("/ws", get(ws::upgrade))
+        .route("/stats", get(stats))
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(limits, guard));
+    let open = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/", get(console))
+        .route("/assets/{file}", get(console_asset))
+        .merge(ops_router(ops_state(&state.settings, &state.redis)));
+    limited
+        .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(limits, guard))
         .layer(middleware::from_fn(count_requests))
 }
 
@@ -138,22 +151,50 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts requests by route template (never the raw path, which would explode the labels).
+/// Counts and times requests by route template (never the raw path, which would explode the
+/// labels) and method (only the standard ones; any other is `other`, so a caller inventing methods
+/// cannot grow the series without end).
 async fn count_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
+    let started = Instant::now();
     let response = next.run(request).await;
-    metrics::http_request(&route, &method, response.status().as_u16());
+    metrics::http_request(
+        &route,
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
+}
+
+/// The `method` label: a standard method's name, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The stream's live numbers (what `fulfillment stats --json` prints), for the console.
 async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Response> {
-    let stats = fulfillment_core::stream_stats::collect(&state.redis, &state.settings).await?;
+    let settings = &state.settings;
+    let stats = fulfillment_core::stream_stats::collect(
+        &state.redis,
+        &settings.stream,
+        &settings.dlq_stream,
+    )
+    .await?;
     Ok(axum::Json(stats).into_response())
 }
 
@@ -193,100 +234,6 @@ async fn console_asset(axum::extract::Path(file): axum::extract::Path<String>) -
         .into_response()
 }
 
-/// Parses a JSON body, with the errors the API promises: 413 too large, 415 not JSON, 400
-/// malformed JSON, 422 JSON of the wrong shape.
-pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> ApiResult<T> {
-    let body = read_body(headers, body).await?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-            }
-            Category::Data => ApiError::invalid("invalid_body", e.to_string()),
-        }
-    })
-}
-
-/// The body, at most [`MAX_BODY_BYTES`]; a larger one is drained (up to [`DRAIN_BODY_BYTES`])
-/// and refused with 413.
-async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let mut stream = body.into_data_stream();
-    let mut buffer = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
-        seen += chunk.len();
-        if seen <= MAX_BODY_BYTES {
-            buffer.extend_from_slice(&chunk);
-        } else if seen > DRAIN_BODY_BYTES {
-            break;
-        }
-    }
-    if seen > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    Ok(buffer)
-}
-
-/// Refuses the request unless it carries the admin token (when one is configured).
-pub fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let Some(expected) = state.settings.admin_token.as_deref() else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this action needs Authorization: Bearer <ADMIN_TOKEN>",
-        ))
-    }
-}
-
-/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
 /// A query parameter as a bounded integer, or a 400 naming it.
 pub fn limit_param(value: Option<&String>, default: usize, max: usize) -> ApiResult<usize> {
     match value {
@@ -306,13 +253,14 @@ pub fn limit_param(value: Option<&String>, default: usize, max: usize) -> ApiRes
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::method_label;
+    use axum::http::Method;
 
     #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"secret"));
+    fn only_standard_methods_get_their_own_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let invented = Method::from_bytes(b"XAB12").expect("method");
+        assert_eq!(method_label(&invented), "other");
     }
 }

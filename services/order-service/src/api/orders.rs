@@ -1,19 +1,18 @@
 //! `/orders`: place (validated and priced server-side), read, list, history, cancel.
 
-use super::{AppState, json_body, limit_param};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, limit_param};
 use crate::catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, Placed, STATUSES};
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fulfillment_core::events::{LineItem, PAYMENT_TOKENS, is_valid_traceparent};
 use fulfillment_core::telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Most lines in one order.
@@ -44,10 +43,9 @@ struct ItemRequest {
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<Response> {
     let idempotency_key = idempotency_key(&headers)?;
-    let request: PlaceOrderRequest = json_body(&headers, body).await?;
     validate(&request)?;
     let new = price(&state, &request).await?;
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
@@ -67,15 +65,33 @@ pub async fn place(
     );
     telemetry::continue_trace(&span, incoming);
     let traceparent = telemetry::traceparent_of(&span).or(incoming.map(str::to_owned));
-    let placed = orders::place(
+    let order_id = uuid::Uuid::new_v4().to_string();
+    let placing = orders::place(
         &state.redis,
         &state.settings.stream,
+        &order_id,
         new,
         idempotency.as_ref(),
         traceparent,
     )
-    .instrument(span.clone())
-    .await?;
+    .instrument(span.clone());
+    // Answer before the request's own timeout: once the script may have reached Redis, only a
+    // reply tells whether the order exists, and the caller must hear that it does not know.
+    let deadline = Duration::from_millis(state.settings.http_request_timeout_ms)
+        .saturating_sub(Duration::from_millis(500))
+        .max(Duration::from_millis(100));
+    let placed = match tokio::time::timeout(deadline, placing).await {
+        Ok(Ok(placed)) => placed,
+        Ok(Err(e)) if orders::never_reached_redis(&e) => return Err(e.into()),
+        Ok(Err(e)) => {
+            tracing::error!(parent: &span, order_id, error = %e, "order placement outcome unknown");
+            return Err(outcome_unknown(&order_id, idempotency.is_some()));
+        }
+        Err(_) => {
+            tracing::error!(parent: &span, order_id, "order placement outcome unknown (no reply in time)");
+            return Err(outcome_unknown(&order_id, idempotency.is_some()));
+        }
+    };
     if let Placed::Created { order, .. } = &placed {
         span.record("order_id", order.id.as_str());
     }
@@ -105,6 +121,26 @@ pub async fn place(
         )
         .with_details(json!({"order_id": order_id}))),
     }
+}
+
+/// 503 for a placement that may or may not have happened: it names the order id that was
+/// attempted, so the caller can look it up, and says how to retry without placing it twice.
+fn outcome_unknown(order_id: &str, had_idempotency_key: bool) -> ApiError {
+    let advice = if had_idempotency_key {
+        "retry with the same Idempotency-Key: it returns this order if it was placed"
+    } else {
+        "retry only with an Idempotency-Key (a new key now, since this attempt had none), after \
+         checking that this order does not exist"
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "outcome_unknown",
+        format!(
+            "the event store did not confirm the order in time: order {order_id} may or may not \
+             have been placed; GET /orders/{order_id} tells; {advice}"
+        ),
+    )
+    .with_details(json!({"order_id": order_id, "location": format!("/orders/{order_id}")}))
 }
 
 fn created(order: &orders::Order, replayed: bool) -> Response {
@@ -144,8 +180,11 @@ fn validate(request: &PlaceOrderRequest) -> ApiResult<()> {
         problems.push(json!({"field": field, "message": message}));
     };
     let id = request.customer_id.trim();
-    if id.is_empty() || id.len() > MAX_TEXT {
-        problem("customer_id".into(), "must be 1 to 128 characters");
+    if id.is_empty() || id.len() > MAX_TEXT || id.chars().any(char::is_control) {
+        problem(
+            "customer_id".into(),
+            "must be 1 to 128 characters, no control characters",
+        );
     }
     if !looks_like_email(&request.customer_email) {
         problem("customer_email".into(), "must be an email address");
@@ -154,7 +193,10 @@ fn validate(request: &PlaceOrderRequest) -> ApiResult<()> {
         problem("items".into(), "must hold 1 to 50 items");
     }
     for (i, item) in request.items.iter().enumerate() {
-        if item.product_id.is_empty() || item.product_id.len() > MAX_TEXT {
+        if item.product_id.is_empty()
+            || item.product_id.len() > MAX_TEXT
+            || item.product_id.chars().any(char::is_control)
+        {
             problem(
                 format!("items[{i}].product_id"),
                 "must be 1 to 128 characters",
@@ -182,7 +224,7 @@ fn validate(request: &PlaceOrderRequest) -> ApiResult<()> {
 
 fn looks_like_email(email: &str) -> bool {
     email.len() <= MAX_EMAIL
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && domain.contains('.')
@@ -238,18 +280,28 @@ async fn price(state: &AppState, request: &PlaceOrderRequest) -> ApiResult<NewOr
     })
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     let order = orders::get(&state.redis, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
     Ok(Json(order).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let status = match query.get("status").map(String::as_str) {
+    let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) if STATUSES.contains(&s) => Some(s),
         Some(s) => {
@@ -259,8 +311,8 @@ pub async fn list(
             ));
         }
     };
-    let limit = limit_param(query.get("limit"), 50, 200)?;
-    let cursor = match query.get("cursor").map(String::as_str) {
+    let limit = limit_param(query.limit.as_ref(), 50, 200)?;
+    let cursor = match query.cursor.as_deref() {
         None | Some("") => None,
         Some(c) if orders::is_cursor(c) => Some(c),
         Some(_) => {
@@ -274,7 +326,10 @@ pub async fn list(
     Ok(Json(page).into_response())
 }
 
-pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     if orders::get(&state.redis, &id).await?.is_none() {
         return Err(ApiError::not_found(
             "order_not_found",
@@ -285,7 +340,10 @@ pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     Ok(Json(json!({"order_id": id, "events": events})).into_response())
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     let order = orders::get(&state.redis, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
@@ -297,7 +355,9 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     )
     .await?
     {
-        Cancelled::Cancelled { previous_status } => {
+        Cancelled::Cancelled {
+            previous_status, ..
+        } => {
             tracing::info!(
                 order_id = id.as_str(),
                 previous_status,
@@ -310,6 +370,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             StatusCode::CONFLICT,
             "order_final",
             format!("the order is {status} and can no longer be cancelled"),
+        )
+        .with_details(json!({"status": status}))),
+        Cancelled::AlreadyShipped { status } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "order_shipped",
+            "the order's shipment label is made; it can no longer be cancelled",
         )
         .with_details(json!({"status": status}))),
         Cancelled::NotFound => Err(ApiError::not_found(
@@ -330,5 +396,6 @@ mod tests {
         assert!(!looks_like_email("@example.com"));
         assert!(!looks_like_email("a b@example.com"));
         assert!(!looks_like_email("a@.com."));
+        assert!(!looks_like_email("a\u{0}\u{7}@b.com"));
     }
 }

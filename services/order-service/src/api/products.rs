@@ -1,19 +1,21 @@
-//! `/products`: the catalog. Writes need the admin token when one is set.
+//! `/products`: the catalog. Reads are the caller tier's, writes the admin tier's.
+//!
+//! Stock is never overwritten blindly (reservations change it at any moment): `PUT` edits name and
+//! price and sets stock only with an `If-Match` naming the product as it is now (its `ETag`, from
+//! any read); `POST /products/{id}/stock` moves it by a delta.
 
-use super::{AppState, json_body, require_admin};
-use crate::catalog::{self, Product};
+use super::{ApiJson, ApiPath, AppState};
+use crate::catalog::{self, MAX_STOCK, Product, Written, if_match_version};
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 const MAX_ID: usize = 64;
 const MAX_NAME: usize = 200;
-const MAX_STOCK: i64 = 1_000_000_000;
 const MAX_PRICE: u64 = 10_000_000_000;
 
 /// `POST /products`: the id is optional (null or absent: one is made up).
@@ -27,13 +29,27 @@ pub struct ProductRequest {
     stock: i64,
 }
 
-/// `PUT /products/{id}`: the id is the path's.
+/// `PUT /products/{id}`: the id is the path's; `stock` only with `If-Match`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpdate {
     name: String,
     price: u64,
-    stock: i64,
+    /// Absent means "leave it"; `null` is not a stock.
+    #[serde(default, deserialize_with = "present")]
+    stock: Option<i64>,
+}
+
+/// A field that, when given, must hold a value (`null` is refused like any wrong type).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    i64::deserialize(d).map(Some)
+}
+
+/// `POST /products/{id}/stock`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockAdjustment {
+    delta: i64,
 }
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
@@ -41,71 +57,161 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(Json(json!({"products": products})).into_response())
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     let product = catalog::get(&state.redis, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found("product_not_found", format!("no product {id}")))?;
-    Ok(Json(product).into_response())
+        .ok_or_else(|| not_found(&id))?;
+    Ok(with_etag(StatusCode::OK, &product))
 }
 
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<ProductRequest>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
-    let request: ProductRequest = json_body(&headers, body).await?;
     let id = request
         .id
         .clone()
         .unwrap_or_else(|| format!("product-{}", uuid::Uuid::new_v4().simple()));
-    let product = validated(id, request)?;
-    if !catalog::create(&state.redis, &product).await? {
-        return Err(ApiError::new(
+    let mut product = validated(&id, &request.name, request.price, Some(request.stock))?;
+    match catalog::create(&state.redis, &product).await? {
+        Written::Created { rev, stock } => {
+            (product.rev, product.stock) = (rev, stock);
+            Ok(with_etag(StatusCode::CREATED, &product))
+        }
+        Written::Exists => Err(ApiError::new(
             StatusCode::CONFLICT,
             "product_exists",
-            format!("product {} exists; PUT replaces it", product.id),
-        ));
+            format!("product {} exists; PUT edits it", product.id),
+        )),
+        other => Err(unexpected(other)),
     }
-    Ok((StatusCode::CREATED, Json(product)).into_response())
 }
 
 pub async fn put(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Body,
+    ApiJson(update): ApiJson<ProductUpdate>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
-    let update: ProductUpdate = json_body(&headers, body).await?;
-    let request = ProductRequest {
-        id: None,
-        name: update.name,
-        price: update.price,
-        stock: update.stock,
-    };
-    let product = validated(id, request)?;
-    catalog::put(&state.redis, &product).await?;
-    Ok(Json(product).into_response())
+    let mut product = validated(&id, &update.name, update.price, update.stock)?;
+    let expected =
+        match headers.get(header::IF_MATCH) {
+            None => None,
+            Some(value) => Some(value.to_str().ok().and_then(if_match_version).ok_or_else(
+                || {
+                    ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "precondition_failed",
+                        "If-Match must be the product's ETag, as a read of it gave",
+                    )
+                },
+            )?),
+        };
+    let written = catalog::edit(
+        &state.redis,
+        &id,
+        &product.name,
+        product.price,
+        update.stock,
+        expected.as_deref(),
+    )
+    .await?;
+    match written {
+        Written::Created { rev, stock } => {
+            (product.rev, product.stock) = (rev, stock);
+            Ok(with_etag(StatusCode::CREATED, &product))
+        }
+        Written::Updated { rev, stock } => {
+            (product.rev, product.stock) = (rev, stock);
+            Ok(with_etag(StatusCode::OK, &product))
+        }
+        Written::PreconditionRequired => Err(ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+            "setting stock needs If-Match with the product's ETag (reservations change stock at \
+             any moment); or move it by a delta with POST /products/{id}/stock",
+        )),
+        Written::PreconditionFailed { rev, stock } => Err(stale(rev, stock)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(adjustment): ApiJson<StockAdjustment>,
+) -> ApiResult<Response> {
+    if adjustment.delta.unsigned_abs() > MAX_STOCK as u64 {
+        return Err(ApiError::invalid(
+            "invalid_adjustment",
+            format!("delta must be between -{MAX_STOCK} and {MAX_STOCK}"),
+        ));
+    }
+    match catalog::adjust_stock(&state.redis, &id, adjustment.delta).await? {
+        Written::Updated { .. } => {
+            let product = catalog::get(&state.redis, &id)
+                .await?
+                .ok_or_else(|| not_found(&id))?;
+            Ok(with_etag(StatusCode::OK, &product))
+        }
+        Written::NotFound => Err(not_found(&id)),
+        Written::OutOfRange { stock } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stock_out_of_range",
+            format!("the stock is {stock}; it must stay between 0 and {MAX_STOCK}"),
+        )
+        .with_details(json!({"stock": stock}))),
+        other => Err(unexpected(other)),
+    }
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &headers)?;
     if catalog::delete(&state.redis, &id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(
-            "product_not_found",
-            format!("no product {id}"),
-        ))
+        Err(not_found(&id))
     }
 }
 
-fn validated(id: String, request: ProductRequest) -> ApiResult<Product> {
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("product_not_found", format!("no product {id}"))
+}
+
+/// 412 naming the product's current version, so the caller can read it again and retry.
+fn stale(rev: u64, stock: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "the product changed since it was read (an edit or a reservation); read it again",
+    )
+    .with_details(json!({"stock": stock, "etag": format!("\"{rev}-{stock}\"")}))
+}
+
+/// A script outcome this route cannot produce: a bug, reported as a 500 rather than guessed at.
+fn unexpected(outcome: Written) -> ApiError {
+    tracing::error!(?outcome, "unexpected catalog outcome");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "unexpected catalog outcome",
+    )
+}
+
+fn with_etag(status: StatusCode, product: &Product) -> Response {
+    let mut response = (status, Json(product)).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&product.etag()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn validated(id: &str, name: &str, price: u64, stock: Option<i64>) -> ApiResult<Product> {
     let mut problems = Vec::new();
     if id.is_empty()
         || id.len() > MAX_ID
@@ -115,13 +221,13 @@ fn validated(id: String, request: ProductRequest) -> ApiResult<Product> {
     {
         problems.push(json!({"field": "id", "message": "1 to 64 of A-Z a-z 0-9 - _"}));
     }
-    if request.name.trim().is_empty() || request.name.len() > MAX_NAME {
-        problems.push(json!({"field": "name", "message": "must be 1 to 200 characters"}));
+    if name.trim().is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        problems.push(json!({"field": "name", "message": "must be 1 to 200 characters, no control characters"}));
     }
-    if request.price > MAX_PRICE {
+    if price > MAX_PRICE {
         problems.push(json!({"field": "price", "message": "must be at most 10000000000 cents"}));
     }
-    if !(0..=MAX_STOCK).contains(&request.stock) {
+    if stock.is_some_and(|s| !(0..=MAX_STOCK).contains(&s)) {
         problems.push(json!({"field": "stock", "message": "must be between 0 and 1000000000"}));
     }
     if !problems.is_empty() {
@@ -131,9 +237,10 @@ fn validated(id: String, request: ProductRequest) -> ApiResult<Product> {
         );
     }
     Ok(Product {
-        id,
-        name: request.name.trim().to_owned(),
-        price: request.price,
-        stock: request.stock,
+        id: id.to_owned(),
+        name: name.trim().to_owned(),
+        price,
+        stock: stock.unwrap_or(0),
+        rev: 0,
     })
 }

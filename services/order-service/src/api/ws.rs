@@ -1,19 +1,54 @@
 //! `/ws`: a JSON message for every order status change; `?order_id=` follows one order.
+//!
+//! Following one order is the caller tier's, the all-orders feed the admin tier's ([`Tier`]); a
+//! browser cannot send headers on a WebSocket, so the token may come as `?access_token=`.
+//! Connections are capped (`WS_MAX_CONNECTIONS`, answered 503 `too_many_connections` over it),
+//! each with small buffers, and a client that cannot keep up is told how much it missed (the feed
+//! is a bounded broadcast ring, never a per-client queue that grows).
 
-use super::AppState;
+use super::{ApiQuery, AppState, Tier, auth};
 use crate::error::ApiError;
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
+
+/// Bytes a connection buffers for reading and writing: clients send nothing but control frames,
+/// and a status message is a few hundred bytes.
+const BUFFER_BYTES: usize = 4 * 1024;
+/// Largest message a client may send.
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+/// Most bytes queued for a client that does not read; past it the connection is closed.
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// A client that takes longer than this to take one message is dropped (its slot freed).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    order_id: Option<String>,
+    access_token: Option<String>,
+}
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<FeedQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let order_id = query.order_id.filter(|id| !id.is_empty());
+    let tier = if order_id.is_some() {
+        Tier::Caller
+    } else {
+        Tier::Admin
+    };
+    let token = auth::bearer(&headers).or(query.access_token.as_deref());
+    if !tier.allows(&state.settings, token) {
+        return tier.refusal();
+    }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
@@ -21,11 +56,32 @@ pub async fn upgrade(
                 .into_response();
         }
     };
-    let order_id = query.get("order_id").filter(|id| !id.is_empty()).cloned();
-    upgrade.on_upgrade(move |socket| follow(socket, state, order_id))
+    let Ok(slot) = state.ws_slots.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "this server holds its limit of {} live-status connections; retry later",
+                state.settings.ws_max_connections
+            ),
+        )
+        .into_response();
+    };
+    upgrade
+        .read_buffer_size(BUFFER_BYTES)
+        .write_buffer_size(BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| follow(socket, state, order_id, slot))
 }
 
-async fn follow(mut socket: WebSocket, state: AppState, order_id: Option<String>) {
+async fn follow(
+    mut socket: WebSocket,
+    state: AppState,
+    order_id: Option<String>,
+    _slot: OwnedSemaphorePermit,
+) {
     let mut updates = state.status_feed.subscribe();
     loop {
         tokio::select! {
@@ -36,13 +92,13 @@ async fn follow(mut socket: WebSocket, state: AppState, order_id: Option<String>
                     {
                         continue;
                     }
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+                    if !send(&mut socket, text).await {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     let notice = serde_json::json!({"type": "lagged", "missed": missed}).to_string();
-                    if socket.send(Message::Text(notice.into())).await.is_err() {
+                    if !send(&mut socket, notice).await {
                         return;
                     }
                 }
@@ -54,6 +110,14 @@ async fn follow(mut socket: WebSocket, state: AppState, order_id: Option<String>
             },
         }
     }
+}
+
+/// Sends one message; false when the client is gone or too slow to take it.
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Whether a status message is about `order_id`.

@@ -3,7 +3,14 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { selected: null, orders: new Map(), token: sessionStorage.getItem("adminToken") || "" };
+const state = {
+  selected: null,
+  orders: new Map(),
+  // The bearer token the API asked for (the admin token, or the callers' token), for this tab only.
+  token: sessionStorage.getItem("token") || sessionStorage.getItem("adminToken") || "",
+  feed: null,      // the all-orders WebSocket, once the API lets this page have it
+  followed: new Map(), // order id -> its own WebSocket, while the all-orders feed is refused
+};
 const cents = (n) => (Number(n) / 100).toLocaleString(undefined, { style: "currency", currency: "USD" });
 const shortId = (id) => id.slice(0, 8);
 
@@ -26,15 +33,30 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body, admin = false } = {}) {
-  const headers = {};
+async function api(path, { method = "GET", body, headers = {} } = {}) {
   if (body !== undefined) headers["content-type"] = "application/json";
-  if (admin && state.token) headers.authorization = `Bearer ${state.token}`;
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) {
+    if (response.status === 401) askForToken();
+    throw new ApiError(response.status, data);
+  }
   return data;
+}
+
+// The API answered 401: show the token form (in the header, so it is there whatever asked).
+function askForToken() {
+  const form = $("#token-form");
+  form.hidden = false;
+  say($("#token-message"), state.token ? "That token was refused." : "The API wants a token for this.", true);
+}
+
+// A fresh Idempotency-Key per order: a retried POST then returns the first order, never a second.
+function idempotencyKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function say(target, text, isError = false) {
@@ -90,7 +112,11 @@ function orderRow(order) {
     el("span", {}, el("code", {}, shortId(order.id)), ` ${order.items.map((i) => `${i.quantity}× ${i.product_id}`).join(", ")}`),
     el("span", {}, cents(order.total), " ",
       el("span", { class: "badge", "data-status": order.status }, order.status),
-      order.status_reason ? el("span", { class: "hint" }, ` ${order.status_reason}`) : ""));
+      order.status_reason ? el("span", { class: "hint" }, ` ${order.status_reason}`) : "",
+      order.dead_letters > 0
+        ? el("span", { class: "badge", "data-dead-letters": order.dead_letters },
+          `${order.dead_letters} dead letter${order.dead_letters > 1 ? "s" : ""}`)
+        : ""));
   return el("li", {}, button);
 }
 
@@ -101,10 +127,47 @@ function renderOrders() {
   $("#orders").replaceChildren(...sorted.map(orderRow));
 }
 
+// Listing every order is the admin's (when the API has tokens): without it, the page still shows
+// and follows the orders it placed itself.
 async function loadOrders() {
   const page = await api("/orders?limit=30");
   for (const order of page.orders) mergeOrder(order);
   renderOrders();
+  if (!state.feed) connect();
+}
+
+function applyChange(change) {
+  if (!change.order_id) return;
+  const known = state.orders.get(change.order_id);
+  const fetched = known
+    ? Promise.resolve(mergeOrder({ id: change.order_id, status: change.status,
+      status_reason: change.status_reason || null, updated_at: change.updated_at }))
+    : api(`/orders/${encodeURIComponent(change.order_id)}`).then(mergeOrder);
+  fetched.then(() => {
+    renderOrders();
+    refreshProductsSoon();
+    if (change.order_id === state.selected) loadTimeline().catch(() => {});
+  }).catch(() => {});
+}
+
+function socketUrl(query) {
+  const params = new URLSearchParams(query);
+  if (state.token) params.set("access_token", state.token);
+  const search = params.toString();
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${search ? `?${search}` : ""}`;
+}
+
+// Follows one order of this page's own while the all-orders feed is not open.
+function follow(orderId) {
+  if (state.feed || state.followed.has(orderId)) return;
+  const socket = new WebSocket(socketUrl({ order_id: orderId }));
+  state.followed.set(orderId, socket);
+  socket.onmessage = (message) => {
+    const change = JSON.parse(message.data);
+    applyChange(change);
+    if (FINAL.has(change.status)) socket.close();
+  };
+  socket.onclose = () => state.followed.delete(orderId);
 }
 
 async function selectOrder(id) {
@@ -130,30 +193,25 @@ async function loadTimeline() {
   }));
 }
 
-// Live status over WebSocket, reconnecting with backoff.
+// Live status of every order over WebSocket, reconnecting with backoff while the API allows it.
 function connect(delay = 500) {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-  const socket = new WebSocket(url);
+  const socket = new WebSocket(socketUrl({}));
+  state.feed = socket;
   const live = $("#live");
-  socket.onopen = () => { live.dataset.state = "live"; live.textContent = "live"; delay = 500; };
-  socket.onmessage = async (message) => {
-    const change = JSON.parse(message.data);
-    if (!change.order_id) return;
-    const known = state.orders.get(change.order_id);
-    if (known) {
-      mergeOrder({ id: change.order_id, status: change.status,
-        status_reason: change.status_reason || null, updated_at: change.updated_at });
-    } else {
-      try { mergeOrder(await api(`/orders/${encodeURIComponent(change.order_id)}`)); } catch { return; }
-    }
-    renderOrders();
-    refreshProductsSoon();
-    if (change.order_id === state.selected) loadTimeline().catch(() => {});
+  socket.onopen = () => {
+    live.dataset.state = "live"; live.textContent = "live"; delay = 500;
+    for (const followed of state.followed.values()) followed.close();
   };
+  socket.onmessage = (message) => applyChange(JSON.parse(message.data));
   socket.onclose = () => {
     live.dataset.state = "down";
     live.textContent = "reconnecting…";
-    setTimeout(() => { connect(Math.min(delay * 2, 8000)); loadOrders().catch(() => {}); }, delay);
+    state.feed = null;
+    // Reconnecting goes through loadOrders, which stops at a 401 (and asks for the token).
+    setTimeout(() => loadOrders().catch(() => {
+      live.textContent = "live feed needs a token";
+    }), delay);
+    delay = Math.min(delay * 2, 8000);
   };
 }
 
@@ -167,6 +225,7 @@ async function placeOrder(event) {
   try {
     const order = await api("/orders", {
       method: "POST",
+      headers: { "idempotency-key": idempotencyKey() },
       body: {
         customer_id: form.customer_id.value.trim(),
         customer_email: form.customer_email.value.trim(),
@@ -176,10 +235,15 @@ async function placeOrder(event) {
     });
     mergeOrder(order);
     renderOrders();
+    follow(order.id);
     say(message, `Order ${shortId(order.id)} placed.`);
     await selectOrder(order.id);
   } catch (error) {
-    say(message, `Not placed: ${error.message}`, true);
+    if (error.code === "outcome_unknown") {
+      say(message, `Not sure it was placed: ${error.message}`, true);
+    } else {
+      say(message, `Not placed: ${error.message}`, true);
+    }
   } finally {
     button.disabled = false;
   }
@@ -189,7 +253,8 @@ async function placeOrder(event) {
 async function loadStats() {
   const stats = await api("/stats");
   $("#totals").textContent =
-    `${stats.stream}: ${stats.stream_length} entries · ${stats.dlq_stream}: ${stats.dlq_length} dead letters`;
+    `${stats.stream}: ${stats.stream_length} entries · ${stats.dlq_stream}: ${stats.dlq_length} dead letters` +
+    ` · ${stats.orders_with_dead_letters} orders with unresolved dead letters`;
   $("#numbers tbody").replaceChildren(...stats.groups.map((g) =>
     el("tr", { "data-group": g.group },
       el("th", { scope: "row" }, g.group),
@@ -205,17 +270,16 @@ async function loadDeadLetters() {
   const message = $("#dlq-message");
   let page;
   try {
-    page = await api("/dlq?limit=50", { admin: true });
+    page = await api("/dlq?limit=50");
   } catch (error) {
     if (error.status === 401) {
-      $("#token-form").hidden = false;
       say(message, state.token ? "That admin token was refused." : "Dead letters need the admin token.", true);
       $("#dlq").replaceChildren();
       return;
     }
     throw error;
   }
-  $("#token-form").hidden = !state.token;
+  if (/token/.test(message.textContent)) say(message, "");
   if (!page.entries.length) {
     $("#dlq").replaceChildren(el("li", { class: "hint" }, "No dead letters."));
     return;
@@ -236,10 +300,10 @@ async function actOnDeadLetter(letter, action) {
   const message = $("#dlq-message");
   try {
     if (action === "replay") {
-      const outcome = await api(`/dlq/${letter.id}/replay`, { method: "POST", admin: true });
+      const outcome = await api(`/dlq/${letter.id}/replay`, { method: "POST" });
       say(message, `Replayed ${letter.id} to ${outcome.group}.`);
     } else {
-      await api(`/dlq/${letter.id}`, { method: "DELETE", admin: true });
+      await api(`/dlq/${letter.id}`, { method: "DELETE" });
       say(message, `Deleted ${letter.id}.`);
     }
   } catch (error) {
@@ -251,7 +315,12 @@ async function actOnDeadLetter(letter, action) {
 function useToken(event) {
   event.preventDefault();
   state.token = $("#admin-token").value;
-  sessionStorage.setItem("adminToken", state.token);
+  sessionStorage.setItem("token", state.token);
+  say($("#token-message"), "");
+  $("#token-form").hidden = true;
+  state.feed?.close();
+  loadOrders().catch(() => {});
+  loadProducts().catch(() => {});
   loadDeadLetters().catch(() => {});
 }
 
@@ -264,8 +333,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#order-form").addEventListener("submit", placeOrder);
   $("#token-form").addEventListener("submit", useToken);
   loadProducts().catch(() => {});
-  loadOrders().catch(() => {});
-  connect();
+  loadOrders().catch(() => {
+    $("#live").textContent = "live feed needs a token";
+  });
   every(2000, loadStats);
   every(3000, loadDeadLetters);
   every(5000, loadProducts);

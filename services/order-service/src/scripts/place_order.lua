@@ -8,8 +8,10 @@
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[5])
   if existing then
-    local sep = string.find(existing, '|', 1, true)
-    return {'existing', string.sub(existing, sep + 1), string.sub(existing, 1, sep - 1)}
+    -- Stored as '<fingerprint>|<order id>'; the fingerprint (the request's JSON) may itself hold
+    -- '|', the order id (a UUID) never does, so the last '|' is the separator.
+    local fingerprint, order_id = string.match(existing, '^(.*)|([^|]*)$')
+    return {'existing', order_id, fingerprint}
   end
 end
 local n = tonumber(ARGV[5])

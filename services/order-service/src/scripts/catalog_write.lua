@@ -1,0 +1,51 @@
+-- Catalog writes, each in one step so they compose with reservations (which change stock inside
+-- inventory's scripts at any time). Name and price are plain edits; stock is never overwritten
+-- blindly: it moves by a delta (an adjustment commutes with reservations), or is set only when the
+-- caller's If-Match still names the product as it is now (revision and stock), so a value read
+-- before a reservation cannot undo it. Every write bumps the product's revision.
+-- KEYS[1] products set, KEYS[2] product hash
+-- ARGV[1] mode:
+--   'create' ARGV[2] id, ARGV[3] name, ARGV[4] price, ARGV[5] stock
+--   'edit'   ARGV[2] id, ARGV[3] name, ARGV[4] price, ARGV[5] stock or '' (created with it, 0
+--            when '', if the product does not exist), ARGV[6] expected '<rev>-<stock>' or '':
+--            when given, the edit applies only to the product as it is now; a stock needs it
+--   'adjust' ARGV[2] delta, ARGV[3] highest stock allowed
+-- Replies: {'created'|'updated'|'adjusted', rev, stock}, {'exists'}, {'not_found'},
+-- {'precondition_required'}, {'precondition_failed', rev, stock}, {'out_of_range', stock}
+local mode = ARGV[1]
+local function current()
+  local p = redis.call('HMGET', KEYS[2], 'rev', 'stock')
+  return tonumber(p[1] or '0'), tonumber(p[2] or '0')
+end
+local exists = redis.call('EXISTS', KEYS[2]) == 1
+if mode == 'edit' and not exists and ARGV[6] ~= '' then return {'precondition_failed', 0, 0} end
+if mode == 'create' or (mode == 'edit' and not exists) then
+  if redis.call('SADD', KEYS[1], ARGV[2]) == 0 and mode == 'create' then return {'exists'} end
+  local stock = ARGV[5]
+  if stock == '' then stock = '0' end
+  redis.call('HSET', KEYS[2], 'id', ARGV[2], 'name', ARGV[3], 'price', ARGV[4], 'stock', stock,
+    'rev', 1)
+  return {'created', 1, tonumber(stock)}
+end
+if not exists then return {'not_found'} end
+local rev, stock = current()
+if mode == 'edit' then
+  if ARGV[6] ~= '' and ARGV[6] ~= rev .. '-' .. stock then
+    return {'precondition_failed', rev, stock}
+  end
+  if ARGV[5] ~= '' then
+    if ARGV[6] == '' then return {'precondition_required'} end
+    stock = tonumber(ARGV[5])
+    redis.call('HSET', KEYS[2], 'name', ARGV[3], 'price', ARGV[4], 'stock', stock, 'rev', rev + 1)
+  else
+    redis.call('HSET', KEYS[2], 'name', ARGV[3], 'price', ARGV[4], 'rev', rev + 1)
+  end
+  return {'updated', rev + 1, stock}
+end
+if mode == 'adjust' then
+  local after = stock + tonumber(ARGV[2])
+  if after < 0 or after > tonumber(ARGV[3]) then return {'out_of_range', stock} end
+  redis.call('HSET', KEYS[2], 'stock', after, 'rev', rev + 1)
+  return {'adjusted', rev + 1, after}
+end
+return {'unknown_mode'}
