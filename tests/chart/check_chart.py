@@ -749,7 +749,8 @@ def _extension_points():
         assert "/etc/ssl/redis-ca" in mounts, f"{owner['metadata']['name']} lacks the CA mount"
 
 
-@check("checksum/secret: one value across the release's pods, changed by a rotated token or password")
+@check("checksum/secret: one value across the release's pods, changed by a rotated token or password;"
+       " API_TOKEN from the Secret")
 def _checksum_secret():
     def sums(objects):
         return {pod_template(o)["metadata"]["annotations"]["checksum/secret"]
@@ -759,6 +760,15 @@ def _checksum_secret():
     assert a == sums(render("--set", "adminToken=one", "--set", "redis.password=pw"))
     assert a != sums(render("--set", "adminToken=two", "--set", "redis.password=pw")), "a new token must roll the pods"
     assert a != sums(render("--set", "adminToken=one", "--set", "redis.password=pw2"))
+    assert a != sums(render("--set", "adminToken=one", "--set", "redis.password=pw", "--set", "apiToken=callers"))
+    tokens = render("--set", "apiToken=callers")
+    secret = of_kind(tokens, "Secret")[0]["data"]
+    assert "api-token" in secret and "admin-token" not in secret
+    for _, spec in pod_specs(tokens):
+        env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
+        if "REDIS_URL" in env:
+            assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+                "name": "fulfillment-secrets", "key": "api-token", "optional": True}
 
 
 RULES = os.path.join(CHART, "files", "alerts", "fulfillment-rules.yml")

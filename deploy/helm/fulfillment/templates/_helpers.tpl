@@ -175,6 +175,9 @@ redis-url: {{ $url | b64enc | quote }}
 {{- with .Values.adminToken }}
 admin-token: {{ . | b64enc | quote }}
 {{- end }}
+{{- with .Values.apiToken }}
+api-token: {{ . | b64enc | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -205,6 +208,12 @@ must then be URL-safe; see existingSecret in values.yaml). */}}
     secretKeyRef:
       name: {{ include "fulfillment.secretName" . }}
       key: admin-token
+      optional: true
+- name: API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: api-token
       optional: true
 {{- with .Values.redis.caSecret.name }}
 - name: SSL_CERT_FILE
@@ -349,6 +358,7 @@ SEED_CATALOG: {{ $c.seedCatalog | quote }}
 SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | int64 | quote }}
 HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | int64 | quote }}
 HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | int64 | quote }}
+WS_MAX_CONNECTIONS: {{ $c.wsMaxConnections | int64 | quote }}
 {{- with $c.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
