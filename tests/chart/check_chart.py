@@ -1,37 +1,52 @@
 #!/usr/bin/env python3
-"""Checks the Helm chart, the Dockerfile and the scripts without a cluster.
+"""Checks the Helm chart, the Dockerfile, compose.yaml and the scripts without a cluster.
 
-- `helm lint --strict` with every ci/*-values.yaml, the demo values and the kind values;
+- `helm lint --strict` with every ci/*-values.yaml, the kind values and the demo (kind + demo);
 - `helm template` of each (with the optional API versions) through `kubernetes-validate --strict`;
-- assertions on the rendered objects: replicas knob, autoscaling, KEDA, CronJob schedule and policy,
-  security contexts, labels and selectors, probes, the test hook, dashboards, the rules, the
-  schema refusing typos, config checksums, the NetworkPolicy, the Secret;
-- hadolint on the Dockerfile, shellcheck on every script.
+- assertions on the rendered objects: replicas knob, autoscaling, KEDA, the retry worker, security
+  contexts, labels and selectors, probes, the test hook, dashboards, the rules, the schema refusing
+  typos, checksums, the NetworkPolicy, the Secret, name lengths, references between objects;
+- the kind scripts run against stub docker, kind, kubectl and helm commands;
+- hadolint on the Dockerfile, shellcheck on every script, compose.yaml against the Compose
+  Specification's JSON schema, the chart README generated from values.yaml.
 
 Run with the tools of scripts/install-test-tools first on the PATH (helm, kubernetes-validate,
-hadolint, shellcheck, and a python with PyYAML). Prints one line per check and `N passed, N failed`.
+hadolint, shellcheck, and a python with PyYAML and jsonschema). Prints one line per check and
+`N passed, N failed`.
 """
 
 import glob
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHART = os.path.join(ROOT, "deploy", "helm", "fulfillment")
-API_VERSIONS = ["--api-versions", "monitoring.coreos.com/v1", "--api-versions", "keda.sh/v1alpha1"]
-VALUE_FILES = sorted(glob.glob(os.path.join(CHART, "ci", "*-values.yaml"))) + [
-    os.path.join(CHART, "values-demo.yaml"),
-    os.path.join(ROOT, "deploy", "kind", "values-kind.yaml"),
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chartlib import (API_VERSIONS, CHART, DEMO_VALUES, KIND_VALUES, REGISTRY, ROOT,  # noqa: E402
+                      VALUE_SETS, Resolver, helm_template, named, of_kind, pod_specs, pod_template,
+                      run, values_args)
+
+DEFAULT_VALUES = os.path.join(CHART, "ci", "default-values.yaml")
 SERVICES = ["order", "inventory", "payment", "shipping", "notification"]
 REQUIRED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                    "app.kubernetes.io/part-of", "app.kubernetes.io/version",
                    "app.kubernetes.io/managed-by", "helm.sh/chart"]
+IMAGES = ["order-service", "inventory-service", "payment-service", "shipping-service",
+          "notification-service", "retry-worker", "fulfillment-e2e"]
+# What KEDA's redis-streams scaler reads (kedacore/keda pkg/scalers/redis_streams_scaler.go and
+# redis_scaler.go, KEDA 2.21): trigger metadata keys, and TriggerAuthentication parameters.
+KEDA_METADATA = {"address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
+                 "usernameFromEnv", "passwordFromEnv", "stream", "consumerGroup", "pendingEntriesCount",
+                 "streamLength", "lagCount", "activationLagCount", "enableTLS", "unsafeSsl",
+                 "databaseIndex"}
+KEDA_AUTH_PARAMETERS = {"username", "password", "tls", "ca", "cert", "key", "keyPassword"}
 
 results = []
 
@@ -49,60 +64,98 @@ def check(name):
     return wrap
 
 
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
+def render(*args, release="fulfillment", api_versions=True, registry=True):
+    """The rendered objects; the default values file (the registry) first unless registry=False."""
+    base = ["-f", DEFAULT_VALUES] if registry else []
+    code, out = helm_template(*(base + list(args)), release=release, api_versions=api_versions)
+    if code != 0:
+        raise AssertionError(f"helm template {' '.join(args)} failed: {out.strip()}")
+    return out
 
 
-def render(*args, release="fulfillment", api_versions=True):
-    cmd = ["helm", "template", release, CHART, "--namespace", "shop"]
-    cmd += API_VERSIONS if api_versions else []
-    out = run(cmd + list(args))
-    if out.returncode != 0:
-        raise AssertionError(f"helm template {' '.join(args)} failed: {out.stderr.strip()}")
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+def render_fails(*args, api_versions=True, registry=True):
+    base = ["-f", DEFAULT_VALUES] if registry else []
+    code, out = helm_template(*(base + list(args)), api_versions=api_versions)
+    assert code != 0, f"helm template {' '.join(args)} rendered"
+    return out
 
 
-def of_kind(objects, kind):
-    return [o for o in objects if o["kind"] == kind]
+def notes(*args):
+    """NOTES.txt as `helm install --dry-run` prints it."""
+    out = run(["helm", "install", "f", CHART, "--namespace", "shop", "--dry-run=client"] + list(args))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("NOTES:", 1)[1]
 
 
-def named(objects, kind, name):
-    found = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
-    assert found, f"no {kind} {name}"
-    return found[0]
+def values_file(data):
+    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    yaml.safe_dump(data, f)
+    f.close()
+    return f.name
 
 
-def pod_specs(objects):
-    """(owner, pod spec) for every pod the chart makes."""
+def container(o):
+    return pod_template(o)["spec"]["containers"][0]
+
+
+def config_of(objects):
+    return next(cm["data"] for cm in of_kind(objects, "ConfigMap") if "RETRY_MIN_IDLE_MS" in cm.get("data", {}))
+
+
+def matches(selector, labels):
+    """Whether a label selector (matchLabels or matchExpressions with In) selects these labels."""
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        for e in selector.get("matchExpressions", []):
+            assert e["operator"] == "In", e
+            ok = ok and labels.get(e["key"]) in e["values"]
+        return ok
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_references(objects):
+    """Everything an object names exists in the release (or is declared external)."""
+    kinds = {}
     for o in objects:
-        kind = o["kind"]
-        if kind in ("Deployment", "StatefulSet"):
-            yield o, o["spec"]["template"]["spec"]
-        elif kind == "CronJob":
-            yield o, o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        elif kind == "Pod":
-            yield o, o["spec"]
+        kinds.setdefault(o["kind"], set()).add(o["metadata"]["name"])
+    services = of_kind(objects, "Service")
+    templates = [pod_template(o)["metadata"]["labels"] for o in objects
+                 if o["kind"] in ("Deployment", "StatefulSet", "CronJob")]
+    for s in services:
+        assert any(matches(s["spec"]["selector"], t) for t in templates), f"Service {s['metadata']['name']} selects nothing"
+    for sts in of_kind(objects, "StatefulSet"):
+        assert sts["spec"]["serviceName"] in kinds["Service"], sts["spec"]["serviceName"]
+    for owner, spec in pod_specs(objects):
+        assert spec["serviceAccountName"] in kinds.get("ServiceAccount", set()), spec["serviceAccountName"]
+        for c in spec["containers"]:
+            for src in c.get("envFrom", []):
+                assert src["configMapRef"]["name"] in kinds["ConfigMap"], src
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in kinds.get("Secret", set()), ref
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                assert v["configMap"]["name"] in kinds["ConfigMap"], v
+    for kind, field in (("HorizontalPodAutoscaler", "scaleTargetRef"), ("ScaledObject", "scaleTargetRef")):
+        for o in of_kind(objects, kind):
+            assert o["spec"][field]["name"] in kinds["Deployment"], o["spec"][field]
+    for pdb in of_kind(objects, "PodDisruptionBudget"):
+        assert any(matches(pdb["spec"]["selector"], t) for t in templates), pdb["metadata"]["name"]
 
 
-def pod_labels(o):
-    if o["kind"] == "CronJob":
-        return o["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    if o["kind"] == "Pod":
-        return o["metadata"]["labels"]
-    return o["spec"]["template"]["metadata"]["labels"]
+# ---------------------------------------------------------------------------------------------
+# Every rendered combination: lint, schema validation.
 
-
-for values in VALUE_FILES:
-    label = os.path.relpath(values, ROOT)
-
-    @check(f"helm lint --strict -f {label}")
-    def _lint(values=values):
-        out = run(["helm", "lint", "--strict", CHART, "-f", values])
+for label, files in VALUE_SETS:
+    @check(f"helm lint --strict: {label}")
+    def _lint(files=files):
+        out = run(["helm", "lint", "--strict", CHART] + values_args(files))
         assert out.returncode == 0, out.stdout + out.stderr
 
     @check(f"kubernetes-validate --strict: {label}")
-    def _validate(values=values):
-        out = run(["helm", "template", "fulfillment", CHART, "-f", values] + API_VERSIONS)
+    def _validate(files=files):
+        out = run(["helm", "template", "fulfillment", CHART] + values_args(files) + API_VERSIONS)
         assert out.returncode == 0, out.stderr
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(out.stdout)
@@ -114,11 +167,14 @@ for values in VALUE_FILES:
         assert v.returncode == 0 and not errors, "\n".join(errors)
         # Objects of CRDs have no offline schema: they are asserted below instead.
         for line in (v.stdout + v.stderr).splitlines():
-            assert "monitoring.coreos.com" in line or "keda.sh" in line, line
+            assert any(api in line for api in ("monitoring.coreos.com", "keda.sh", "gateway.networking.k8s.io")), line
 
 
 default = render()
 
+
+# ---------------------------------------------------------------------------------------------
+# What the chart always did.
 
 @check("every service has a Deployment whose replicas come from its knob")
 def _replicas():
@@ -136,14 +192,14 @@ def _replicas():
 @check("every numeric setting reaches the ConfigMap as plain digits, however large")
 def _config_numbers():
     big = render("--set", "config.orderRetentionMs=2592000000", "--set", "config.streamRetentionMs=3600000",
-                 "--set", "config.shutdownGraceMs=1200000")
-    data = of_kind(big, "ConfigMap")
-    env = {k: v for cm in data for k, v in (cm.get("data") or {}).items()}
+                 "--set", "config.shutdownGraceMs=1200000", "--set", "serviceDefaults.terminationGracePeriodSeconds=1300",
+                 "--set", "retryWorker.terminationGracePeriodSeconds=1300")
+    env = config_of(big)
     assert env["ORDER_RETENTION_MS"] == "2592000000", env["ORDER_RETENTION_MS"]
     assert env["STREAM_RETENTION_MS"] == "3600000", env["STREAM_RETENTION_MS"]
     assert env["SHUTDOWN_GRACE_MS"] == "1200000", env["SHUTDOWN_GRACE_MS"]
     for name in ("BATCH_SIZE", "BLOCK_MS", "MAX_IN_FLIGHT", "RETRY_MIN_IDLE_MS", "RETRY_MAX_RETRIES",
-                 "RETRY_BATCH_SIZE", "CONSUMER_GONE_AFTER_MS", "PAYMENT_MAX_ATTEMPTS",
+                 "RETRY_BATCH_SIZE", "RETRY_INTERVAL_MS", "CONSUMER_GONE_AFTER_MS", "PAYMENT_MAX_ATTEMPTS",
                  "HTTP_REQUEST_TIMEOUT_MS", "HTTP_MAX_IN_FLIGHT"):
         assert env[name].isdigit(), f"{name}={env[name]!r}"
 
@@ -163,12 +219,10 @@ def _autoscaling():
     assert {"lagCount", "activationLagCount"} <= set(trigger["metadata"])
     assert so["spec"]["scaleTargetRef"]["name"] == "fulfillment-inventory"
     assert "replicas" not in named(keda, "Deployment", "fulfillment-inventory")["spec"]
-    no_api = render("--set", "services.inventory.keda.enabled=true", api_versions=False)
-    assert not of_kind(no_api, "ScaledObject"), "ScaledObject rendered without keda.sh/v1alpha1"
 
 
-@check("the retry worker is a CronJob: every minute, Forbid, deadlines, history, 60 s idle, 3 retries;"
-       " each replica its own consumer")
+@check("the retry worker is a CronJob by default: every minute, Forbid, deadlines, history, 60 s idle,"
+       " 3 retries; one consumer name across passes, each service replica its own")
 def _cronjob():
     cj = of_kind(default, "CronJob")[0]
     spec = cj["spec"]
@@ -179,21 +233,24 @@ def _cronjob():
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0 and 0 < job["activeDeadlineSeconds"] < 60
     assert job["template"]["spec"]["restartPolicy"] == "Never"
-    config = named(default, "ConfigMap", "fulfillment-config")["data"]
+    config = config_of(default)
     assert config["RETRY_MIN_IDLE_MS"] == "60000" and config["RETRY_MAX_RETRIES"] == "3"
     tuned = render("--set", "retryWorker.schedule=*/5 * * * *", "--set", "retryWorker.minIdleMs=30000",
                    "--set", "retryWorker.maxRetries=5")
     assert of_kind(tuned, "CronJob")[0]["spec"]["schedule"] == "*/5 * * * *"
-    data = named(tuned, "ConfigMap", "fulfillment-config")["data"]
+    data = config_of(tuned)
     assert data["RETRY_MIN_IDLE_MS"] == "30000" and data["RETRY_MAX_RETRIES"] == "5"
     env = {e["name"]: e for e in job["template"]["spec"]["containers"][0]["env"]}
     assert env["CONSUMER_NAME"]["value"] == "retry-worker", "one consumer name across passes"
     for d in of_kind(default, "Deployment"):
-        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {e["name"]: e for e in container(d)["env"]}
         assert env["CONSUMER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    long = render(release="a-very-long-release-name-for-a-production-shop-x")
-    name = of_kind(long, "CronJob")[0]["metadata"]["name"]
-    assert len(name) <= 52, f"{name} is {len(name)} characters"
+    loop = render("--set", "retryWorker.mode=loop", "--set", "retryWorker.intervalMs=1500")
+    assert not of_kind(loop, "CronJob")
+    worker = named(loop, "Deployment", "fulfillment-retry-worker")
+    assert worker["spec"]["replicas"] == 1 and worker["spec"]["strategy"]["type"] == "Recreate"
+    assert container(worker)["args"] == ["--loop"]
+    assert config_of(loop)["RETRY_INTERVAL_MS"] == "1500"
 
 
 @check("every pod and container is locked down")
@@ -235,13 +292,17 @@ def _labels():
     assert redis["spec"]["selector"]["app.kubernetes.io/component"] == "redis"
 
 
-@check("probes on /healthz and /readyz, rolling config checksum")
+@check("probes on /healthz and /readyz behind a startup probe, rolling config checksum")
 def _probes():
     for d in of_kind(default, "Deployment"):
-        c = d["spec"]["template"]["spec"]["containers"][0]
+        c = container(d)
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, d["metadata"]["name"]
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 30
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, d["metadata"]["name"]
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, d["metadata"]["name"]
         assert c["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    sts = container(named(default, "StatefulSet", "fulfillment-redis"))
+    assert "startupProbe" in sts, "Redis loading a large append-only file must not be killed by liveness"
     before = named(default, "Deployment", "fulfillment-payment")["spec"]["template"]["metadata"]["annotations"]
     changed = render("--set", "config.paymentFailureRate=0.2")
     after = named(changed, "Deployment", "fulfillment-payment")["spec"]["template"]["metadata"]["annotations"]
@@ -255,10 +316,10 @@ def _test_hook():
     pod = pods[0]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"
-    container = pod["spec"]["containers"][0]
-    assert container["image"].endswith("/fulfillment-e2e:0.1.0"), container["image"]
-    assert "http://fulfillment-api:8080" in container["args"]
-    names = [e["name"] for e in container["env"]]
+    c = pod["spec"]["containers"][0]
+    assert c["image"].endswith("/fulfillment-e2e:0.1.0"), c["image"]
+    assert "http://fulfillment-api:8080" in c["args"]
+    names = [e["name"] for e in c["env"]]
     assert {"REDIS_URL", "ADMIN_TOKEN"} <= set(names)
 
 
@@ -301,9 +362,14 @@ def _schema():
         (["--set", "config.logFormat=xml"], "logFormat"),
         (["--set", "config.inventoryFailureRate=1.5"], "inventoryFailureRate"),
         (["--set", "retryWorker.concurrencyPolicy=Sometimes"], "concurrencyPolicy"),
+        (["--set", "retryWorker.mode=sometimes"], "mode"),
         (["--set", "apiService.nodePort=80"], "nodePort"),
+        (["--set", "global.podAntiAffinityPreset=maybe"], "podAntiAffinityPreset"),
+        (["--set", "serviceAccount.craete=true"], "craete"),
+        (["--set", "redis.image.digest=latest"], "digest"),
+        (["--set", "redis.maxmemory=lots"], "maxmemory"),
     ]:
-        out = run(["helm", "template", "x", CHART] + args)
+        out = run(["helm", "template", "x", CHART] + REGISTRY + args)
         assert out.returncode != 0, f"{args} was accepted"
         assert needle in out.stderr, f"{args}: {out.stderr.strip()}"
     with open(os.path.join(CHART, "values.yaml")) as f:
@@ -319,7 +385,7 @@ def _network_policy():
     for owner, _ in pod_specs(default):
         if owner["kind"] == "StatefulSet":
             continue
-        labels = pod_labels(owner)
+        labels = pod_template(owner)["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in allowed.items()), owner["metadata"]["name"]
 
 
@@ -334,17 +400,473 @@ def _redis():
     external = render("-f", os.path.join(CHART, "ci", "external-redis-values.yaml"))
     assert not of_kind(external, "StatefulSet") and not of_kind(external, "NetworkPolicy")
     assert of_kind(external, "Secret")[0]["data"]["redis-url"]
-    env = named(external, "Deployment", "fulfillment-inventory")["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = container(named(external, "Deployment", "fulfillment-inventory"))["env"]
     redis_url = [e for e in env if e["name"] == "REDIS_URL"][0]
     assert redis_url["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
-    out = run(["helm", "template", "x", CHART, "--set", "redis.enabled=false"])
+    out = run(["helm", "template", "x", CHART, "--set", "redis.enabled=false"] + REGISTRY)
     assert out.returncode != 0 and "externalUrl" in out.stderr
 
 
-@check("hadolint: the Dockerfile")
-def _hadolint():
+# ---------------------------------------------------------------------------------------------
+# The issue's bugs, one check each (each fails on the chart and scripts before their fix).
+
+@check("bug 1: the demo (up.sh --demo) retries within seconds, so its own helm test's waits hold")
+def _demo():
+    objects = render(*values_args([KIND_VALUES, DEMO_VALUES]), registry=False)
+    assert not of_kind(objects, "CronJob"), "a CronJob retries at most once a minute"
+    worker = named(objects, "Deployment", "fulfillment-retry-worker")
+    assert container(worker)["args"] == ["--loop"], container(worker).get("args")
+    config = config_of(objects)
+    rate = float(config["INVENTORY_FAILURE_RATE"])
+    assert rate >= 0.3, "the demo still shows the seed's unstable inventory"
+    retries = int(config["RETRY_MAX_RETRIES"])
+    p_dead = rate ** (retries + 1)
+    assert p_dead <= 1e-4, f"{p_dead:.2%} of inventory deliveries would be dead-lettered"
+    # The longest wait one order sees, 1 time in 10,000: n failed attempts in a row, each retried
+    # after RETRY_MIN_IDLE_MS plus up to one pass interval.
+    n = math.ceil(math.log(1e-4) / math.log(rate))
+    cycle = (int(config["RETRY_MIN_IDLE_MS"]) + int(config["RETRY_INTERVAL_MS"])) / 1000
+    test = of_kind(objects, "Pod")[0]
+    args = container(test)["args"]
+    timeout = int(args[args.index("--timeout-secs") + 1])
+    assert n * cycle + 10 <= timeout, f"{n} retries x {cycle}s > the helm test's {timeout}s wait"
+
+
+@check("bug 2: every pod is scraped by one monitor only (no double-counted requests or orders)")
+def _scraped_once():
+    for files in ([KIND_VALUES], [os.path.join(CHART, "ci", "monitoring-values.yaml")],
+                  [KIND_VALUES, DEMO_VALUES]):
+        objects = render(*values_args(files), registry=False)
+        pods = {o["metadata"]["name"]: pod_template(o)["metadata"]["labels"]
+                for o in of_kind(objects, "Deployment")}
+        scraped = {name: 0 for name in pods}
+        services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
+        for sm in of_kind(objects, "ServiceMonitor"):
+            for svc in services.values():
+                if matches(sm["spec"]["selector"], svc["metadata"]["labels"]):
+                    for name, labels in pods.items():
+                        scraped[name] += matches(svc["spec"]["selector"], labels)
+        for pm in of_kind(objects, "PodMonitor"):
+            for name, labels in pods.items():
+                scraped[name] += matches(pm["spec"]["selector"], labels)
+        wrong = {k: v for k, v in scraped.items() if v != 1}
+        assert not wrong, f"{[os.path.basename(f) for f in files]}: scrapes per Deployment {wrong}"
+        for o in of_kind(objects, "ServiceMonitor"):
+            assert {"targetLabel": "job", "replacement": "fulfillment"} in o["spec"]["endpoints"][0]["relabelings"]
+        for o in of_kind(objects, "PodMonitor"):
+            assert {"targetLabel": "job", "replacement": "fulfillment"} in o["spec"]["podMetricsEndpoints"][0]["relabelings"]
+
+
+def stub_commands(bindir, log):
+    """docker, kind, kubectl and helm that log their arguments; docker build fails when
+    FAIL_BUILD is set, as cargo does on a compile error."""
+    stubs = {
+        "docker": """case $1 in
+  build) if [ -n "${FAIL_BUILD:-}" ]; then echo "error[E0308]: mismatched types (stub compile error)" >&2; exit 101; fi ;;
+esac""",
+        "kind": """if [ "$1 $2" = "get clusters" ]; then echo fulfillment; fi""",
+        "kubectl": """case "$*" in
+  *"get secret"*grafana*) printf '%s' "$(printf 'grafana-s3cret' | base64)" ;;
+esac""",
+        "helm": "",
+    }
+    for name, body in stubs.items():
+        path = os.path.join(bindir, name)
+        with open(path, "w") as f:
+            f.write(f'#!/usr/bin/env bash\necho "{name} $*" >> "{log}"\n{body}\nexit 0\n')
+        os.chmod(path, 0o755)
+
+
+def run_up(*args, fail_build=False):
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "calls.log")
+        open(log, "w").close()
+        stub_commands(tmp, log)
+        env = dict(os.environ, PATH=f"{tmp}:{os.environ['PATH']}")
+        env.pop("IMAGE_TAG", None)
+        if fail_build:
+            env["FAIL_BUILD"] = "1"
+        out = subprocess.run(["bash", os.path.join(ROOT, "deploy", "kind", "up.sh")] + list(args),
+                             capture_output=True, text=True, env=env, timeout=120)
+        with open(log) as f:
+            return out, f.read().splitlines()
+
+
+@check("bug 3: up.sh pins kube-prometheus-stack, gives it time, and prints Grafana's real password")
+def _kube_prometheus_stack():
+    out, calls = run_up("--monitoring")
+    assert out.returncode == 0, out.stderr
+    install = [c for c in calls if c.startswith("helm upgrade --install kube-prometheus-stack")]
+    assert install, calls
+    words = install[0].split()
+    assert "--version" in words and re.match(r"^\d+\.\d+\.\d+$", words[words.index("--version") + 1]), install[0]
+    timeout = words[words.index("--timeout") + 1] if "--timeout" in words else "5m"
+    assert int(timeout.rstrip("m")) >= 10, f"--timeout {timeout}"
+    assert "prom-operator" not in out.stdout, "kube-prometheus-stack no longer sets prom-operator"
+    assert "admin / grafana-s3cret" in out.stdout, out.stdout
+
+
+@check("bug 4: up.sh stops at a failed image build, with the build's message, before installing")
+def _build_failure_stops():
+    out, calls = run_up(fail_build=True)
+    assert out.returncode != 0, "up.sh went on after a failed build"
+    assert "mismatched types" in out.stderr, out.stderr[-500:]
+    assert not [c for c in calls if c.startswith(("helm upgrade", "kind load", "kind create"))], calls
+
+
+@check("bug 5: KEDA reaches an external rediss:// Redis: address, password (TriggerAuthentication), TLS, CA")
+def _keda_external():
+    values = os.path.join(CHART, "ci", "keda-external-redis-values.yaml")
+    with open(values) as f:
+        v = yaml.safe_load(f)
+    url = urllib.parse.urlsplit(v["redis"]["externalUrl"])
+    objects = render(*values_args([values]), registry=False)
+    resolver = Resolver(objects, external={v["redis"]["caSecret"]["name"]: {"ca.crt": "PEM"}})
+    auths = {a["metadata"]["name"]: a for a in of_kind(objects, "TriggerAuthentication")}
+    scaled = of_kind(objects, "ScaledObject")
+    assert len(scaled) == 4, [s["metadata"]["name"] for s in scaled]
+    for so in scaled:
+        trigger = so["spec"]["triggers"][0]
+        meta = trigger["metadata"]
+        assert set(meta) <= KEDA_METADATA, f"unknown to KEDA: {set(meta) - KEDA_METADATA}"
+        target = container(named(objects, "Deployment", so["spec"]["scaleTargetRef"]["name"]))
+        env = resolver.env(target, "pod-0")
+        address = meta.get("address") or env.get(meta.get("addressFromEnv", ""))
+        assert address == f"{url.hostname}:{url.port}", f"KEDA would dial {address!r}"
+        assert meta.get("enableTLS") == "true", "rediss:// needs TLS"
+        assert meta.get("databaseIndex", "0") == url.path.lstrip("/")
+        params = {}
+        for ref in auths[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]:
+            assert ref["parameter"] in KEDA_AUTH_PARAMETERS, ref
+            params[ref["parameter"]] = resolver.secret(ref["name"], ref["key"])
+        assert params.get("password") == urllib.parse.unquote(url.password), "KEDA's password"
+        assert params.get("ca") == "PEM", "KEDA's CA for the private certificate"
+        assert "tls" not in params, "KEDA refuses tls in both the trigger and its authentication"
+    # The bundled Redis: its Service, the password from the chart's Secret.
+    bundled = render("--set", "serviceDefaults.keda.enabled=true")
+    meta = named(bundled, "ScaledObject", "fulfillment-payment")["spec"]["triggers"][0]["metadata"]
+    assert meta["address"] == "fulfillment-redis.shop.svc:6379", meta
+    named(bundled, "Service", "fulfillment-redis")
+
+
+@check("bug 6: keda.enabled without KEDA installed keeps replicas (and the HPA) and NOTES.txt warns")
+def _keda_needs_keda():
+    objects = render("--set", "serviceDefaults.keda.enabled=true", "--set", "services.payment.autoscaling.enabled=true",
+                     api_versions=False)
+    assert not of_kind(objects, "ScaledObject")
+    for d in of_kind(objects, "Deployment"):
+        if d["metadata"]["name"] == "fulfillment-payment":
+            assert "replicas" not in d["spec"], "the HPA owns payment's replicas"
+        else:
+            assert d["spec"].get("replicas", 0) >= 2, f"{d['metadata']['name']} lost its replicas"
+    assert named(objects, "HorizontalPodAutoscaler", "fulfillment-payment")
+    text = notes("-f", DEFAULT_VALUES, "--set", "serviceDefaults.keda.enabled=true")
+    assert "WARNING: KEDA scaling is on for inventory, payment, shipping, notification" in text, text
+    assert "WARNING: KEDA" not in notes("-f", DEFAULT_VALUES), "no warning when KEDA is not asked for"
+
+
+@check("bug 7: the image registry is a required choice, and NOTES.txt says how to push there")
+def _registry_required():
+    err = render_fails(registry=False)
+    assert "global.image.registry is required" in err and "scripts/build-images --push" in err, err
+    text = notes(*values_args([DEFAULT_VALUES]))
+    assert "scripts/build-images --push registry.example.com/fulfillment" in text, text
+    kind = render(*values_args([KIND_VALUES]), registry=False)
+    for _, spec in pod_specs(kind):
+        c = spec["containers"][0]
+        if "redis" not in c["image"]:
+            assert c["image"].startswith("fulfillment/") and c["imagePullPolicy"] == "Never", c["image"]
+
+
+@check("bug 8: NOTES.txt with a NodePort gives that port (kind: localhost:30080), never 8080")
+def _notes_nodeport():
+    text = notes(*values_args([KIND_VALUES]))
+    assert "localhost:8080" not in text, text
+    assert "http://localhost:30080/orders" in text and "http://localhost:30080/metrics" in text, text
+    text = notes(*values_args([DEFAULT_VALUES]))
+    assert "port-forward service/f-fulfillment-api 8080:8080" in text and "http://localhost:8080/orders" in text
+
+
+@check("bug 9: a Redis password with @ / : # % and spaces reaches every process intact")
+def _password_escaping():
+    for password in ["b@d/pass:w#rd%25 x+", "p@ss", "a:b/c#d%e f", "plain"]:
+        objects = render("-f", values_file({"redis": {"password": password}}))
+        resolver = Resolver(objects)
+        for owner, spec in pod_specs(objects):
+            if owner["kind"] == "StatefulSet":
+                continue
+            url = urllib.parse.urlsplit(resolver.env(spec["containers"][0], "pod-0")["REDIS_URL"])
+            who = f"{owner['kind']}/{owner['metadata']['name']}"
+            assert (url.scheme, url.hostname, url.port, url.path) == ("redis", "fulfillment-redis", 6379, "/0"), \
+                f"{who}: {url}"
+            assert urllib.parse.unquote(url.password) == password, f"{who}: {url.password!r}"
+        redis = container(named(objects, "StatefulSet", "fulfillment-redis"))
+        assert resolver.env(redis, "redis-0")["REDIS_PASSWORD"] == password
+
+
+@check("bug 10: the bundled Redis is a release with CVE-2025-49844 and CVE-2025-21605 fixed, pinned by digest")
+def _redis_patched():
+    image = container(named(default, "StatefulSet", "fulfillment-redis"))["image"]
+    m = re.match(r"^docker\.io/library/redis:(\d+)\.(\d+)\.(\d+)-alpine@sha256:[0-9a-f]{64}$", image)
+    assert m, f"{image}: not a versioned tag pinned by digest"
+    version = tuple(int(x) for x in m.groups())
+    # The first releases of each line with both fixes (redis security advisories, October 2025).
+    fixed = {(7, 2): 11, (7, 4): 6, (8, 0): 4, (8, 2): 2}
+    assert version[:2] >= (8, 4) or version[2] >= fixed.get(version[:2], 10**6), f"{image} predates the fixes"
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert "Supported Redis versions" in readme and ".".join(map(str, version)) in readme
+    with open(os.path.join(ROOT, "compose.yaml")) as f:
+        assert image in f.read(), "compose.yaml runs another Redis than the chart"
+
+
+@check("bug 11: every name fits its limit with long release names and overrides, cut before its suffix")
+def _long_names():
+    long_release = "a-53-character-release-name-for-the-production-shop-x"
+    assert len(long_release) == 53
+    for release, extra in ((long_release, []), ("fulfillment", values_args([os.path.join(CHART, "ci", "long-name-values.yaml")])),
+                           (long_release, ["--set", "retryWorker.mode=loop", "--set", "nameOverride=fulfillment-x"])):
+        objects = render(*extra, release=release)
+        names = set()
+        for o in objects:
+            name = o["metadata"]["name"]
+            limit = 52 if o["kind"] in ("CronJob", "StatefulSet") else 63
+            assert len(name) <= limit, f"{o['kind']} {name} is {len(name)} characters (at most {limit})"
+            assert re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name), f"{o['kind']} {name}"
+            names.add((o["kind"], name))
+            for k, v in (o["metadata"].get("labels") or {}).items():
+                assert len(str(v)) <= 63, f"label {k}={v}"
+        assert len(names) == len(objects), "two objects of one kind share a name"
+        for suffix in ("-order", "-redis", "-retry-worker", "-api", "-config", "-secrets"):
+            assert any(n.endswith(suffix) for _, n in names), f"no name ends in {suffix}"
+        check_references(objects)
+
+
+@check("bug 12: a rebuild of uncommitted changes gets a new image tag (so it rolls out)")
+def _dirty_tag():
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = os.path.join(tmp, "repo")
+        os.makedirs(os.path.join(repo, "scripts"))
+        shutil.copy(os.path.join(ROOT, "scripts", "build-images"), os.path.join(repo, "scripts"))
+        shutil.copy(os.path.join(ROOT, "Cargo.toml"), repo)
+        with open(os.path.join(repo, "main.rs"), "w") as f:
+            f.write("fn main() {}\n")
+        git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+            assert run(git + args).returncode == 0
+        bindir = os.path.join(tmp, "bin")
+        os.makedirs(bindir)
+        stub_commands(bindir, os.path.join(tmp, "calls.log"))
+        env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+        env.pop("IMAGE_TAG", None)
+
+        def tag():
+            out = subprocess.run([os.path.join(repo, "scripts", "build-images")], capture_output=True,
+                                 text=True, env=env, cwd=repo)
+            assert out.returncode == 0, out.stderr
+            refs = out.stdout.split()
+            assert [r.split("/", 1)[1].split(":")[0] for r in refs] == IMAGES, refs
+            return refs[0].rsplit(":", 1)[1]
+
+        clean = tag()
+        with open(os.path.join(repo, "main.rs"), "a") as f:
+            f.write("// a change\n")
+        dirty = tag()
+        with open(os.path.join(repo, "main.rs"), "a") as f:
+            f.write("// another\n")
+        dirtier = tag()
+        assert clean != dirty != dirtier, f"{clean} / {dirty} / {dirtier}"
+        assert "dirty" in dirty and "dirty" not in clean, dirty
+
+
+# ---------------------------------------------------------------------------------------------
+# What the best charts have.
+
+@check("Redis: maxmemory at most half the memory limit (AOF rewrite headroom), a headless governing Service")
+def _redis_headroom():
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}
+    kube = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 10**6, "G": 10**9}
+    for objects in (default, render("--set", "redis.maxmemory=2gb", "--set", "redis.resources.limits.memory=4Gi")):
+        conf = next(cm["data"]["redis.conf"] for cm in of_kind(objects, "ConfigMap") if "redis.conf" in cm.get("data", {}))
+        n, u = re.search(r"^maxmemory (\d+)([a-z]*)$", conf, re.M).groups()
+        maxmemory = int(n) * units[u]
+        limit = container(of_kind(objects, "StatefulSet")[0])["resources"]["limits"]["memory"]
+        ln, lu = re.match(r"^(\d+)([A-Za-z]*)$", limit).groups()
+        assert maxmemory * 2 <= int(ln) * kube[lu], f"maxmemory {n}{u} in a {limit} limit"
+        assert "aof-rewrite-incremental-fsync yes" in conf
+    sts = of_kind(default, "StatefulSet")[0]
+    headless = named(default, "Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["metadata"]["name"] != "fulfillment-redis", "clients keep the ClusterIP Service"
+
+
+@check("scheduling: soft anti-affinity and zone spread by default, priorityClassName, preStop before SIGTERM")
+def _scheduling():
+    for d in of_kind(default, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        selector = d["spec"]["selector"]["matchLabels"]
+        term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        spread = spec["topologySpreadConstraints"][0]
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["labelSelector"]["matchLabels"] == selector
+        c = spec["containers"][0]
+        assert c["lifecycle"]["preStop"]["sleep"]["seconds"] > 0, "distroless: the kubelet must sleep"
+        grace_ms = (c["lifecycle"]["preStop"]["sleep"]["seconds"] * 1000 + int(config_of(default)["SHUTDOWN_GRACE_MS"])
+                    + int(config_of(default)["BLOCK_MS"]))
+        assert spec["terminationGracePeriodSeconds"] * 1000 > grace_ms, d["metadata"]["name"]
+    hard = render("--set", "global.podAntiAffinityPreset=hard", "--set", "global.priorityClassName=critical")
+    spec = named(hard, "Deployment", "fulfillment-payment")["spec"]["template"]["spec"]
+    assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert all(s["priorityClassName"] == "critical" for _, s in pod_specs(hard))
+    err = render_fails("--set", "serviceDefaults.terminationGracePeriodSeconds=20")
+    assert "terminationGracePeriodSeconds" in err, err
+    old = render("--kube-version", "1.29.0")
+    assert all("lifecycle" not in container(d) for d in of_kind(old, "Deployment")), "sleep needs Kubernetes 1.30"
+
+
+@check("extension points: ServiceAccount, podLabels, extraVolumes, extraObjects, Ingress, HTTPRoute")
+def _extension_points():
+    objects = render("-f", os.path.join(CHART, "ci", "monitoring-values.yaml"))
+    sa = of_kind(objects, "ServiceAccount")[0]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    inventory = pod_template(named(objects, "Deployment", "fulfillment-inventory"))["metadata"]["labels"]
+    payment = pod_template(named(objects, "Deployment", "fulfillment-payment"))["metadata"]["labels"]
+    assert inventory["tier"] == "backend" and "tier" not in payment and payment["team"] == "shop"
+    assert named(objects, "PriorityClass", "fulfillment-critical")["description"] == "fulfillment: the order pipeline"
+    ingress = of_kind(objects, "Ingress")[0]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "fulfillment-api"
+    route = of_kind(objects, "HTTPRoute")[0]
+    assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == "fulfillment-api"
+    without = ["--set", "httpRoute.enabled=true", "--set", "httpRoute.parentRefs[0].name=gw"]
+    assert not of_kind(render(*without, api_versions=False), "HTTPRoute")
+    assert "no HTTPRoute was made" in notes("-f", DEFAULT_VALUES, *without)
+    own = render("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=shop-sa")
+    assert not of_kind(own, "ServiceAccount") and all(s["serviceAccountName"] == "shop-sa" for _, s in pod_specs(own))
+    external = render("-f", os.path.join(CHART, "ci", "external-redis-values.yaml"))
+    for owner, spec in pod_specs(external):
+        mounts = {m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+        assert "/etc/ssl/redis-ca" in mounts, f"{owner['metadata']['name']} lacks the CA mount"
+
+
+@check("checksum/secret: one value across the release's pods, changed by a rotated token or password;"
+       " API_TOKEN from the Secret")
+def _checksum_secret():
+    def sums(objects):
+        return {pod_template(o)["metadata"]["annotations"]["checksum/secret"]
+                for o in objects if o["kind"] in ("Deployment", "StatefulSet", "CronJob")}
+    a = sums(render("--set", "adminToken=one", "--set", "redis.password=pw"))
+    assert len(a) == 1, a
+    assert a == sums(render("--set", "adminToken=one", "--set", "redis.password=pw"))
+    assert a != sums(render("--set", "adminToken=two", "--set", "redis.password=pw")), "a new token must roll the pods"
+    assert a != sums(render("--set", "adminToken=one", "--set", "redis.password=pw2"))
+    assert a != sums(render("--set", "adminToken=one", "--set", "redis.password=pw", "--set", "apiToken=callers"))
+    tokens = render("--set", "apiToken=callers")
+    secret = of_kind(tokens, "Secret")[0]["data"]
+    assert "api-token" in secret and "admin-token" not in secret
+    for _, spec in pod_specs(tokens):
+        env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
+        if "REDIS_URL" in env:
+            assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+                "name": "fulfillment-secrets", "key": "api-token", "optional": True}
+
+
+RULES = os.path.join(CHART, "files", "alerts", "fulfillment-rules.yml")
+
+
+@check("alerts: namespace kept, up, oldest pending, API 5xx, Redis memory; runbooks; DLQ names its stream")
+def _alerts():
+    with open(RULES) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules}
+    for needed in ("FulfillmentTargetDown", "FulfillmentOldestPendingTooOld", "FulfillmentApiErrors",
+                   "FulfillmentRedisMemoryHigh", "FulfillmentDeadLetterQueueGrowing", "FulfillmentRetryWorkerStalled"):
+        assert needed in names, f"no {needed}"
+    with open(os.path.join(ROOT, "docs", "runbooks.md")) as f:
+        runbooks = f.read()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
+    for r in rules:
+        for agg in re.findall(r"\b(?:max|min|sum|avg|count) by \(([^)]*)\)", r["expr"]):
+            assert "namespace" in agg, f"{r['alert']}: by ({agg}) drops namespace"
+        url = r["annotations"].get("runbook_url", "")
+        assert url.startswith("https://github.com/fulfillment/fulfillment/blob/main/docs/runbooks.md#"), r["alert"]
+        assert url.split("#")[1] in anchors, f"{r['alert']}: no section #{url.split('#')[1]} in docs/runbooks.md"
+        assert r["labels"]["severity"] in ("warning", "critical")
+    objects = render("-f", os.path.join(CHART, "ci", "monitoring-values.yaml"), "--set", "config.dlqStream=shop:dead",
+                     "--set", "metrics.prometheusRule.runbookBaseUrl=https://wiki.example.com/runbooks")
+    rendered = [r for g in of_kind(objects, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
+    dlq = next(r for r in rendered if r["alert"] == "FulfillmentDeadLetterQueueGrowing")
+    assert "shop:dead" in dlq["annotations"]["summary"], dlq["annotations"]
+    assert all(r["annotations"]["runbook_url"].startswith("https://wiki.example.com/runbooks#") for r in rendered)
+
+
+@check("dashboard: namespace and pod variables in every query; oldest pending, API latency, retry worker")
+def _dashboard():
+    for path in glob.glob(os.path.join(CHART, "files", "dashboards", "*.json")):
+        with open(path) as f:
+            d = json.load(f)
+        variables = {v["name"]: v for v in d["templating"]["list"]}
+        assert {"namespace", "pod"} <= set(variables), list(variables)
+        exprs = [(p["title"], t["expr"]) for p in d["panels"] for t in p.get("targets", [])]
+        for title, expr in exprs:
+            for selector in re.findall(r"fulfillment_\w+(\{[^}]*\})?", expr):
+                assert 'namespace=~"$namespace' in selector and 'pod=~"$pod' in selector, f"{title}: {expr}"
+        text = " ".join(e for _, e in exprs)
+        for metric in ("fulfillment_stream_oldest_pending_seconds", "fulfillment_http_request_duration_seconds_bucket",
+                       "fulfillment_retry_worker_last_run_timestamp_seconds", "fulfillment_redis_used_memory_bytes"):
+            assert metric in text, f"no panel reads {metric}"
+
+
+@check("Dockerfile: .dockerignore leaves out deploy/, docs/, *.md; builder pinned by digest; OCI labels")
+def _dockerfile():
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    assert {"deploy/", "docs/", "**/*.md"} <= ignored, ignored
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        text = f.read()
+    assert re.search(r"^ARG RUST_IMAGE=rust:[0-9.]+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M), "rust by digest"
+    for label in ("source", "version", "revision", "licenses", "title"):
+        assert f"org.opencontainers.image.{label}=" in text, label
     out = run(["hadolint", os.path.join(ROOT, "Dockerfile")])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@check("compose.yaml: valid Compose Specification; Redis and each service in its own container")
+def _compose():
+    import jsonschema
+    with open(os.path.join(ROOT, ".tools", "compose", "compose.schema.json")) as f:
+        schema = json.load(f)
+    with open(os.path.join(ROOT, "compose.yaml")) as f:
+        compose = yaml.safe_load(f)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+    assert not errors, errors
+    bad = json.loads(json.dumps(compose))
+    bad["services"]["order"]["imagee"] = "typo"
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad)), "the schema must refuse unknown keys"
+    services = compose["services"]
+    for image in IMAGES:
+        users = [n for n, s in services.items() if f"/{image}:" in s.get("image", "")]
+        assert len(users) == 1, f"{image}: {users}"
+    assert services["retry-worker"]["command"] == ["--loop"]
+    assert services["order"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert all(s.get("read_only") for n, s in services.items() if n != "redis")
+
+
+@check("the chart README is generated from values.yaml's comments (helm-docs format) and up to date")
+def _chart_readme():
+    out = run([sys.executable, os.path.join(ROOT, "tests", "chart", "helm_docs.py"), "--check"])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@check("values-external-redis.yaml: renders, and documents noeviction, TLS CA, existingSecret")
+def _external_redis_example():
+    path = os.path.join(CHART, "values-external-redis.yaml")
+    objects = render("-f", path)
+    assert not of_kind(objects, "StatefulSet")
+    with open(path) as f:
+        text = f.read()
+    for needle in ("noeviction", "ElastiCache", "Memorystore", "SSL_CERT_FILE", "extraVolumes", "existingSecret", "lookup"):
+        assert needle in text, needle
 
 
 @check("shellcheck: every script")

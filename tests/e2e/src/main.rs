@@ -516,8 +516,11 @@ impl Suite {
                     cancelled = Some(id);
                     break;
                 }
+                // Too late: completed (order_final), or its shipment label already made
+                // (order_shipped, while the order still shows PAID or RESERVED).
                 409 => ensure!(
-                    body["error"]["code"] == "order_final",
+                    body["error"]["code"] == "order_final"
+                        || body["error"]["code"] == "order_shipped",
                     "409 without code: {body}"
                 ),
                 _ => bail!("cancel answered {status} {body}"),

@@ -1,15 +1,36 @@
-{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{/* Chart name (or nameOverride), cut to the 63 characters of a DNS label. */}}
 {{- define "fulfillment.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Release-qualified name; the release name alone when it already contains the chart name. */}}
+{{/*
+Release-qualified prefix of every object name: fullnameOverride, or <release>-<name> (the release
+name alone when it already contains the name). Objects add a suffix through fulfillment.component,
+which cuts this prefix so the whole name fits.
+*/}}
 {{- define "fulfillment.fullname" -}}
-{{- if contains .Chart.Name .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "fulfillment.name" . }}
+{{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+<fullname>-<suffix>, at most `max` characters (default 63): the prefix is cut, never the suffix,
+so names stay distinct and tell what they are. Call with (dict "root" $ "suffix" "redis") and
+"max" 52 for a CronJob (its Jobs add 11 characters) or a StatefulSet (its controller-revision-hash
+label adds 11 to a 63-character label value).
+*/}}
+{{- define "fulfillment.component" -}}
+{{- $max := .max | default 63 | int }}
+{{- $room := sub $max (add 1 (len .suffix)) | int }}
+{{- printf "%s-%s" (include "fulfillment.fullname" .root | trunc $room | trimSuffix "-") .suffix }}
 {{- end }}
 
 {{- define "fulfillment.chart" -}}
@@ -34,35 +55,140 @@ helm.sh/chart: {{ include "fulfillment.chart" .root }}
 
 {{/* Marks the pods allowed to reach Redis (the NetworkPolicy selects on it). */}}
 {{- define "fulfillment.redisClientLabel" -}}
-{{ include "fulfillment.name" . }}.io/redis-client: "true"
-{{- end }}
-
-{{/* An image reference. Call with (dict "root" $ "image" .image). */}}
-{{- define "fulfillment.image" -}}
-{{- $g := .root.Values.global.image -}}
-{{- $registry := .image.registry | default $g.registry -}}
-{{- $tag := .image.tag | default $g.tag | default .root.Chart.AppVersion -}}
-{{- if $registry }}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{ else }}{{ printf "%s:%s" .image.repository $tag }}{{ end }}
-{{- end }}
-
-{{- define "fulfillment.secretName" -}}
-{{- .Values.existingSecret | default (printf "%s-secrets" (include "fulfillment.fullname" .)) }}
-{{- end }}
-
-{{- define "fulfillment.redisHost" -}}
-{{- printf "%s-redis" (include "fulfillment.fullname" .) }}
-{{- end }}
-
-{{- define "fulfillment.apiServiceName" -}}
-{{- printf "%s-api" (include "fulfillment.fullname" .) }}
+fulfillment.io/redis-client: "true"
 {{- end }}
 
 {{/*
-Environment of every pipeline container: Redis URL (with the password from the Secret) and the
-admin token. Settings come from the ConfigMap through envFrom; each template adds its consumer name.
+An image reference: <registry>/<repository>:<tag>[@<digest>]. The pipeline's images have no public
+home, so a registry is required (deploy/kind sets "fulfillment"). Call with
+(dict "root" $ "image" .image).
+*/}}
+{{- define "fulfillment.image" -}}
+{{- $g := .root.Values.global.image -}}
+{{- $registry := .image.registry | default $g.registry -}}
+{{- if not $registry -}}
+{{- fail "global.image.registry is required: no public registry carries the fulfillment images. Build and push them with `scripts/build-images --push <registry>`, then install with --set global.image.registry=<registry> --set global.image.tag=<the tag it printed> (deploy/kind/up.sh loads them into kind and sets registry=fulfillment)." -}}
+{{- end -}}
+{{- $tag := .image.tag | default $g.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s/%s:%s" $registry .image.repository $tag -}}
+{{- with .image.digest }}@{{ . }}{{ end -}}
+{{- end }}
+
+{{- define "fulfillment.secretName" -}}
+{{- .Values.existingSecret | default (include "fulfillment.component" (dict "root" . "suffix" "secrets")) }}
+{{- end }}
+
+{{- define "fulfillment.configName" -}}
+{{- include "fulfillment.component" (dict "root" . "suffix" "config") }}
+{{- end }}
+
+{{/* The bundled Redis: Service, StatefulSet (at most 52 characters), its ConfigMap. */}}
+{{- define "fulfillment.redisHost" -}}
+{{- include "fulfillment.component" (dict "root" . "suffix" "redis" "max" 52) }}
+{{- end }}
+
+{{- define "fulfillment.redisHeadless" -}}
+{{- include "fulfillment.component" (dict "root" . "suffix" "redis-headless") }}
+{{- end }}
+
+{{- define "fulfillment.apiServiceName" -}}
+{{- include "fulfillment.component" (dict "root" . "suffix" "api") }}
+{{- end }}
+
+{{- define "fulfillment.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "fulfillment.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The bundled Redis's password, computed once per render (every template that needs it gets the same
+one): redis.password, else the one already in the release's Secret (lookup; empty under
+`helm template` and Argo CD, where a new one is made on every render: use existingSecret there),
+else a new random one.
+*/}}
+{{- define "fulfillment.redisPassword" -}}
+{{- if not (hasKey .Values "__redisPassword") }}
+{{- $password := .Values.redis.password }}
+{{- if not $password }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "fulfillment.secretName" .) }}
+{{- if $existing }}
+{{- $password = index $existing.data "redis-password" | default "" | b64dec }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values "__redisPassword" ($password | default (randAlphaNum 32)) }}
+{{- end }}
+{{- .Values.__redisPassword }}
+{{- end }}
+
+{{/* Percent-encodes a URL's userinfo part (url.QueryEscape, with a space as %20, not +). */}}
+{{- define "fulfillment.urlEscape" -}}
+{{- urlquery . | replace "+" "%20" }}
+{{- end }}
+
+{{/* Decodes %XX escapes of printable ASCII (a password taken from a URL), left to right. */}}
+{{- define "fulfillment.urlUnescape" -}}
+{{- $hex := dict "0" 0 "1" 1 "2" 2 "3" 3 "4" 4 "5" 5 "6" 6 "7" 7 "8" 8 "9" 9 "a" 10 "b" 11 "c" 12 "d" 13 "e" 14 "f" 15 }}
+{{- $pieces := regexSplit "%[0-9A-Fa-f]{2}" . -1 }}
+{{- $escapes := regexFindAll "%[0-9A-Fa-f]{2}" . -1 }}
+{{- range $i, $piece := $pieces }}
+{{- $piece }}
+{{- if lt $i (len $escapes) }}
+{{- $e := index $escapes $i | lower }}
+{{- $code := add (mul (index $hex (substr 1 2 $e)) 16) (index $hex (substr 2 3 $e)) }}
+{{- if or (lt (int $code) 32) (gt (int $code) 126) }}
+{{- fail (printf "redis.externalUrl: the escape %s in its password is not printable ASCII; put the password in existingSecret (key redis-password) instead" (index $escapes $i)) }}
+{{- end }}
+{{- printf "%c" (int $code) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The external Redis as KEDA needs it, from redis.externalUrl: {address, tls, db}. */}}
+{{- define "fulfillment.externalRedis" -}}
+{{- $u := urlParse .Values.redis.externalUrl }}
+{{- $port := "6379" }}
+{{- if contains ":" $u.host }}{{ $port = last (splitList ":" $u.host) }}{{ end }}
+{{- dict "address" (printf "%s:%s" $u.hostname $port) "tls" (eq $u.scheme "rediss") "db" (trimPrefix "/" $u.path | default "0") | toJson }}
+{{- end }}
+
+{{/*
+The data of the chart's Secret: the Redis password, the Redis URL every process reads (the bundled
+Redis's with the password percent-encoded, or redis.externalUrl), the admin token. Also hashed into
+checksum/secret, so a rotated token or password rolls the pods.
+*/}}
+{{- define "fulfillment.secretData" -}}
+{{- if .Values.redis.enabled }}
+{{- $password := include "fulfillment.redisPassword" . }}
+redis-password: {{ $password | b64enc | quote }}
+redis-url: {{ printf "redis://:%s@%s:6379/0" (include "fulfillment.urlEscape" $password) (include "fulfillment.redisHost" .) | b64enc | quote }}
+{{- else }}
+{{- $url := required "redis.externalUrl is required when redis.enabled is false (redis:// or rediss://, password percent-encoded)" .Values.redis.externalUrl }}
+{{- $u := urlParse $url }}
+{{- if contains ":" $u.userinfo }}
+redis-password: {{ include "fulfillment.urlUnescape" (regexReplaceAll "^[^:]*:" $u.userinfo "") | b64enc | quote }}
+{{- end }}
+redis-url: {{ $url | b64enc | quote }}
+{{- end }}
+{{- with .Values.adminToken }}
+admin-token: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.apiToken }}
+api-token: {{ . | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of every pipeline container: the Redis URL and the admin token from the Secret, and
+SSL_CERT_FILE when redis.caSecret is set. Settings come from the ConfigMap through envFrom; each
+template adds its consumer name.
 */}}
 {{- define "fulfillment.env" -}}
-{{- if .Values.redis.enabled }}
+{{- if and .Values.existingSecret .Values.redis.enabled }}
+{{- /* A Secret made outside the chart holds the password only: build the URL from it (the password
+must then be URL-safe; see existingSecret in values.yaml). */}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -83,6 +209,96 @@ admin token. Settings come from the ConfigMap through envFrom; each template add
       name: {{ include "fulfillment.secretName" . }}
       key: admin-token
       optional: true
+- name: API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: api-token
+      optional: true
+{{- with .Values.redis.caSecret.name }}
+- name: SSL_CERT_FILE
+  value: /etc/fulfillment/redis-ca/{{ $.Values.redis.caSecret.key }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of every pipeline pod: the Redis CA (redis.caSecret), global and own extraVolumes. */}}
+{{- define "fulfillment.volumes" -}}
+{{- $root := .root }}
+{{- with $root.Values.redis.caSecret.name }}
+- name: redis-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $root.Values.redis.caSecret.key }}
+        path: {{ $root.Values.redis.caSecret.key }}
+{{- end }}
+{{- with concat ($root.Values.global.extraVolumes | default list) (.own.extraVolumes | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "fulfillment.volumeMounts" -}}
+{{- $root := .root }}
+{{- if $root.Values.redis.caSecret.name }}
+- name: redis-ca
+  mountPath: /etc/fulfillment/redis-ca
+  readOnly: true
+{{- end }}
+{{- with concat ($root.Values.global.extraVolumeMounts | default list) (.own.extraVolumeMounts | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling of a component's pods: priority class, node selector, tolerations, affinity (its own,
+else global, else the podAntiAffinityPreset over its selector labels), topology spread (its own,
+else global, each given the component's label selector). Call with
+(dict "root" $ "component" "inventory" "own" $svc).
+*/}}
+{{- define "fulfillment.scheduling" -}}
+{{- $root := .root }}
+{{- $g := $root.Values.global }}
+{{- $selector := include "fulfillment.selectorLabels" (dict "root" $root "component" .component) | fromYaml }}
+{{- with (.own.priorityClassName | default $g.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (.own.nodeSelector | default $g.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.own.tolerations | default $g.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $affinity := .own.affinity | default $g.affinity }}
+{{- if $affinity }}
+affinity:
+  {{- toYaml $affinity | nindent 2 }}
+{{- else if eq $g.podAntiAffinityPreset "soft" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- toYaml $selector | nindent 14 }}
+{{- else if eq $g.podAntiAffinityPreset "hard" }}
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- toYaml $selector | nindent 12 }}
+{{- end }}
+{{- with (.own.topologySpreadConstraints | default $g.topologySpreadConstraints) }}
+topologySpreadConstraints:
+  {{- range . }}
+  - {{ toYaml (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" $selector))) | nindent 4 | trim }}
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* A service's values: its own block over serviceDefaults. Call with (dict "root" $ "name" "inventory"). */}}
@@ -94,6 +310,25 @@ admin token. Settings come from the ConfigMap through envFrom; each template add
 {{/* The consumer group of a service. */}}
 {{- define "fulfillment.group" -}}
 {{- printf "%s_group" . }}
+{{- end }}
+
+{{/*
+Whether KEDA scales this consumer service: asked for, and keda.sh/v1alpha1 served. When KEDA is
+asked for but not installed the service falls back to replicaCount (and its HPA, if enabled), and
+NOTES.txt says so: never a Deployment without replicas and without an autoscaler.
+*/}}
+{{- define "fulfillment.kedaScaled" -}}
+{{- if and .svc.enabled .svc.keda.enabled (ne .name "order") (.root.Capabilities.APIVersions.Has "keda.sh/v1alpha1") }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The consumer services that ask for KEDA, whether or not it is installed. */}}
+{{- define "fulfillment.kedaWanted" -}}
+{{- range $name := list "inventory" "payment" "shipping" "notification" }}
+{{- $svc := include "fulfillment.serviceValues" (dict "root" $ "name" $name) | fromYaml }}
+{{- if and $svc.enabled $svc.keda.enabled }}{{ $name }} {{ end }}
+{{- end }}
 {{- end }}
 
 {{/* The ConfigMap's data; also hashed into checksum/config so a change rolls the pods. Numbers go
@@ -111,6 +346,7 @@ MAX_IN_FLIGHT: {{ $c.maxInFlight | int64 | quote }}
 RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | int64 | quote }}
 RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | int64 | quote }}
 RETRY_BATCH_SIZE: {{ .Values.retryWorker.batchSize | int64 | quote }}
+RETRY_INTERVAL_MS: {{ .Values.retryWorker.intervalMs | int64 | quote }}
 CONSUMER_GONE_AFTER_MS: {{ $c.consumerGoneAfterMs | int64 | quote }}
 STREAM_RETENTION_MS: {{ $c.streamRetentionMs | int64 | quote }}
 ORDER_RETENTION_MS: {{ $c.orderRetentionMs | int64 | quote }}
@@ -122,10 +358,35 @@ SEED_CATALOG: {{ $c.seedCatalog | quote }}
 SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | int64 | quote }}
 HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | int64 | quote }}
 HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | int64 | quote }}
+WS_MAX_CONNECTIONS: {{ $c.wsMaxConnections | int64 | quote }}
 {{- with $c.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 {{- range $k, $v := $c.extraEnv }}
 {{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations every pipeline pod carries: checksums of the ConfigMap's data and (when the chart
+owns it) the Secret's data, so a changed setting, token or password rolls the pods.
+*/}}
+{{- define "fulfillment.checksums" -}}
+checksum/config: {{ include "fulfillment.configData" . | sha256sum }}
+{{- if not .Values.existingSecret }}
+checksum/secret: {{ include "fulfillment.secretData" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+The shutdown budget of a pod: the preStop sleep, then SHUTDOWN_GRACE_MS to finish what is in hand,
+plus one BLOCK_MS read that may be under way. terminationGracePeriodSeconds must exceed it, or the
+kubelet SIGKILLs a consumer that is still draining. Call with (dict "root" $ "own" $svc "what" "...").
+*/}}
+{{- define "fulfillment.checkGrace" -}}
+{{- $c := .root.Values.config }}
+{{- $needMs := add (mul (.own.preStopSleepSeconds | default 0) 1000) $c.shutdownGraceMs $c.blockMs }}
+{{- if le (mul .own.terminationGracePeriodSeconds 1000 | int64) ($needMs | int64) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d s) must exceed preStopSleepSeconds + config.shutdownGraceMs + config.blockMs (%d ms), or pods are killed while they drain" .what (int .own.terminationGracePeriodSeconds) (int64 $needMs)) }}
 {{- end }}
 {{- end }}
