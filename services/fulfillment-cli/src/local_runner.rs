@@ -5,10 +5,12 @@
 //! so the integration tests and the local runner exercise the code that ships.
 
 use anyhow::{Context, bail};
-use fulfillment_core::consumer::{EventHandler, run_consumer};
-use fulfillment_core::service::{consumer_config, prepare_redis, redact};
-use fulfillment_core::{Redis, Settings};
+use fulfillment_core::consumer::run_consumer;
+use fulfillment_core::settings::RedisSettings;
+use fulfillment_core::startup::{consumer_config, prepare_redis};
+use fulfillment_core::{Redis, Service, Settings};
 use retry_worker::RetryWorker;
+use retry_worker::ServiceSettings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,17 +20,15 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The services that read through a consumer group, by the name `--replicas` uses.
-pub const SERVICES: &[&str] = &["order", "inventory", "payment", "shipping", "notification"];
 const MAX_REPLICAS: usize = 64;
 
 /// Consumers per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replicas(BTreeMap<String, usize>);
+pub struct Replicas(BTreeMap<Service, usize>);
 
 impl Default for Replicas {
     fn default() -> Self {
-        Self(SERVICES.iter().map(|s| (s.to_string(), 1)).collect())
+        Self(Service::ALL.iter().map(|s| (*s, 1)).collect())
     }
 }
 
@@ -40,44 +40,31 @@ impl Replicas {
             let (name, count) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?} is not service=count"))?;
-            if !SERVICES.contains(&name) {
-                return Err(format!(
-                    "unknown service {name:?}; one of {}",
-                    SERVICES.join(", ")
-                ));
-            }
+            let service = Service::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown service {name:?}; one of {}", names.join(", "))
+            })?;
             let count: usize = count
                 .parse()
                 .ok()
                 .filter(|c| (1..=MAX_REPLICAS).contains(c))
                 .ok_or_else(|| format!("replicas of {name} must be 1 to {MAX_REPLICAS}"))?;
-            replicas.0.insert(name.to_owned(), count);
+            replicas.0.insert(service, count);
         }
         Ok(replicas)
     }
 
     /// No consumers at all (the API alone), for tests that start consumers later.
     pub fn none() -> Self {
-        Self(SERVICES.iter().map(|s| (s.to_string(), 0)).collect())
+        Self(Service::ALL.iter().map(|s| (*s, 0)).collect())
     }
 
-    pub fn of(&self, service: &str) -> usize {
-        self.0.get(service).copied().unwrap_or(1)
+    pub fn of(&self, service: Service) -> usize {
+        self.0.get(&service).copied().unwrap_or(1)
     }
 
-    pub fn set(&mut self, service: &str, count: usize) {
-        self.0.insert(service.to_owned(), count);
-    }
-}
-
-/// The handler of a service's group.
-pub fn handler_for(service: &str, redis: &Redis, settings: &Settings) -> Arc<dyn EventHandler> {
-    match service {
-        "order" => Arc::new(order_service::projection::handler(redis.clone(), settings)),
-        "inventory" => Arc::new(inventory_service::handler(redis.clone(), settings)),
-        "payment" => Arc::new(payment_service::handler(redis.clone(), settings)),
-        "shipping" => Arc::new(shipping_service::handler(redis.clone(), settings)),
-        _ => Arc::new(notification_service::handler(redis.clone(), settings)),
+    pub fn set(&mut self, service: Service, count: usize) {
+        self.0.insert(service, count);
     }
 }
 
@@ -94,6 +81,7 @@ impl Pipeline {
     /// `retry_loop`, the retry worker every `RETRY_INTERVAL_MS`.
     pub async fn start(
         settings: &Settings,
+        own: &ServiceSettings,
         redis: &Redis,
         replicas: &Replicas,
         listener: Option<TcpListener>,
@@ -110,8 +98,8 @@ impl Pipeline {
                 }
             }));
         }
-        for service in SERVICES {
-            let handler = handler_for(service, redis, settings);
+        for service in Service::ALL {
+            let handler = retry_worker::handler(service, redis, settings, own);
             for i in 1..=replicas.of(service) {
                 tasks.push(tokio::spawn(run_consumer(
                     redis.clone(),
@@ -127,7 +115,7 @@ impl Pipeline {
             let worker = RetryWorker::new(
                 redis.clone(),
                 retry_settings.clone(),
-                retry_worker::all_handlers(redis, &retry_settings),
+                retry_worker::all_handlers(redis, &retry_settings, own),
             );
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run_loop(stop).await }));
@@ -161,25 +149,33 @@ pub struct UpOptions {
 
 /// Runs everything until `shutdown`; stops the private Redis, if it started one, on the way out.
 pub async fn up(
-    mut settings: Settings,
+    settings: Settings,
+    mut own: ServiceSettings,
     options: UpOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if options.unstable {
-        settings.inventory_failure_rate = 0.4;
+        own.inventory.failure_rate = 0.4;
     }
-    let private_redis = ensure_redis(&settings.redis_url, &options.state_dir).await?;
+    let private_redis = ensure_redis(&settings.redis, &options.state_dir).await?;
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = TcpListener::bind(options.http)
             .await
             .with_context(|| format!("cannot listen on --http {}", options.http))?;
-        let pipeline =
-            Pipeline::start(&settings, &redis, &options.replicas, Some(listener), true).await?;
+        let pipeline = Pipeline::start(
+            &settings,
+            &own,
+            &redis,
+            &options.replicas,
+            Some(listener),
+            true,
+        )
+        .await?;
         tracing::info!(
             api = %format!("http://{}", options.http),
-            redis = redact(&settings.redis_url),
-            inventory_failure_rate = settings.inventory_failure_rate,
+            redis = settings.redis.redacted_url(),
+            inventory_failure_rate = own.inventory.failure_rate,
             "fulfillment is up; Ctrl-C stops it"
         );
         shutdown.cancelled().await;
@@ -197,13 +193,14 @@ pub async fn up(
 #[derive(Debug)]
 pub struct PrivateRedis {
     child: Child,
-    url: String,
+    redis: RedisSettings,
 }
 
 impl PrivateRedis {
     /// Asks it to shut down (flushing its append-only file), then waits for it.
     pub async fn stop(mut self) {
-        if let Ok(client) = redis::Client::open(self.url.as_str())
+        if let Ok(info) = self.redis.connection_info()
+            && let Ok(client) = redis::Client::open(info)
             && let Ok(mut conn) = client.get_multiplexed_async_connection().await
         {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
@@ -218,22 +215,28 @@ impl PrivateRedis {
     }
 }
 
-/// Returns `None` when Redis answers at `url`; otherwise starts a private `redis-server` on the
-/// URL's port when the URL is local and `redis-server` is on the PATH, or says what is missing.
-pub async fn ensure_redis(url: &str, state_dir: &Path) -> anyhow::Result<Option<PrivateRedis>> {
-    if redis_answers(url).await {
+/// Returns `None` when Redis answers at `REDIS_URL`; otherwise starts a private `redis-server`
+/// on the URL's port when the URL is local and `redis-server` is on the PATH, or says what is
+/// missing.
+pub async fn ensure_redis(
+    redis: &RedisSettings,
+    state_dir: &Path,
+) -> anyhow::Result<Option<PrivateRedis>> {
+    use secrecy::ExposeSecret;
+    let url = redis.url.expose_secret();
+    if redis_answers(redis).await {
         return Ok(None);
     }
     let (host, port) = local_host_port(url).with_context(|| {
         format!(
             "no Redis answers at REDIS_URL={} and it is not local, so none can be started",
-            redact(url)
+            redis.redacted_url()
         )
     })?;
     let Some(server) = find_on_path("redis-server") else {
         bail!(
             "no Redis answers at {} and redis-server is not installed (Debian: apt-get install redis-server)",
-            redact(url)
+            redis.redacted_url()
         );
     };
     std::fs::create_dir_all(state_dir)
@@ -250,10 +253,10 @@ pub async fn ensure_redis(url: &str, state_dir: &Path) -> anyhow::Result<Option<
         .context("cannot start redis-server")?;
     let private = PrivateRedis {
         child,
-        url: url.to_owned(),
+        redis: redis.clone(),
     };
     for _ in 0..100 {
-        if redis_answers(url).await {
+        if redis_answers(redis).await {
             tracing::info!(port, dir = %dir.display(), "started a private redis-server");
             return Ok(Some(private));
         }
@@ -266,9 +269,9 @@ pub async fn ensure_redis(url: &str, state_dir: &Path) -> anyhow::Result<Option<
     )
 }
 
-async fn redis_answers(url: &str) -> bool {
-    fulfillment_core::redis_io::install_tls_provider();
-    let Ok(client) = redis::Client::open(url) else {
+async fn redis_answers(redis: &RedisSettings) -> bool {
+    fulfillment_core::connection::install_tls_provider();
+    let Ok(client) = redis.connection_info().and_then(redis::Client::open) else {
         return false;
     };
     let ping = async {
@@ -308,9 +311,9 @@ mod tests {
     #[test]
     fn replicas_parse_and_refuse_nonsense() {
         let r = Replicas::parse("inventory=3, shipping=2").expect("parses");
-        assert_eq!(r.of("inventory"), 3);
-        assert_eq!(r.of("shipping"), 2);
-        assert_eq!(r.of("payment"), 1);
+        assert_eq!(r.of(Service::Inventory), 3);
+        assert_eq!(r.of(Service::Shipping), 2);
+        assert_eq!(r.of(Service::Payment), 1);
         assert!(Replicas::parse("inventory").is_err());
         assert!(Replicas::parse("billing=2").is_err());
         assert!(Replicas::parse("inventory=0").is_err());

@@ -2,115 +2,25 @@
 //!
 //! Invariant: an entry is acknowledged only when its handler finished it, when it is not this
 //! group's to handle, or in the same script that wrote it to the dead-letter stream. Anything
-//! else stays pending for the retry worker. [`dispose`] makes that decision for the live loop and
+//! else stays pending for the retry worker. [`decide`] makes that decision for the live loop and
 //! the retry worker alike, so both treat an entry the same way.
 
+use crate::backoff::Backoff;
+use crate::connection::{NEW_ENTRIES, Redis, ensure_groups};
 use crate::dead_letter::{self, DeadLetter};
 use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
+use crate::handler::{Delivery, EventHandler, Handled, HandlerError};
 use crate::keys;
 use crate::metrics;
-use crate::redis_io::{NEW_ENTRIES, Redis, ensure_groups};
+use crate::stream_entry::{RawEntry, ReadReply};
 use crate::telemetry;
 use futures_util::future::join_all;
-use redis::Value;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// What a handler returns.
-pub type HandlerFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Handled, HandlerError>> + Send + 'a>>;
-
-/// A finished delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
-    /// Done: acknowledge.
-    Done,
-    /// Done, but the acknowledgement is deliberately lost (failure injection): the entry stays
-    /// pending and is delivered again.
-    AckWithheld,
-}
-
-/// Why a delivery did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// May pass on a later attempt: the entry stays pending and the retry worker retries it.
-    #[error("{0}")]
-    Transient(String),
-    /// Cannot pass however often it is tried: the entry goes to the dead-letter stream now.
-    #[error("{0}")]
-    Permanent(String),
-}
-
-impl From<redis::RedisError> for HandlerError {
-    fn from(e: redis::RedisError) -> Self {
-        HandlerError::Transient(format!("redis: {e}"))
-    }
-}
-
-impl From<DecodeError> for HandlerError {
-    fn from(e: DecodeError) -> Self {
-        HandlerError::Permanent(e.to_string())
-    }
-}
-
-/// One delivery of an event to a handler.
-#[derive(Debug, Clone, Copy)]
-pub struct Delivery<'a> {
-    pub stream_id: &'a str,
-    pub event: &'a Event,
-    /// The service handling it (`inventory`).
-    pub service: &'static str,
-    /// The consumer handling it (`inventory-1`, `retry-worker`).
-    pub consumer: &'a str,
-    /// 1 for the first delivery, 2 for the first retry, and so on.
-    pub attempt: u64,
-    /// The trace context of the handler's span (or of the event, when traces are off).
-    pub traceparent: Option<&'a str>,
-}
-
-impl Delivery<'_> {
-    /// The next event of the same order, published by this delivery: it carries this delivery's
-    /// trace context and names this service and consumer as its producer.
-    pub fn follow_up(&self, event_type: EventType, payload: &impl serde::Serialize) -> Event {
-        let mut next = Event::new(event_type, &self.event.order_id, payload);
-        next.traceparent = self.traceparent.map(str::to_owned);
-        next.producer = Some(format!("{}/{}", self.service, self.consumer));
-        next
-    }
-}
-
-/// A service's logic for the events its group cares about. Handlers are idempotent: the same
-/// event delivered twice has its effect once.
-pub trait EventHandler: Send + Sync + 'static {
-    /// The consumer group this handler reads through.
-    fn group(&self) -> &'static str;
-    /// The service it belongs to (`inventory`), as named in `producer` fields.
-    fn service(&self) -> &'static str;
-    /// Whether this group acts on `event_type`; other entries are acknowledged unread.
-    fn handles(&self, event_type: EventType) -> bool;
-    fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a>;
-}
-
-/// A stream entry as read, fields in order and binary-safe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEntry {
-    pub id: String,
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl RawEntry {
-    pub fn text(&self, name: &str) -> Option<String> {
-        field_value(&self.fields, name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned)
-    }
-}
 
 /// What becomes of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +39,8 @@ pub enum Disposition {
     },
 }
 
-/// Decodes and handles one entry for `handler`'s group and says what to do with it.
-pub async fn dispose(
+/// Decodes and handles one entry for `handler`'s group and decides what becomes of it.
+pub async fn decide(
     handler: &dyn EventHandler,
     entry: &RawEntry,
     consumer: &str,
@@ -170,7 +80,7 @@ pub async fn dispose(
         event_id = %event.event_id,
         event_type = event.event_type.as_str(),
         attempt,
-        trace_id = telemetry::trace_id_of(event.traceparent.as_deref()),
+        trace_id = telemetry::trace_id_of(event.traceparent.as_deref()).as_deref(),
     );
     telemetry::continue_trace(&span, event.traceparent.as_deref());
     let own_context = telemetry::traceparent_of(&span);
@@ -196,11 +106,11 @@ pub async fn dispose(
             metrics::event_handled(group, type_name, "ok");
             Disposition::Ack
         }
-        Ok(Handled::AckWithheld) => {
+        Ok(Handled::KeepPending) => {
             metrics::event_handled(group, type_name, "ack_lost");
-            span.in_scope(|| tracing::warn!("acknowledgement withheld (failure injection)"));
+            span.in_scope(|| tracing::warn!("handled, and left pending (failure injection)"));
             Disposition::LeavePending {
-                reason: "acknowledgement withheld".into(),
+                reason: "handled, and left pending on purpose".into(),
             }
         }
         Err(HandlerError::Transient(reason)) => {
@@ -377,7 +287,7 @@ async fn handle_batch(
     let outcomes = join_all(
         batch
             .iter()
-            .map(|entry| dispose(handler, entry, &config.consumer, 1)),
+            .map(|entry| decide(handler, entry, &config.consumer, 1)),
     )
     .await;
     let mut acks = Vec::new();
@@ -465,7 +375,7 @@ async fn read_new_entries(
     config: &ConsumerConfig,
     count: usize,
 ) -> redis::RedisResult<Vec<RawEntry>> {
-    let reply: Value = redis::cmd("XREADGROUP")
+    let ReadReply(entries) = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(group)
         .arg(&config.consumer)
@@ -478,107 +388,15 @@ async fn read_new_entries(
         .arg(NEW_ENTRIES)
         .query_async(conn)
         .await?;
-    Ok(parse_read_reply(reply))
-}
-
-/// Parses an `XREADGROUP`/`XREAD` reply (RESP2 arrays or RESP3 maps) into entries; a nil reply
-/// (the block timed out) is no entries.
-pub fn parse_read_reply(reply: Value) -> Vec<RawEntry> {
-    let streams = match reply {
-        Value::Array(streams) => streams
-            .into_iter()
-            .filter_map(|s| match s {
-                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
-        _ => Vec::new(),
-    };
-    streams.into_iter().flat_map(parse_entries).collect()
-}
-
-/// Parses an array of `[id, [field, value, ...]]`, as `XRANGE` and `XCLAIM` return. Entries
-/// whose fields are nil (deleted while pending) come back with no fields.
-pub fn parse_entries(value: Value) -> Vec<RawEntry> {
-    let Value::Array(items) = value else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut parts) = item else {
-                return None;
-            };
-            if parts.is_empty() {
-                return None;
-            }
-            let fields_value = if parts.len() > 1 {
-                parts.remove(1)
-            } else {
-                Value::Nil
-            };
-            let id = bytes_of(parts.remove(0)).map(|b| String::from_utf8_lossy(&b).into_owned())?;
-            let flat: Vec<Vec<u8>> = match fields_value {
-                Value::Array(values) => values.into_iter().filter_map(bytes_of).collect(),
-                Value::Map(pairs) => pairs
-                    .into_iter()
-                    .flat_map(|(k, v)| [bytes_of(k), bytes_of(v)])
-                    .flatten()
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let mut fields = Vec::with_capacity(flat.len() / 2);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                fields.push((k, v));
-            }
-            Some(RawEntry { id, fields })
-        })
-        .collect()
-}
-
-fn bytes_of(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-/// Exponential backoff with jitter for reconnect loops: 100 ms doubling to 5 s.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = 100u64.saturating_mul(1 << self.failures.min(6)).min(5_000);
-        self.failures = self.failures.saturating_add(1);
-        let jitter = rand::random_range(0..=base / 2);
-        Duration::from_millis(base / 2 + jitter)
-    }
-
-    /// Sleeps for the next delay, or less if `shutdown` fires.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) {
-        let delay = self.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
+    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventType;
+    use crate::handler::HandlerFuture;
+    use crate::service::Service;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts its calls and fails when told to.
@@ -588,11 +406,8 @@ mod tests {
     }
 
     impl EventHandler for Probe {
-        fn group(&self) -> &'static str {
-            "inventory_group"
-        }
-        fn service(&self) -> &'static str {
-            "inventory"
+        fn service(&self) -> Service {
+            Service::Inventory
         }
         fn handles(&self, event_type: EventType) -> bool {
             event_type == EventType::OrderPlaced
@@ -623,7 +438,7 @@ mod tests {
     }
 
     async fn disposition(handler: &Probe, event: &Event) -> Disposition {
-        dispose(handler, &entry_of(event), "c-1", 1).await.0
+        decide(handler, &entry_of(event), "c-1", 1).await.0
     }
 
     #[tokio::test]
@@ -634,7 +449,7 @@ mod tests {
             Disposition::Ack
         );
         assert!(matches!(
-            disposition(&probe(|| Ok(Handled::AckWithheld)), &placed).await,
+            disposition(&probe(|| Ok(Handled::KeepPending)), &placed).await,
             Disposition::LeavePending { .. }
         ));
         assert!(matches!(
@@ -674,45 +489,8 @@ mod tests {
             id: "1-0".into(),
             fields: vec![(b"junk".to_vec(), vec![0xff])],
         };
-        let (d, _) = dispose(&handler, &garbage, "c-1", 1).await;
+        let (d, _) = decide(&handler, &garbage, "c-1", 1).await;
         assert!(matches!(d, Disposition::DeadLetter { poison: true, .. }));
         assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
-    }
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn parses_a_read_reply_and_a_deleted_entry() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("order_events"),
-            Value::Array(vec![
-                Value::Array(vec![
-                    bulk("1-0"),
-                    Value::Array(vec![bulk("type"), bulk("OrderPlaced")]),
-                ]),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
-            ]),
-        ])]);
-        let entries = parse_read_reply(reply);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].id, "1-0");
-        assert_eq!(entries[0].text("type").as_deref(), Some("OrderPlaced"));
-        assert!(entries[1].fields.is_empty());
-        assert!(parse_read_reply(Value::Nil).is_empty());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let late = b.next_delay();
-        assert!(first <= Duration::from_millis(100));
-        assert!(late <= Duration::from_millis(5_000));
-        assert!(late >= Duration::from_millis(2_500));
     }
 }

@@ -9,12 +9,12 @@
 //! set [`keys::orders_dead_lettered`]) and keeps it from the retention sweep until the dead letter
 //! is resolved: its replay handled by its group ([`resolve`]), or deleted by an operator.
 
-use crate::consumer::{RawEntry, parse_entries};
+use crate::connection::Redis;
 use crate::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
 use crate::keys;
-use crate::redis_io::Redis;
 use crate::script_reply::Tagged;
-use redis::{RedisResult, Script, Value};
+use crate::stream_entry::{Entries, RawEntry, id_after, is_entry_id};
+use redis::{RedisResult, Script};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -163,8 +163,8 @@ fn dead_letter_notice(letter: &DeadLetter<'_>) -> Option<Event> {
         error: letter.error.to_owned(),
         deliveries: letter.deliveries,
     };
-    let mut notice = Event::new(EventType::EventDeadLettered, &order_id, &payload)
-        .with_producer(&format!("dead-letter/{}", letter.group));
+    let mut notice =
+        Event::of(&order_id, &payload).with_producer(&format!("dead-letter/{}", letter.group));
     notice.traceparent = letter.event.and_then(|e| e.traceparent.clone());
     Some(notice)
 }
@@ -244,7 +244,7 @@ pub async fn list(
         None => "-".to_owned(),
     };
     let mut conn = redis.conn();
-    let reply: Value = redis::cmd("XRANGE")
+    let Entries(found) = redis::cmd("XRANGE")
         .arg(dlq_stream)
         .arg(start)
         .arg("+")
@@ -252,10 +252,8 @@ pub async fn list(
         .arg(limit + 1)
         .query_async(&mut conn)
         .await?;
-    let mut entries: Vec<DeadLetterView> = parse_entries(reply)
-        .into_iter()
-        .map(DeadLetterView::from_entry)
-        .collect();
+    let mut entries: Vec<DeadLetterView> =
+        found.into_iter().map(DeadLetterView::from_entry).collect();
     let next_cursor = if entries.len() > limit {
         entries.truncate(limit);
         entries.last().map(|e| e.id.clone())
@@ -271,16 +269,13 @@ pub async fn list(
 /// One dead letter by its DLQ id.
 pub async fn get(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<Option<DeadLetterView>> {
     let mut conn = redis.conn();
-    let reply: Value = redis::cmd("XRANGE")
+    let Entries(found) = redis::cmd("XRANGE")
         .arg(dlq_stream)
         .arg(id)
         .arg(id)
         .query_async(&mut conn)
         .await?;
-    Ok(parse_entries(reply)
-        .into_iter()
-        .next()
-        .map(DeadLetterView::from_entry))
+    Ok(found.into_iter().next().map(DeadLetterView::from_entry))
 }
 
 /// What replaying a dead letter did.
@@ -347,51 +342,5 @@ pub async fn delete(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<bo
         "deleted" => Ok(true),
         "not_found" => Ok(false),
         _ => Err(reply.unknown("dlq_delete.lua").into()),
-    }
-}
-
-/// The smallest entry id after `id` (Redis refuses `(` before the largest id there is), `None`
-/// when `id` is that largest id or not an id.
-fn id_after(id: &str) -> Option<String> {
-    let (ms, seq) = id.split_once('-')?;
-    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
-    match seq.checked_add(1) {
-        Some(seq) => Some(format!("{ms}-{seq}")),
-        None => ms.checked_add(1).map(|ms| format!("{ms}-0")),
-    }
-}
-
-/// Whether `id` looks like a stream entry id (`1700000000000-0`), so a typo is "not found", not a
-/// Redis syntax error.
-pub fn is_entry_id(id: &str) -> bool {
-    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
-    id.split_once('-')
-        .is_some_and(|(ms, seq)| number(ms) && number(seq))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_id_after_an_id_never_overflows() {
-        assert_eq!(id_after("5-1").as_deref(), Some("5-2"));
-        assert_eq!(id_after("5-18446744073709551615").as_deref(), Some("6-0"));
-        assert_eq!(id_after("18446744073709551615-18446744073709551615"), None);
-    }
-
-    #[test]
-    fn entry_ids_are_recognised() {
-        assert!(is_entry_id("1700000000000-0"));
-        assert!(is_entry_id("1-12"));
-        assert!(!is_entry_id("1700000000000"));
-        assert!(!is_entry_id("abc-1"));
-        assert!(!is_entry_id("-"));
-        assert!(!is_entry_id("1-"));
-        assert!(
-            !is_entry_id("21284504200965894773-3"),
-            "beyond u64: Redis refuses it"
-        );
-        assert!(!is_entry_id("+1-2"));
     }
 }

@@ -24,11 +24,15 @@ pub mod field {
     pub const REPLAY_FOR: &str = "replay_for";
 }
 
+/// Each event type is named after its payload struct: one list makes the enum and ties each
+/// payload to its type ([`Payload`]).
 macro_rules! event_types {
     ($($name:ident),* $(,)?) => {
         /// Every event type on the stream.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum EventType { $($name),* }
+
+        $(impl Payload for $name { const TYPE: EventType = EventType::$name; })*
 
         impl EventType {
             pub const ALL: &'static [EventType] = &[$(EventType::$name),*];
@@ -161,6 +165,14 @@ pub struct EventDeadLettered {
     pub deliveries: u64,
 }
 
+/// A payload type and the event type it is the payload of (each payload struct is named after
+/// its type, and `event_types!` implements this for each): [`Event::of`] and
+/// `Delivery::follow_up` take the type from the payload, so an event can never carry another
+/// type's payload.
+pub trait Payload: Serialize + DeserializeOwned {
+    const TYPE: EventType;
+}
+
 /// Why an entry could not be decoded. Always permanent: retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -205,6 +217,11 @@ impl Event {
             producer: None,
             replay_for: None,
         }
+    }
+
+    /// A new event of the payload's own type.
+    pub fn of<P: Payload>(order_id: &str, payload: &P) -> Self {
+        Self::new(P::TYPE, order_id, payload)
     }
 
     pub fn with_producer(mut self, producer: &str) -> Self {
@@ -319,26 +336,6 @@ pub fn field_value<'f>(fields: &'f [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&
         .map(|(_, v)| v.as_slice())
 }
 
-/// Whether `value` is a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`,
-/// ids not all zero), so a malformed header is dropped instead of carried along the saga.
-pub fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && nonzero(parts[1])
-        && hex(parts[2], 16)
-        && nonzero(parts[2])
-        && hex(parts[3], 2)
-}
-
 fn fields_json(fields: Vec<(&'static str, String)>) -> String {
     let flat: Vec<String> = fields
         .into_iter()
@@ -436,21 +433,6 @@ mod tests {
             Event::from_fields(&not_utf8),
             Err(DecodeError::NotUtf8("order_id"))
         );
-    }
-
-    #[test]
-    fn only_well_formed_traceparents_are_accepted() {
-        assert!(is_valid_traceparent(
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        ));
-        assert!(!is_valid_traceparent(
-            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
-        ));
-        assert!(!is_valid_traceparent(
-            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
-        ));
-        assert!(!is_valid_traceparent("hello"));
-        assert!(!is_valid_traceparent(""));
     }
 
     #[test]

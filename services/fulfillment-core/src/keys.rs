@@ -6,14 +6,14 @@
 /// Prefix of every state key.
 pub const PREFIX: &str = "fulfillment:";
 
-/// The consumer groups on the event stream, one per service.
+/// The consumer groups on the event stream, one per service (`Service::group`; every one:
+/// `service::all_groups`).
 pub mod group {
     pub const ORDER: &str = "order_group";
     pub const INVENTORY: &str = "inventory_group";
     pub const PAYMENT: &str = "payment_group";
     pub const SHIPPING: &str = "shipping_group";
     pub const NOTIFICATION: &str = "notification_group";
-    pub const ALL: &[&str] = &[ORDER, INVENTORY, PAYMENT, SHIPPING, NOTIFICATION];
 }
 
 /// Set of every product id in the catalog.

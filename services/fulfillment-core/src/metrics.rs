@@ -5,8 +5,7 @@
 //! worker's memory, because the retry worker is a short-lived CronJob: every long-running process
 //! exports the Redis totals, so they reach Prometheus whoever did the retrying.
 
-use crate::keys;
-use crate::redis_io::Redis;
+use crate::connection::Redis;
 use crate::stream_stats::{self, Stats};
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -238,7 +237,7 @@ fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
             .set(g.oldest_pending_ms.unwrap_or(0) / 1000);
     }
     // Every group of the contract, even before its first retry or dead letter.
-    for group in keys::group::ALL {
+    for group in crate::service::all_groups() {
         let g = stats.groups.iter().find(|g| g.group == *group);
         let total = |n: Option<i64>| n.unwrap_or(0).max(0) as u64;
         retries

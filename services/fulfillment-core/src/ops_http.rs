@@ -5,7 +5,7 @@
 //! and refuses every write). `/metrics` never waits long on Redis: the Redis-read figures are
 //! left out when Redis does not answer in time, and the process's own are always served.
 
-use crate::redis_io::Redis;
+use crate::connection::Redis;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -8,8 +8,8 @@
 //! script, so an order is never half removed. A late delivery for a removed order finds no order
 //! and changes nothing (see `transition.lua` and `reserve_stock.lua`).
 
+use crate::connection::Redis;
 use crate::keys;
-use crate::redis_io::Redis;
 use redis::{RedisResult, Script};
 use std::sync::LazyLock;
 

@@ -1,155 +1,84 @@
-//! Running one consumer service: its consumer loop and its ops endpoints, until shutdown.
-//!
-//! The binaries' `main` and the local runner both come through here, so what a test composes is
-//! what an image runs.
+//! The services of the pipeline: each reads the stream through its own consumer group. This is the
+//! one list of them; the groups' names are the contract's ([`keys::group`]).
 
-use crate::consumer::{ConsumerConfig, EventHandler, run_consumer};
 use crate::keys;
-use crate::ops_http::{OpsState, ops_router, serve};
-use crate::redis_io::{Redis, ensure_groups, warn_if_keys_may_be_evicted};
-use crate::settings::Settings;
-use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use std::fmt;
 
-/// Reads the settings or exits with one line naming the bad variable (status 2).
-pub fn settings_or_exit() -> Settings {
-    match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
+/// A service that reads through a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// The order service's status projection (`order_group`).
+    Order,
+    Inventory,
+    Payment,
+    Shipping,
+    Notification,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [
+        Service::Order,
+        Service::Inventory,
+        Service::Payment,
+        Service::Shipping,
+        Service::Notification,
+    ];
+
+    /// Its short name (`inventory`), as `--replicas` and `producer` fields spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Inventory => "inventory",
+            Service::Payment => "payment",
+            Service::Shipping => "shipping",
+            Service::Notification => "notification",
         }
     }
-}
 
-/// Connects to Redis, checks its eviction policy and creates every group.
-pub async fn prepare_redis(settings: &Settings) -> anyhow::Result<Redis> {
-    use anyhow::Context;
-    let redis = Redis::connect(&settings.redis_url)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", redact(&settings.redis_url)))?;
-    warn_if_keys_may_be_evicted(&redis).await;
-    ensure_groups(&redis, &settings.stream, keys::group::ALL)
-        .await
-        .context("cannot create consumer groups")?;
-    Ok(redis)
-}
-
-/// The consumer configuration for `consumer` under these settings.
-pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
-    ConsumerConfig {
-        stream: settings.stream.clone(),
-        dlq_stream: settings.dlq_stream.clone(),
-        consumer: consumer.to_owned(),
-        batch_size: settings.batch_size,
-        max_in_flight: settings.max_in_flight,
-        block: settings.block(),
-    }
-}
-
-pub fn ops_state(settings: &Settings, redis: &Redis) -> OpsState {
-    OpsState {
-        redis: redis.clone(),
-        stream: settings.stream.as_str().into(),
-        dlq_stream: settings.dlq_stream.as_str().into(),
-    }
-}
-
-/// Runs one consumer of `handler`'s group and the ops endpoints on `listener` until `shutdown`;
-/// then finishes the batch in hand and returns.
-pub async fn run_worker_service(
-    settings: Settings,
-    redis: Redis,
-    handler: Arc<dyn EventHandler>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let consumer = tokio::spawn(run_consumer(
-        redis.clone(),
-        handler,
-        consumer_config(&settings, &settings.consumer_name),
-        shutdown.clone(),
-    ));
-    serve(
-        listener,
-        ops_router(ops_state(&settings, &redis)),
-        shutdown.clone(),
-    )
-    .await?;
-    match tokio::time::timeout(settings.shutdown_grace(), consumer).await {
-        Ok(joined) => joined?,
-        Err(_) => tracing::warn!("consumer did not finish within the grace period"),
-    }
-    Ok(())
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// The whole `main` of a consumer service: settings (or one line and exit 2), logs, Redis, then
-/// one consumer of the group `build` makes plus the ops endpoints, until SIGTERM or Ctrl-C.
-pub async fn main_for_worker(
-    service_name: &'static str,
-    build: impl FnOnce(Redis, &Settings) -> Arc<dyn EventHandler>,
-) -> std::process::ExitCode {
-    let settings = settings_or_exit();
-    let _telemetry = crate::telemetry::init(settings.log_format, service_name);
-    let result = async {
-        let redis = prepare_redis(&settings).await?;
-        let listener = bind(&settings).await?;
-        let handler = build(redis.clone(), &settings);
-        run_worker_service(
-            settings,
-            redis,
-            handler,
-            listener,
-            crate::shutdown::on_signal(),
-        )
-        .await
-    }
-    .await;
-    exit_code(result)
-}
-
-/// Binds `HTTP_ADDR`, with a message naming it when that fails.
-pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on HTTP_ADDR={}", settings.http_addr))
-}
-
-/// Exit status 0 on success; otherwise the error in one line and status 1.
-pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "stopped by an error");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+    /// Its consumer group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Service::Order => keys::group::ORDER,
+            Service::Inventory => keys::group::INVENTORY,
+            Service::Payment => keys::group::PAYMENT,
+            Service::Shipping => keys::group::SHIPPING,
+            Service::Notification => keys::group::NOTIFICATION,
         }
     }
+
+    /// The service named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The service reading through `group`, if there is one.
+    pub fn of_group(group: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.group() == group)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every consumer group, in [`Service::ALL`] order.
+pub fn all_groups() -> [&'static str; 5] {
+    Service::ALL.map(Service::group)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact("redis://:s3cret@redis:6379/0"),
-            "redis://***@redis:6379/0"
-        );
-        assert_eq!(
-            super::redact("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+    fn names_and_groups_round_trip() {
+        for s in Service::ALL {
+            assert_eq!(Service::parse(s.name()), Some(s));
+            assert_eq!(Service::of_group(s.group()), Some(s));
+        }
+        assert_eq!(Service::parse("billing"), None);
+        assert_eq!(all_groups()[1], "inventory_group");
     }
 }

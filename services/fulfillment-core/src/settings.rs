@@ -1,9 +1,15 @@
-//! Typed settings, read once at start from the environment.
+//! Typed settings, read once at start from the environment, grouped by concern.
 //!
-//! Every process of the pipeline reads the same [`Settings`]; each field names its variable and
-//! default. A value that does not parse is refused with one line naming the variable
-//! ([`SettingsError`]), so a typo in a ConfigMap stops the pod instead of running with a default.
+//! Every process reads the same [`Settings`]: Redis, the stream and how it is consumed, retries,
+//! retention, the API, logs and shutdown. A service with knobs of its own (inventory's failure
+//! injection, payment's charge retries) reads them in its own crate through the same [`Env`]. Each
+//! field names its variable and default; a value that does not parse is refused with one line
+//! naming the variable ([`SettingsError`]), so a typo in a ConfigMap stops the pod instead of
+//! running with a default. Secrets (the Redis URL and password, the tokens) are
+//! [`SecretString`]s: `Debug` prints them as redacted, and reading one is an explicit
+//! `expose_secret()`.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,18 +34,44 @@ pub enum LogFormat {
 /// Settings shared by every process (one ConfigMap in Kubernetes).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `REDIS_URL`: where the event stream and all state live. Default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
-    /// `STREAM`: the event stream. Default `order_events`.
-    pub stream: String,
-    /// `DLQ_STREAM`: the dead-letter stream. Default `order_events:dlq`.
-    pub dlq_stream: String,
+    pub redis: RedisSettings,
+    pub stream: StreamSettings,
     /// `CONSUMER_NAME`: this replica's consumer name in its group. Default the host name.
     pub consumer_name: String,
-    /// `HTTP_ADDR`: health, readiness, metrics and (for the order service) the API. Default `0.0.0.0:8080`.
+    pub retry: RetrySettings,
+    /// `ORDER_RETENTION_MS`: a `COMPLETED` or `CANCELLED` order, its history and every service's
+    /// state of it are removed this long after it finished (by the retry worker's pass). 0 keeps
+    /// them forever. Default 604800000 (7 days); when not 0, at least `STREAM_RETENTION_MS` and
+    /// `IDEMPOTENCY_TTL_SECS`, so no entry or retried POST can reach a removed order.
+    pub order_retention_ms: u64,
+    pub api: ApiSettings,
+    /// `HTTP_ADDR`: health, readiness, metrics and (for the order service) the API. Default
+    /// `0.0.0.0:8080`.
     pub http_addr: SocketAddr,
     /// `LOG_FORMAT`: `json` or `pretty`. Default `pretty` on a terminal, `json` otherwise.
     pub log_format: LogFormat,
+    /// `SHUTDOWN_GRACE_MS`: longest a stopping process waits for in-flight work. Default 25000.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Where the event stream and all state live.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `REDIS_URL`: `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default
+    /// `redis://127.0.0.1:6379`.
+    pub url: SecretString,
+    /// `REDIS_PASSWORD`: when set, the password to use whatever the URL says; any characters,
+    /// no URL-encoding (what a Kubernetes Secret holds).
+    pub password: Option<SecretString>,
+}
+
+/// The stream and how a consumer reads it.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// `STREAM`: the event stream. Default `order_events`.
+    pub name: String,
+    /// `DLQ_STREAM`: the dead-letter stream. Default `order_events:dlq`.
+    pub dlq: String,
     /// `BATCH_SIZE`: entries read per `XREADGROUP`. Default 64, 1..=10000.
     pub batch_size: usize,
     /// `BLOCK_MS`: how long one `XREADGROUP` blocks waiting for entries. Default 1000, 1..=60000.
@@ -48,53 +80,46 @@ pub struct Settings {
     /// `MAX_IN_FLIGHT`: most entries one consumer has in hand at once; it reads the next batch
     /// while earlier ones are still being handled, up to this many. Default 256, 1..=100000.
     pub max_in_flight: usize,
+    /// `STREAM_RETENTION_MS`: entries older than this are trimmed once every group has
+    /// acknowledged them. Default 300000 (5 minutes); order history lives in the order projection.
+    pub retention_ms: u64,
+}
+
+/// The retry worker's pass.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
     /// `RETRY_MIN_IDLE_MS`: an entry is retried once pending this long. Default 60000.
-    pub retry_min_idle_ms: u64,
+    pub min_idle_ms: u64,
     /// `RETRY_MAX_RETRIES`: failed retries before an entry is dead-lettered. Default 3.
-    pub retry_max_retries: u32,
-    /// `RETRY_INTERVAL_MS`: pause between retry passes when the retry worker loops. Default 10000.
-    pub retry_interval_ms: u64,
+    pub max_retries: u32,
+    /// `RETRY_INTERVAL_MS`: pause between passes when the retry worker loops. Default 10000.
+    pub interval_ms: u64,
     /// `RETRY_BATCH_SIZE`: pending entries examined per group per pass. Default 500.
-    pub retry_batch_size: usize,
+    pub batch_size: usize,
     /// `CONSUMER_GONE_AFTER_MS`: a consumer unseen this long (no read returning entries, no
     /// heartbeat) with nothing pending is removed from its group. Default 600000 (10 minutes).
     pub consumer_gone_after_ms: u64,
-    /// `STREAM_RETENTION_MS`: entries older than this are trimmed once every group has
-    /// acknowledged them. Default 300000 (5 minutes); order history lives in the order projection.
-    pub stream_retention_ms: u64,
-    /// `ORDER_RETENTION_MS`: a `COMPLETED` or `CANCELLED` order, its history and every service's
-    /// state of it are removed this long after it finished (by the retry worker's pass). 0 keeps
-    /// them forever. Default 604800000 (7 days); when not 0, at least `STREAM_RETENTION_MS` and
-    /// `IDEMPOTENCY_TTL_SECS`, so no entry or retried POST can reach a removed order.
-    pub order_retention_ms: u64,
-    /// `INVENTORY_FAILURE_RATE`: 0..1, the inventory handler fails before any side effect.
-    pub inventory_failure_rate: f64,
-    /// `INVENTORY_ACK_LOSS_RATE`: 0..1, inventory reserves and publishes, then loses the ack.
-    pub inventory_ack_loss_rate: f64,
-    /// `PAYMENT_FAILURE_RATE`: 0..1, a charge attempt fails transiently.
-    pub payment_failure_rate: f64,
-    /// `PAYMENT_MAX_ATTEMPTS`: charge attempts before the payment is given up. Default 3.
-    pub payment_max_attempts: u32,
-    /// `PAYMENT_BACKOFF_MS`: base of the exponential backoff between charge attempts. Default 50.
-    pub payment_backoff_ms: u64,
+}
+
+/// The order service's HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
     /// `ADMIN_TOKEN`: when set, catalog writes, DLQ actions, listing orders, the all-orders feed
     /// and cancelling need `Authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// `API_TOKEN`: the callers' token (the shop's backend); when set, every order and catalog
     /// endpoint and `/ws` need it or the admin token.
-    pub api_token: Option<String>,
+    pub api_token: Option<SecretString>,
     /// `SEED_CATALOG`: seed product-A/B/C on first start when the catalog is empty. Default true.
     pub seed_catalog: bool,
     /// `IDEMPOTENCY_TTL_SECS`: how long an `Idempotency-Key` is remembered. Default 86400.
     pub idempotency_ttl_secs: u64,
-    /// `SHUTDOWN_GRACE_MS`: longest a stopping process waits for in-flight work. Default 25000.
-    pub shutdown_grace_ms: u64,
-    /// `HTTP_REQUEST_TIMEOUT_MS`: an API request taking longer is answered 503 `request_timeout`.
-    /// Default 10000.
-    pub http_request_timeout_ms: u64,
-    /// `HTTP_MAX_IN_FLIGHT`: API requests served at once; more wait up to 1 s for a turn, then are
-    /// answered 503 `overloaded`. Default 1024.
-    pub http_max_in_flight: usize,
+    /// `HTTP_REQUEST_TIMEOUT_MS`: an API request taking longer is answered 503
+    /// `request_timeout`. Default 10000.
+    pub request_timeout_ms: u64,
+    /// `HTTP_MAX_IN_FLIGHT`: API requests served at once; more are answered 503 `overloaded` at
+    /// once. Default 1024.
+    pub max_in_flight: usize,
     /// `WS_MAX_CONNECTIONS`: open `/ws` connections per API process; more are refused with 503
     /// `too_many_connections`. Default 2000 (about 9 KB each: 18 MB).
     pub ws_max_connections: usize,
@@ -103,50 +128,61 @@ pub struct Settings {
 impl Settings {
     /// Reads every setting from the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::read(&Env::from_process())
     }
 
     /// Reads every setting through `lookup`, so tests can pass a map instead of the environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let settings = Self::read(&Env { lookup: &lookup })?;
-        settings.check_retention(&lookup)?;
-        Ok(settings)
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String> + 'static,
+    ) -> Result<Self, SettingsError> {
+        Self::read(&Env::new(lookup))
     }
 
-    /// An order must outlive every way back to it: entries on the stream and retried POSTs.
-    fn check_retention(
-        &self,
-        lookup: &impl Fn(&str) -> Option<String>,
-    ) -> Result<(), SettingsError> {
-        let retention = self.order_retention_ms;
-        let floor = self
-            .stream_retention_ms
-            .max(self.idempotency_ttl_secs.saturating_mul(1000));
-        if retention == 0 || retention >= floor {
-            return Ok(());
-        }
-        Err(SettingsError {
-            name: "ORDER_RETENTION_MS",
-            value: lookup("ORDER_RETENTION_MS").unwrap_or_default(),
-            reason: format!(
-                "must be 0 or at least STREAM_RETENTION_MS and IDEMPOTENCY_TTL_SECS ({floor} ms)"
-            ),
-        })
-    }
-
-    fn read(env: &Env<'_>) -> Result<Self, SettingsError> {
+    /// Reads every setting through `env`.
+    pub fn read(env: &Env) -> Result<Self, SettingsError> {
         let default_format = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             LogFormat::Pretty
         } else {
             LogFormat::Json
         };
-        Ok(Self {
-            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379")?,
-            stream: env.string("STREAM", "order_events")?,
-            dlq_stream: env.string("DLQ_STREAM", "order_events:dlq")?,
+        let settings = Self {
+            redis: RedisSettings {
+                url: env.string("REDIS_URL", "redis://127.0.0.1:6379")?.into(),
+                password: env.secret("REDIS_PASSWORD"),
+            },
+            stream: StreamSettings {
+                name: env.string("STREAM", "order_events")?,
+                dlq: env.string("DLQ_STREAM", "order_events:dlq")?,
+                batch_size: env.ranged("BATCH_SIZE", 64, 1, 10_000)?,
+                block_ms: env.ranged("BLOCK_MS", 1000, 1, 60_000)?,
+                max_in_flight: env.ranged("MAX_IN_FLIGHT", 256, 1, 100_000)?,
+                retention_ms: env.ranged("STREAM_RETENTION_MS", 300_000, 0, u64::MAX)?,
+            },
             consumer_name: match env.optional("CONSUMER_NAME") {
                 Some(name) => name,
                 None => host_name(),
+            },
+            retry: RetrySettings {
+                min_idle_ms: env.ranged("RETRY_MIN_IDLE_MS", 60_000, 1, u64::MAX)?,
+                max_retries: env.ranged("RETRY_MAX_RETRIES", 3, 0, 1000)?,
+                interval_ms: env.ranged("RETRY_INTERVAL_MS", 10_000, 1, u64::MAX)?,
+                batch_size: env.ranged("RETRY_BATCH_SIZE", 500, 1, 100_000)?,
+                consumer_gone_after_ms: env.ranged(
+                    "CONSUMER_GONE_AFTER_MS",
+                    600_000,
+                    1,
+                    u64::MAX,
+                )?,
+            },
+            order_retention_ms: env.ranged("ORDER_RETENTION_MS", 604_800_000, 0, u64::MAX)?,
+            api: ApiSettings {
+                admin_token: env.secret("ADMIN_TOKEN"),
+                api_token: env.secret("API_TOKEN"),
+                seed_catalog: env.parsed("SEED_CATALOG", Some(true), parse_bool)?,
+                idempotency_ttl_secs: env.ranged("IDEMPOTENCY_TTL_SECS", 86_400, 1, u64::MAX)?,
+                request_timeout_ms: env.ranged("HTTP_REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)?,
+                max_in_flight: env.ranged("HTTP_MAX_IN_FLIGHT", 1024, 1, 1_000_000)?,
+                ws_max_connections: env.ranged("WS_MAX_CONNECTIONS", 2000, 0, 1_000_000)?,
             },
             http_addr: env.parsed("HTTP_ADDR", "0.0.0.0:8080".parse().ok(), |v| {
                 v.parse::<SocketAddr>().map_err(|e| e.to_string())
@@ -156,29 +192,28 @@ impl Settings {
                 "pretty" => Ok(LogFormat::Pretty),
                 _ => Err("expected json or pretty".into()),
             })?,
-            batch_size: env.ranged("BATCH_SIZE", 64, 1, 10_000)?,
-            block_ms: env.ranged("BLOCK_MS", 1000, 1, 60_000)?,
-            max_in_flight: env.ranged("MAX_IN_FLIGHT", 256, 1, 100_000)?,
-            retry_min_idle_ms: env.ranged("RETRY_MIN_IDLE_MS", 60_000, 1, u64::MAX)?,
-            retry_max_retries: env.ranged("RETRY_MAX_RETRIES", 3, 0, 1000)?,
-            retry_interval_ms: env.ranged("RETRY_INTERVAL_MS", 10_000, 1, u64::MAX)?,
-            retry_batch_size: env.ranged("RETRY_BATCH_SIZE", 500, 1, 100_000)?,
-            consumer_gone_after_ms: env.ranged("CONSUMER_GONE_AFTER_MS", 600_000, 1, u64::MAX)?,
-            stream_retention_ms: env.ranged("STREAM_RETENTION_MS", 300_000, 0, u64::MAX)?,
-            order_retention_ms: env.ranged("ORDER_RETENTION_MS", 604_800_000, 0, u64::MAX)?,
-            inventory_failure_rate: env.rate("INVENTORY_FAILURE_RATE")?,
-            inventory_ack_loss_rate: env.rate("INVENTORY_ACK_LOSS_RATE")?,
-            payment_failure_rate: env.rate("PAYMENT_FAILURE_RATE")?,
-            payment_max_attempts: env.ranged("PAYMENT_MAX_ATTEMPTS", 3, 1, 100)?,
-            payment_backoff_ms: env.ranged("PAYMENT_BACKOFF_MS", 50, 0, 60_000)?,
-            admin_token: env.optional("ADMIN_TOKEN").filter(|t| !t.is_empty()),
-            api_token: env.optional("API_TOKEN").filter(|t| !t.is_empty()),
-            seed_catalog: env.parsed("SEED_CATALOG", Some(true), parse_bool)?,
-            idempotency_ttl_secs: env.ranged("IDEMPOTENCY_TTL_SECS", 86_400, 1, u64::MAX)?,
             shutdown_grace_ms: env.ranged("SHUTDOWN_GRACE_MS", 25_000, 0, u64::MAX)?,
-            http_request_timeout_ms: env.ranged("HTTP_REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)?,
-            http_max_in_flight: env.ranged("HTTP_MAX_IN_FLIGHT", 1024, 1, 1_000_000)?,
-            ws_max_connections: env.ranged("WS_MAX_CONNECTIONS", 2000, 0, 1_000_000)?,
+        };
+        settings.check_retention(env)?;
+        Ok(settings)
+    }
+
+    /// An order must outlive every way back to it: entries on the stream and retried POSTs.
+    fn check_retention(&self, env: &Env) -> Result<(), SettingsError> {
+        let retention = self.order_retention_ms;
+        let floor = self
+            .stream
+            .retention_ms
+            .max(self.api.idempotency_ttl_secs.saturating_mul(1000));
+        if retention == 0 || retention >= floor {
+            return Ok(());
+        }
+        Err(SettingsError {
+            name: "ORDER_RETENTION_MS",
+            value: env.optional("ORDER_RETENTION_MS").unwrap_or_default(),
+            reason: format!(
+                "must be 0 or at least STREAM_RETENTION_MS and IDEMPOTENCY_TTL_SECS ({floor} ms)"
+            ),
         })
     }
 
@@ -190,7 +225,7 @@ impl Settings {
     }
 
     pub fn block(&self) -> Duration {
-        Duration::from_millis(self.block_ms)
+        Duration::from_millis(self.stream.block_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -198,16 +233,79 @@ impl Settings {
     }
 }
 
-struct Env<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
+impl RedisSettings {
+    /// Where to connect: the URL, with `REDIS_PASSWORD` in place of its password when set.
+    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let info = self.url.expose_secret().into_connection_info()?;
+        Ok(match &self.password {
+            None => info,
+            Some(password) => {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose_secret());
+                info.set_redis_settings(redis)
+            }
+        })
+    }
+
+    /// The URL without its password, for messages.
+    pub fn redacted_url(&self) -> String {
+        redact(self.url.expose_secret())
+    }
 }
 
-impl Env<'_> {
-    fn optional(&self, name: &str) -> Option<String> {
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Reads variables and refuses a bad one with one line naming it; services with settings of
+/// their own read them through it too.
+pub struct Env {
+    lookup: Box<Lookup>,
+}
+
+/// Where a variable's value comes from.
+type Lookup = dyn Fn(&str) -> Option<String>;
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").finish_non_exhaustive()
+    }
+}
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self::new(|name| std::env::var(name).ok())
+    }
+
+    /// Variables looked up through `lookup` (tests pass a map).
+    pub fn new(lookup: impl Fn(&str) -> Option<String> + 'static) -> Self {
+        Self {
+            lookup: Box::new(lookup),
+        }
+    }
+
+    pub fn optional(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
     }
 
-    fn string(&self, name: &'static str, default: &str) -> Result<String, SettingsError> {
+    /// A secret: unset or empty is none.
+    pub fn secret(&self, name: &str) -> Option<SecretString> {
+        self.optional(name)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+    }
+
+    pub fn string(&self, name: &'static str, default: &str) -> Result<String, SettingsError> {
         match self.optional(name) {
             None => Ok(default.to_owned()),
             Some(v) if v.trim().is_empty() => Err(SettingsError {
@@ -219,7 +317,7 @@ impl Env<'_> {
         }
     }
 
-    fn parsed<T>(
+    pub fn parsed<T>(
         &self,
         name: &'static str,
         default: Option<T>,
@@ -240,7 +338,13 @@ impl Env<'_> {
         }
     }
 
-    fn ranged<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, SettingsError>
+    pub fn ranged<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, SettingsError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
         T::Err: std::fmt::Display,
@@ -254,7 +358,8 @@ impl Env<'_> {
         })
     }
 
-    fn rate(&self, name: &'static str) -> Result<f64, SettingsError> {
+    /// A rate between 0 and 1, default 0.
+    pub fn rate(&self, name: &'static str) -> Result<f64, SettingsError> {
         self.parsed(name, Some(0.0), |v| {
             let r = v.parse::<f64>().map_err(|e| e.to_string())?;
             if !(0.0..=1.0).contains(&r) {
@@ -303,14 +408,13 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let s = with(&[]).expect("defaults");
-        assert_eq!(s.stream, "order_events");
-        assert_eq!(s.dlq_stream, "order_events:dlq");
-        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
-        assert_eq!(s.retry_min_idle_ms, 60_000);
-        assert_eq!(s.retry_max_retries, 3);
-        assert_eq!(s.payment_max_attempts, 3);
+        assert_eq!(s.stream.name, "order_events");
+        assert_eq!(s.stream.dlq, "order_events:dlq");
+        assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6379");
+        assert_eq!(s.retry.min_idle_ms, 60_000);
+        assert_eq!(s.retry.max_retries, 3);
         assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
-        assert!(s.seed_catalog);
+        assert!(s.api.seed_catalog);
     }
 
     #[test]
@@ -318,7 +422,6 @@ mod tests {
         for (name, value) in [
             ("BATCH_SIZE", "lots"),
             ("BATCH_SIZE", "0"),
-            ("INVENTORY_FAILURE_RATE", "1.5"),
             ("HTTP_ADDR", "nowhere"),
             ("LOG_FORMAT", "xml"),
             ("SEED_CATALOG", "maybe"),
@@ -332,5 +435,41 @@ mod tests {
             );
             assert!(!err.contains('\n'), "{err}");
         }
+        let rate = Env::new(|n| (n == "X_RATE").then(|| "1.5".to_owned()));
+        assert!(rate.rate("X_RATE").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print_and_the_password_overrides_the_url() {
+        let s = with(&[
+            ("REDIS_URL", "redis://:in-url@127.0.0.1:6390/2"),
+            ("REDIS_PASSWORD", "p@ss/w:rd#%"),
+            ("ADMIN_TOKEN", "hunter2"),
+            ("API_TOKEN", "t0ken"),
+        ])
+        .expect("settings");
+        let printed = format!("{s:?}");
+        for secret in ["in-url", "p@ss/w:rd#%", "hunter2", "t0ken"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        let info = s.redis.connection_info().expect("info");
+        assert_eq!(info.redis_settings().password(), Some("p@ss/w:rd#%"));
+        assert_eq!(s.redis.redacted_url(), "redis://***@127.0.0.1:6390/2");
+        assert!(
+            with(&[("ADMIN_TOKEN", "")])
+                .expect("empty")
+                .api
+                .admin_token
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("redis://:s3cret@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -8,8 +8,8 @@
 //! `entries-read` can fall behind for good and XINFO's lag with it (the retry worker then repairs
 //! the group's counter, see `repair_lag.lua`).
 
+use crate::connection::Redis;
 use crate::keys;
-use crate::redis_io::Redis;
 use redis::{RedisResult, Value};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -7,7 +7,6 @@
 //! of every entry: [`continue_trace`] makes a span the child of an entry's context, and
 //! [`traceparent_of`] writes a span's context for the entries it publishes.
 
-use crate::events::is_valid_traceparent;
 use crate::settings::LogFormat;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -123,14 +122,28 @@ fn install(format: LogFormat, provider: Option<&SdkTracerProvider>) {
         .try_init();
 }
 
+/// The trace context a W3C `traceparent` names, as the propagator reads it; `None` when it finds
+/// no valid span context there (malformed, uppercase, all-zero ids).
+fn parent_context(traceparent: &str) -> Option<opentelemetry::Context> {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// `traceparent` in the canonical form the propagator writes, when it is valid: what may be
+/// carried along the saga from an outside caller (a malformed header is dropped, not passed on).
+pub fn canonical_traceparent(traceparent: &str) -> Option<String> {
+    let context = parent_context(traceparent)?;
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
 /// Makes `span` a child of the W3C `traceparent` (when there is a valid one).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent.filter(|t| is_valid_traceparent(t)) else {
-        return;
-    };
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let parent = TraceContextPropagator::new().extract(&carrier);
-    let _ = span.set_parent(parent);
+    if let Some(parent) = traceparent.and_then(parent_context) {
+        let _ = span.set_parent(parent);
+    }
 }
 
 /// The `traceparent` of `span`, or `None` when traces are off (no valid span context).
@@ -144,24 +157,33 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
-/// The trace id inside a `traceparent` (`00-<trace id>-<span id>-<flags>`), for log lines.
-pub fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
+/// The trace id inside a `traceparent`, for log lines.
+pub fn trace_id_of(traceparent: Option<&str>) -> Option<String> {
     traceparent
-        .filter(|t| is_valid_traceparent(t))
-        .and_then(|t| t.split('-').nth(1))
+        .and_then(parent_context)
+        .map(|c| c.span().span_context().trace_id().to_string())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn trace_ids_come_out_of_traceparents() {
+    fn only_valid_traceparents_are_carried_in_their_canonical_form() {
+        let valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(canonical_traceparent(valid).as_deref(), Some(valid));
         assert_eq!(
-            super::trace_id_of(Some(
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-            )),
+            trace_id_of(Some(valid)).as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
         );
-        assert_eq!(super::trace_id_of(Some("junk")), None);
-        assert_eq!(super::trace_id_of(None), None);
+        for bad in [
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "hello",
+            "",
+        ] {
+            assert_eq!(canonical_traceparent(bad), None, "{bad}");
+        }
+        assert_eq!(trace_id_of(None), None);
     }
 }

@@ -5,9 +5,9 @@
 //! a new one and publishes the matching event in the same script, which is what makes "one charge",
 //! "one label" and "one notification" hold when deliveries repeat or replicas race.
 
+use crate::connection::Redis;
 use crate::events::Event;
 use crate::keys;
-use crate::redis_io::Redis;
 use crate::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use std::sync::LazyLock;

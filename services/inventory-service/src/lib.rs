@@ -6,16 +6,16 @@
 //! `INVENTORY_FAILURE_RATE` fails a delivery before any side effect, `INVENTORY_ACK_LOSS_RATE`
 //! reserves and publishes, then withholds the acknowledgement so the entry is delivered again.
 
-use fulfillment_core::events::{OrderPlaced, StockLine, StockReleased, StockReserved};
+use fulfillment_core::events::{OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved};
 use fulfillment_core::script_reply::Tagged;
+use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Settings, keys,
 };
 use redis::{FromRedisValue, ParsingError, Script, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
-
-pub const SERVICE: &str = "inventory";
 
 static RESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/reserve_stock.lua")));
@@ -32,11 +32,12 @@ pub struct Instability {
 }
 
 impl Instability {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            failure_rate: settings.inventory_failure_rate,
-            ack_loss_rate: settings.inventory_ack_loss_rate,
-        }
+    /// `INVENTORY_FAILURE_RATE` and `INVENTORY_ACK_LOSS_RATE`, each 0..1, default 0.
+    pub fn read(env: &Env) -> Result<Self, SettingsError> {
+        Ok(Self {
+            failure_rate: env.rate("INVENTORY_FAILURE_RATE")?,
+            ack_loss_rate: env.rate("INVENTORY_ACK_LOSS_RATE")?,
+        })
     }
 }
 
@@ -49,11 +50,11 @@ pub struct InventoryHandler {
 }
 
 impl InventoryHandler {
-    pub fn new(redis: Redis, settings: &Settings) -> Self {
+    pub fn new(redis: Redis, settings: &Settings, instability: Instability) -> Self {
         Self {
             redis,
-            stream: settings.stream.clone(),
-            instability: Instability::from_settings(settings),
+            stream: settings.stream.name.clone(),
+            instability,
         }
     }
 
@@ -64,17 +65,14 @@ impl InventoryHandler {
         if lines.is_empty() {
             return Err(HandlerError::Permanent("OrderPlaced has no items".into()));
         }
-        let reserved = delivery.follow_up(
-            EventType::StockReserved,
-            &StockReserved {
-                items: lines.clone(),
-                amount: placed.total,
-                payment_token: placed.payment_token.clone(),
-                customer_email: placed.customer_email.clone(),
-            },
-        );
+        let reserved = delivery.follow_up(&StockReserved {
+            items: lines.clone(),
+            amount: placed.total,
+            payment_token: placed.payment_token.clone(),
+            customer_email: placed.customer_email.clone(),
+        });
         // The payload of StockFailed is filled in by the script, which knows the short product.
-        let failed = delivery.follow_up(EventType::StockFailed, &serde_json::json!({}));
+        let failed = delivery.follow_up_without_payload::<StockFailed>();
 
         let mut invocation = RESERVE.prepare_invoke();
         invocation
@@ -101,7 +99,7 @@ impl InventoryHandler {
             Reservation::Reserved => {
                 tracing::info!(items = lines.len(), "stock reserved");
                 if roll(self.instability.ack_loss_rate) {
-                    return Ok(Handled::AckWithheld);
+                    return Ok(Handled::KeepPending);
                 }
             }
             Reservation::Failed { reason } => {
@@ -123,10 +121,7 @@ impl InventoryHandler {
 
     async fn release(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
-        let released = delivery.follow_up(
-            EventType::StockReleased,
-            &StockReleased { items: Vec::new() },
-        );
+        let released = delivery.follow_up_without_payload::<StockReleased>();
         let mut conn = self.redis.conn();
         let outcome: Release = RELEASE
             .key(&self.stream)
@@ -205,12 +200,8 @@ impl FromRedisValue for Release {
 }
 
 impl EventHandler for InventoryHandler {
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn group(&self) -> &'static str {
-        keys::group::INVENTORY
+    fn service(&self) -> Service {
+        Service::Inventory
     }
 
     fn handles(&self, event_type: EventType) -> bool {
@@ -256,8 +247,8 @@ fn roll(rate: f64) -> bool {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings) -> InventoryHandler {
-    InventoryHandler::new(redis, settings)
+pub fn handler(redis: Redis, settings: &Settings, instability: Instability) -> InventoryHandler {
+    InventoryHandler::new(redis, settings, instability)
 }
 
 #[cfg(test)]

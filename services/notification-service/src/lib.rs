@@ -10,10 +10,9 @@
 use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
 use fulfillment_core::transition::{ABSENT, Guard, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Settings, keys,
 };
-
-pub const SERVICE: &str = "notification";
 
 pub use fulfillment_core::keys::notification_kind as kind;
 
@@ -28,7 +27,7 @@ impl NotificationHandler {
     pub fn new(redis: Redis, settings: &Settings) -> Self {
         Self {
             redis,
-            stream: settings.stream.clone(),
+            stream: settings.stream.name.clone(),
         }
     }
 
@@ -44,13 +43,10 @@ impl NotificationHandler {
                 event.payload_as::<OrderCancelled>()?.customer_email,
             ),
         };
-        let sent = delivery.follow_up(
-            EventType::NotificationSent,
-            &NotificationSent {
-                kind: kind.to_owned(),
-                to: to.clone(),
-            },
-        );
+        let sent = delivery.follow_up(&NotificationSent {
+            kind: kind.to_owned(),
+            to: to.clone(),
+        });
         let counter = keys::counter::notifications(kind);
         let order_id = event.order_id.as_str();
         let other_kind = if kind == kind::ORDER_CONFIRMED {
@@ -100,12 +96,8 @@ impl NotificationHandler {
 }
 
 impl EventHandler for NotificationHandler {
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn group(&self) -> &'static str {
-        keys::group::NOTIFICATION
+    fn service(&self) -> Service {
+        Service::Notification
     }
 
     fn handles(&self, event_type: EventType) -> bool {

@@ -8,33 +8,24 @@
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
 use fulfillment_core::script_reply::Tagged;
-use fulfillment_core::{Event, EventType, Redis, keys, metrics};
+use fulfillment_core::stream_entry::entry_id_order;
+use fulfillment_core::{Event, Redis, keys};
+pub use order_projection::{HistoryEntry, OrderStatus, observe_completion};
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 static PLACE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/place_order.lua")));
 static CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cancel_order.lua")));
 
-/// Every status an order can have.
-pub const STATUSES: &[&str] = &[
-    "PENDING",
-    "RESERVED",
-    "PAID",
-    "COMPLETED",
-    "CANCELLED",
-    "FAILED",
-];
-
 /// An order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Order {
     pub id: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub status_reason: Option<String>,
     pub customer_id: String,
     pub customer_email: String,
@@ -54,7 +45,7 @@ impl Order {
         let text = |k: &str| hash.get(k).cloned().unwrap_or_default();
         Some(Self {
             id: hash.get("id")?.clone(),
-            status: text("status"),
+            status: OrderStatus::parse(hash.get("status")?)?,
             status_reason: hash.get("status_reason").filter(|r| !r.is_empty()).cloned(),
             customer_id: text("customer_id"),
             customer_email: text("customer_email"),
@@ -110,6 +101,34 @@ pub fn never_reached_redis(error: &redis::RedisError) -> bool {
     error.is_connection_refusal() || error.code().is_some()
 }
 
+/// What `place_order.lua` did.
+enum Placement {
+    Created {
+        stream_id: String,
+    },
+    /// The Idempotency-Key was used before: the first order, and the fingerprint it was placed with.
+    Existing {
+        order_id: String,
+        fingerprint: String,
+    },
+}
+
+impl FromRedisValue for Placement {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        Ok(match reply.tag.as_str() {
+            "created" => Placement::Created {
+                stream_id: reply.text(0)?,
+            },
+            "existing" => Placement::Existing {
+                order_id: reply.text(0)?,
+                fingerprint: reply.text(1)?,
+            },
+            _ => return Err(reply.unknown("place_order.lua")),
+        })
+    }
+}
+
 /// Writes the order `order_id` and its `OrderPlaced` in one script.
 pub async fn place(
     redis: &Redis,
@@ -125,7 +144,7 @@ pub async fn place(
     let items_json = serde_json::to_string(&new.items).unwrap_or_default();
     let order_fields: Vec<(&str, String)> = vec![
         ("id", order_id.clone()),
-        ("status", "PENDING".into()),
+        ("status", OrderStatus::Pending.as_str().into()),
         ("status_reason", String::new()),
         ("customer_id", new.customer_id.clone()),
         ("customer_email", new.customer_email.clone()),
@@ -138,8 +157,7 @@ pub async fn place(
         ("progress", "0".into()),
         ("failed", "0".into()),
     ];
-    let mut event = Event::new(
-        EventType::OrderPlaced,
+    let mut event = Event::of(
         &order_id,
         &OrderPlaced {
             customer_id: new.customer_id.clone(),
@@ -158,7 +176,7 @@ pub async fn place(
         .key(stream)
         .key(keys::order(&order_id))
         .key(keys::orders_index())
-        .key(keys::orders_by_status("PENDING"))
+        .key(keys::orders_by_status(OrderStatus::Pending.as_str()))
         .key(keys::idempotency(
             idempotency.map(|i| i.key.as_str()).unwrap_or("-"),
         ))
@@ -174,18 +192,22 @@ pub async fn place(
         invocation.arg(k).arg(v);
     }
     let mut conn = redis.conn();
-    let (outcome, id, fingerprint): (String, String, String) =
-        invocation.invoke_async(&mut conn).await?;
-    if outcome == "existing" {
-        return Ok(Placed::Existing {
-            order_id: id,
-            same_request: idempotency.is_some_and(|i| i.fingerprint == fingerprint),
-        });
-    }
+    let id = match invocation.invoke_async(&mut conn).await? {
+        Placement::Existing {
+            order_id,
+            fingerprint,
+        } => {
+            return Ok(Placed::Existing {
+                order_id,
+                same_request: idempotency.is_some_and(|i| i.fingerprint == fingerprint),
+            });
+        }
+        Placement::Created { stream_id } => stream_id,
+    };
     Ok(Placed::Created {
         order: Box::new(Order {
             id: order_id,
-            status: "PENDING".into(),
+            status: OrderStatus::Pending,
             status_reason: None,
             customer_id: new.customer_id,
             customer_email: new.customer_email,
@@ -219,12 +241,12 @@ pub struct OrderPage {
 /// Orders newest first, optionally of one status, after `cursor` (from a previous page).
 pub async fn list(
     redis: &Redis,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     limit: usize,
     cursor: Option<&str>,
 ) -> RedisResult<OrderPage> {
     let index = match status {
-        Some(s) => keys::orders_by_status(s),
+        Some(s) => keys::orders_by_status(s.as_str()),
         None => keys::orders_index(),
     };
     let max = match cursor {
@@ -277,21 +299,6 @@ pub fn is_cursor(cursor: &str) -> bool {
     })
 }
 
-/// One entry of an order's history.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
-pub struct HistoryEntry {
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub stream_id: String,
-    pub occurred_at: String,
-    pub producer: Option<String>,
-    pub payload: serde_json::Value,
-    /// Which consumer of the order group recorded it, and at which delivery (2+ = a retry).
-    pub recorded_by: String,
-    pub attempt: u64,
-}
-
 /// The order's events in stream order.
 pub async fn history(redis: &Redis, order_id: &str) -> RedisResult<Vec<HistoryEntry>> {
     let mut conn = redis.conn();
@@ -303,29 +310,23 @@ pub async fn history(redis: &Redis, order_id: &str) -> RedisResult<Vec<HistoryEn
         .values()
         .filter_map(|json| serde_json::from_str(json).ok())
         .collect();
-    entries.sort_by_key(|e| stream_id_order(&e.stream_id));
+    entries.sort_by_key(|e| entry_id_order(&e.stream_id));
     Ok(entries)
-}
-
-/// Sort key of a stream entry id (`ms-seq`).
-pub fn stream_id_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 /// What a cancel request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancelled {
     Cancelled {
-        previous_status: String,
+        previous_status: OrderStatus,
         created_ms: String,
     },
     AlreadyFinal {
-        status: String,
+        status: OrderStatus,
     },
     /// Its shipment label exists: the order is on its way and can no longer be cancelled.
     AlreadyShipped {
-        status: String,
+        status: OrderStatus,
     },
     NotFound,
 }
@@ -333,7 +334,12 @@ pub enum Cancelled {
 impl FromRedisValue for Cancelled {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        let status = reply.text(0)?;
+        if reply.tag == "not_found" {
+            return Ok(Cancelled::NotFound);
+        }
+        let status = OrderStatus::parse(&reply.text(0)?).ok_or_else(|| {
+            ParsingError::from(format!("cancel_order.lua: status {:?}", reply.text(0)))
+        })?;
         Ok(match reply.tag.as_str() {
             "cancelled" => Cancelled::Cancelled {
                 previous_status: status,
@@ -341,7 +347,6 @@ impl FromRedisValue for Cancelled {
             },
             "conflict" => Cancelled::AlreadyFinal { status },
             "shipped" => Cancelled::AlreadyShipped { status },
-            "not_found" => Cancelled::NotFound,
             _ => return Err(reply.unknown("cancel_order.lua")),
         })
     }
@@ -354,8 +359,7 @@ pub async fn cancel(
     order: &Order,
     reason: &str,
 ) -> RedisResult<Cancelled> {
-    let event = Event::new(
-        EventType::OrderCancelled,
+    let event = Event::of(
         &order.id,
         &OrderCancelled {
             reason: reason.to_owned(),
@@ -378,15 +382,7 @@ pub async fn cancel(
         .invoke_async(&mut conn)
         .await?;
     if let Cancelled::Cancelled { created_ms, .. } = &outcome {
-        observe_completion("CANCELLED", created_ms);
+        observe_completion(OrderStatus::Cancelled, created_ms);
     }
     Ok(outcome)
-}
-
-/// Records placed → final time in `fulfillment_order_completion_seconds`.
-pub fn observe_completion(status: &str, created_ms: &str) {
-    if let Ok(created) = created_ms.parse::<u64>() {
-        let took = Duration::from_millis(now_millis().saturating_sub(created));
-        metrics::order_completed(status, took);
-    }
 }

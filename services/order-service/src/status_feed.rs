@@ -3,7 +3,7 @@
 //! Status changes are published by the scripts that make them (`PUBLISH` inside the projection
 //! and cancel scripts), so a client connected to any replica sees changes made by every replica.
 
-use fulfillment_core::consumer::Backoff;
+use fulfillment_core::backoff::Backoff;
 use fulfillment_core::{Redis, keys};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;

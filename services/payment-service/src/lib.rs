@@ -12,18 +12,19 @@
 
 pub mod gateway;
 
+use fulfillment_core::backoff::Backoff;
 use fulfillment_core::events::{
     OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
 };
+use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Settings, keys,
 };
 use gateway::{ChargeError, TestGateway, Void};
 use std::time::Duration;
 use uuid::Uuid;
-
-pub const SERVICE: &str = "payment";
 
 mod state {
     pub const CHARGING: &str = "charging";
@@ -33,21 +34,41 @@ mod state {
     pub const CANCELLED: &str = "cancelled";
 }
 
-/// How a charge is retried in-process.
-#[derive(Debug, Clone, Copy)]
-pub struct ChargePolicy {
+/// How charges are tried: the test gateway's injected failures, and the in-process retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChargeSettings {
+    /// `PAYMENT_FAILURE_RATE`: 0..1, a charge attempt fails transiently. Default 0.
+    pub failure_rate: f64,
+    /// `PAYMENT_MAX_ATTEMPTS`: charge attempts before the payment is given up. Default 3.
     pub max_attempts: u32,
-    pub backoff_base: Duration,
+    /// `PAYMENT_BACKOFF_MS`: base of the exponential backoff between attempts: the first pause is
+    /// between it and twice it. Default 50.
+    pub backoff_ms: u64,
 }
 
-impl ChargePolicy {
-    /// The pause before attempt `attempt + 1`: base × 2^(attempt-1), plus up to as much jitter.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
-        let jitter_ms = rand::random_range(0..=exp.as_millis() as u64);
-        exp + Duration::from_millis(jitter_ms)
+impl Default for ChargeSettings {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.0,
+            max_attempts: 3,
+            backoff_ms: 50,
+        }
+    }
+}
+
+impl ChargeSettings {
+    pub fn read(env: &Env) -> Result<Self, SettingsError> {
+        Ok(Self {
+            failure_rate: env.rate("PAYMENT_FAILURE_RATE")?,
+            max_attempts: env.ranged("PAYMENT_MAX_ATTEMPTS", 3, 1, 100)?,
+            backoff_ms: env.ranged("PAYMENT_BACKOFF_MS", 50, 0, 60_000)?,
+        })
+    }
+
+    /// A fresh backoff for one charge's attempts.
+    fn backoff(&self) -> Backoff {
+        let step = Duration::from_millis(self.backoff_ms.saturating_mul(2));
+        Backoff::new(step, step.saturating_mul(1024))
     }
 }
 
@@ -57,19 +78,16 @@ pub struct PaymentHandler {
     redis: Redis,
     stream: String,
     gateway: TestGateway,
-    policy: ChargePolicy,
+    charges: ChargeSettings,
 }
 
 impl PaymentHandler {
-    pub fn new(redis: Redis, settings: &Settings) -> Self {
+    pub fn new(redis: Redis, settings: &Settings, charges: ChargeSettings) -> Self {
         Self {
-            gateway: TestGateway::new(redis.clone(), settings.payment_failure_rate),
+            gateway: TestGateway::new(redis.clone(), charges.failure_rate),
             redis,
-            stream: settings.stream.clone(),
-            policy: ChargePolicy {
-                max_attempts: settings.payment_max_attempts,
-                backoff_base: Duration::from_millis(settings.payment_backoff_ms),
-            },
+            stream: settings.stream.name.clone(),
+            charges,
         }
     }
 
@@ -161,23 +179,17 @@ impl PaymentHandler {
         let (to, outcome) = match failure {
             None => (
                 state::CHARGED,
-                delivery.follow_up(
-                    EventType::PaymentProcessed,
-                    &PaymentProcessed {
-                        payment_id: payment_id.clone(),
-                        amount: reserved.amount,
-                        customer_email: reserved.customer_email.clone(),
-                    },
-                ),
+                delivery.follow_up(&PaymentProcessed {
+                    payment_id: payment_id.clone(),
+                    amount: reserved.amount,
+                    customer_email: reserved.customer_email.clone(),
+                }),
             ),
             Some(e) => (
                 state::FAILED,
-                delivery.follow_up(
-                    EventType::PaymentFailed,
-                    &PaymentFailed {
-                        reason: e.reason().to_owned(),
-                    },
-                ),
+                delivery.follow_up(&PaymentFailed {
+                    reason: e.reason().to_owned(),
+                }),
             ),
         };
         let finished = self
@@ -230,13 +242,10 @@ impl PaymentHandler {
             .refund(order_id, payment_id, amount)
             .await
             .map_err(HandlerError::Transient)?;
-        let refunded = delivery.follow_up(
-            EventType::PaymentRefunded,
-            &PaymentRefunded {
-                payment_id: payment_id.to_owned(),
-                amount,
-            },
-        );
+        let refunded = delivery.follow_up(&PaymentRefunded {
+            payment_id: payment_id.to_owned(),
+            amount,
+        });
         self.step(Step {
             order_id,
             key: keys::payment(order_id),
@@ -261,19 +270,20 @@ impl PaymentHandler {
         token: &str,
     ) -> Result<(), ChargeError> {
         let mut attempt = 1;
+        let mut backoff = self.charges.backoff();
         loop {
             match self
                 .gateway
                 .charge(order_id, payment_id, amount, token)
                 .await
             {
-                Err(ChargeError::Unavailable(reason)) if attempt < self.policy.max_attempts => {
+                Err(ChargeError::Unavailable(reason)) if attempt < self.charges.max_attempts => {
                     tracing::warn!(
                         attempt,
                         reason = reason.as_str(),
                         "charge failed; backing off"
                     );
-                    tokio::time::sleep(self.policy.backoff(attempt)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -333,12 +343,8 @@ impl PaymentHandler {
 }
 
 impl EventHandler for PaymentHandler {
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn group(&self) -> &'static str {
-        keys::group::PAYMENT
+    fn service(&self) -> Service {
+        Service::Payment
     }
 
     fn handles(&self, event_type: EventType) -> bool {
@@ -368,8 +374,8 @@ pub fn payment_id(order_id: &str) -> String {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings) -> PaymentHandler {
-    PaymentHandler::new(redis, settings)
+pub fn handler(redis: Redis, settings: &Settings, charges: ChargeSettings) -> PaymentHandler {
+    PaymentHandler::new(redis, settings, charges)
 }
 
 #[cfg(test)]
@@ -377,22 +383,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter() {
-        let policy = ChargePolicy {
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(100),
-        };
-        for _ in 0..100 {
-            let first = policy.backoff(1);
-            let third = policy.backoff(3);
-            assert!(
-                (100..=200).contains(&(first.as_millis() as u64)),
-                "{first:?}"
-            );
-            assert!(
-                (400..=800).contains(&(third.as_millis() as u64)),
-                "{third:?}"
-            );
+    fn a_charge_backs_off_from_its_base_doubling() {
+        let mut backoff = ChargeSettings {
+            backoff_ms: 100,
+            ..ChargeSettings::default()
+        }
+        .backoff();
+        for range in [100..=200, 200..=400, 400..=800] {
+            let d = backoff.next_delay().as_millis() as u64;
+            assert!(range.contains(&d), "{d}");
         }
     }
 

@@ -1,9 +1,17 @@
 //! The payment service binary: one consumer of its group plus health, readiness and metrics.
 
+// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    fulfillment_core::service::main_for_worker("payment-service", |redis, settings| {
-        std::sync::Arc::new(payment_service::handler(redis, settings))
-    })
+    fulfillment_core::startup::main_for_worker(
+        "payment-service",
+        payment_service::ChargeSettings::read,
+        |redis, settings, charges| {
+            std::sync::Arc::new(payment_service::handler(redis, settings, charges))
+        },
+    )
     .await
 }

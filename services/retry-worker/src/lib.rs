@@ -10,17 +10,19 @@
 //! lag counter is repaired if a restart from the append-only file left it wrong. The pass records
 //! when it finished, for `/metrics`.
 
-use fulfillment_core::consumer::{
-    Disposition, EventHandler, RawEntry, acknowledge, dispose, parse_entries, resolve_replayed,
-};
+use fulfillment_core::consumer::{Disposition, acknowledge, decide, resolve_replayed};
 use fulfillment_core::dead_letter::{self, DeadLetter};
 use fulfillment_core::events::now_millis;
 use fulfillment_core::script_reply::Tagged;
+use fulfillment_core::settings::{Env, SettingsError};
+use fulfillment_core::stream_entry::{Entries, RawEntry};
 use fulfillment_core::stream_stats::{
     consumer_figures, group_figures, oldest_pending_id, parse_entry_id,
 };
-use fulfillment_core::{Redis, Settings, keys, retention};
+use fulfillment_core::{EventHandler, Redis, Service, Settings, keys, retention};
 use futures_util::future::join_all;
+use inventory_service::Instability;
+use payment_service::ChargeSettings;
 use redis::streams::StreamPendingCountReply;
 use redis::{RedisResult, Script};
 use serde::Serialize;
@@ -37,15 +39,52 @@ static REPAIR_LAG: LazyLock<Script> =
 /// later pass, once it has caught up some.
 const LAG_REPAIR_MAX_COUNT: usize = 1000;
 
-/// Every group's handler, built as the services build them.
-pub fn all_handlers(redis: &Redis, settings: &Settings) -> Vec<Arc<dyn EventHandler>> {
-    vec![
-        Arc::new(order_service::projection::handler(redis.clone(), settings)),
-        Arc::new(inventory_service::handler(redis.clone(), settings)),
-        Arc::new(payment_service::handler(redis.clone(), settings)),
-        Arc::new(shipping_service::handler(redis.clone(), settings)),
-        Arc::new(notification_service::handler(redis.clone(), settings)),
-    ]
+/// The settings that services keep to themselves: inventory's failure injection and payment's
+/// charge retries. Whoever builds their handlers (their binaries, the retry worker, `fulfillment
+/// up`) reads these beside [`Settings`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServiceSettings {
+    pub inventory: Instability,
+    pub payment: ChargeSettings,
+}
+
+impl ServiceSettings {
+    pub fn read(env: &Env) -> Result<Self, SettingsError> {
+        Ok(Self {
+            inventory: Instability::read(env)?,
+            payment: ChargeSettings::read(env)?,
+        })
+    }
+}
+
+/// The handler of a service's group, built as the service's binary builds it: the one registry
+/// of services and handlers (the retry worker and `fulfillment up` both need every one).
+pub fn handler(
+    service: Service,
+    redis: &Redis,
+    settings: &Settings,
+    own: &ServiceSettings,
+) -> Arc<dyn EventHandler> {
+    let redis = redis.clone();
+    match service {
+        Service::Order => Arc::new(order_projection::handler(redis, settings)),
+        Service::Inventory => Arc::new(inventory_service::handler(redis, settings, own.inventory)),
+        Service::Payment => Arc::new(payment_service::handler(redis, settings, own.payment)),
+        Service::Shipping => Arc::new(shipping_service::handler(redis, settings)),
+        Service::Notification => Arc::new(notification_service::handler(redis, settings)),
+    }
+}
+
+/// Every group's handler.
+pub fn all_handlers(
+    redis: &Redis,
+    settings: &Settings,
+    own: &ServiceSettings,
+) -> Vec<Arc<dyn EventHandler>> {
+    Service::ALL
+        .iter()
+        .map(|s| handler(*s, redis, settings, own))
+        .collect()
 }
 
 /// What one pass did.
@@ -123,10 +162,10 @@ impl RetryWorker {
     async fn repair_lags(&self) -> RedisResult<usize> {
         let mut conn = self.redis.conn();
         let mut repaired = 0;
-        for group in keys::group::ALL {
+        for group in fulfillment_core::service::all_groups() {
             let reply: Tagged = REPAIR_LAG
-                .key(&self.settings.stream)
-                .arg(*group)
+                .key(&self.settings.stream.name)
+                .arg(group)
                 .arg(LAG_REPAIR_MAX_COUNT)
                 .invoke_async(&mut conn)
                 .await?;
@@ -155,7 +194,7 @@ impl RetryWorker {
 
     /// Passes every `RETRY_INTERVAL_MS` until `shutdown`; a failed pass is logged and retried.
     pub async fn run_loop(&self, shutdown: CancellationToken) {
-        let interval = std::time::Duration::from_millis(self.settings.retry_interval_ms);
+        let interval = std::time::Duration::from_millis(self.settings.retry.interval_ms);
         while !shutdown.is_cancelled() {
             match self.run_pass().await {
                 Ok(report) if report != PassReport::default() => {
@@ -176,13 +215,13 @@ impl RetryWorker {
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&s.stream)
+            .arg(&s.stream.name)
             .arg(group)
             .arg("IDLE")
-            .arg(s.retry_min_idle_ms)
+            .arg(s.retry.min_idle_ms)
             .arg("-")
             .arg("+")
-            .arg(s.retry_batch_size)
+            .arg(s.retry.batch_size)
             .query_async(&mut conn)
             .await?;
         let mut report = PassReport::default();
@@ -195,20 +234,18 @@ impl RetryWorker {
             .map(|p| (p.id.as_str(), p.times_delivered as u64))
             .collect();
         let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
-        let claimed = parse_entries(
-            redis::cmd("XCLAIM")
-                .arg(&s.stream)
-                .arg(group)
-                .arg(&s.consumer_name)
-                .arg(s.retry_min_idle_ms)
-                .arg(&ids)
-                .query_async(&mut conn)
-                .await?,
-        );
+        let Entries(claimed) = redis::cmd("XCLAIM")
+            .arg(&s.stream.name)
+            .arg(group)
+            .arg(&s.consumer_name)
+            .arg(s.retry.min_idle_ms)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
         let (gone, live): (Vec<RawEntry>, Vec<RawEntry>) =
             claimed.into_iter().partition(|e| e.fields.is_empty());
         let gone_ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
-        acknowledge(&self.redis, &s.stream, group, &gone_ids).await?;
+        acknowledge(&self.redis, &s.stream.name, group, &gone_ids).await?;
         report.gone_acknowledged = gone_ids.len();
 
         if live.is_empty() {
@@ -230,7 +267,7 @@ impl RetryWorker {
         let outcomes = join_all(
             live.iter()
                 .zip(&before)
-                .map(|(entry, before)| dispose(handler, entry, &s.consumer_name, before + 1)),
+                .map(|(entry, before)| decide(handler, entry, &s.consumer_name, before + 1)),
         )
         .await;
         let mut acks = Vec::new();
@@ -252,7 +289,7 @@ impl RetryWorker {
                     None
                 }
                 Disposition::LeavePending { reason }
-                    if before >= u64::from(s.retry_max_retries) =>
+                    if before >= u64::from(s.retry.max_retries) =>
                 {
                     Some((format!("retries exhausted: {reason}"), false))
                 }
@@ -271,11 +308,12 @@ impl RetryWorker {
                     error: &error,
                     poison,
                 };
-                dead_letter::dead_letter(&self.redis, &s.stream, &s.dlq_stream, &letter).await?;
+                dead_letter::dead_letter(&self.redis, &s.stream.name, &s.stream.dlq, &letter)
+                    .await?;
                 report.dead_lettered += 1;
             }
         }
-        acknowledge(&self.redis, &s.stream, group, &acks).await?;
+        acknowledge(&self.redis, &s.stream.name, group, &acks).await?;
         Ok(report)
     }
 
@@ -285,17 +323,19 @@ impl RetryWorker {
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let mut removed = 0;
-        for group in keys::group::ALL {
-            for consumer in consumer_figures(&self.redis, &s.stream, group).await? {
-                if consumer.pending > 0 || (consumer.unseen_ms as u64) < s.consumer_gone_after_ms {
+        for group in fulfillment_core::service::all_groups() {
+            for consumer in consumer_figures(&self.redis, &s.stream.name, group).await? {
+                if consumer.pending > 0
+                    || (consumer.unseen_ms as u64) < s.retry.consumer_gone_after_ms
+                {
                     continue;
                 }
                 let gone: i64 = REMOVE_GONE_CONSUMER
-                    .key(&s.stream)
+                    .key(&s.stream.name)
                     .key(keys::heartbeats(group))
-                    .arg(*group)
+                    .arg(group)
                     .arg(&consumer.name)
-                    .arg(s.consumer_gone_after_ms)
+                    .arg(s.retry.consumer_gone_after_ms)
                     .arg(now_millis())
                     .invoke_async(&mut conn)
                     .await?;
@@ -326,14 +366,14 @@ impl RetryWorker {
         let Some(safe) = self.oldest_unacknowledged().await? else {
             return Ok(0);
         };
-        let cut = (now_millis().saturating_sub(s.stream_retention_ms), 0);
+        let cut = (now_millis().saturating_sub(s.stream.retention_ms), 0);
         let min_id = safe.min(cut);
         if min_id == (0, 0) {
             return Ok(0);
         }
         let mut conn = self.redis.conn();
         redis::cmd("XTRIM")
-            .arg(&s.stream)
+            .arg(&s.stream.name)
             .arg("MINID")
             .arg(format!("{}-{}", min_id.0, min_id.1))
             .query_async(&mut conn)
@@ -344,14 +384,14 @@ impl RetryWorker {
     /// its last delivered one. `None` when the stream has no groups.
     async fn oldest_unacknowledged(&self) -> RedisResult<Option<(u64, u64)>> {
         let s = &self.settings;
-        let groups = group_figures(&self.redis, &s.stream).await?;
+        let groups = group_figures(&self.redis, &s.stream.name).await?;
         let mut oldest: Option<(u64, u64)> = None;
         for g in &groups {
-            let needed = match oldest_pending_id(&self.redis, &s.stream, &g.name, g.pending).await?
-            {
-                Some(id) => id,
-                None => parse_entry_id(&g.last_delivered_id),
-            };
+            let needed =
+                match oldest_pending_id(&self.redis, &s.stream.name, &g.name, g.pending).await? {
+                    Some(id) => id,
+                    None => parse_entry_id(&g.last_delivered_id),
+                };
             oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
         }
         Ok(oldest)

@@ -10,11 +10,10 @@
 use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Settings, keys,
 };
 use uuid::Uuid;
-
-pub const SERVICE: &str = "shipping";
 
 use keys::shipment_state as state;
 
@@ -29,7 +28,7 @@ impl ShippingHandler {
     pub fn new(redis: Redis, settings: &Settings) -> Self {
         Self {
             redis,
-            stream: settings.stream.clone(),
+            stream: settings.stream.name.clone(),
         }
     }
 
@@ -38,14 +37,11 @@ impl ShippingHandler {
         let paid: PaymentProcessed = event.payload_as()?;
         let label_id = Uuid::new_v4().to_string();
         let tracking_number = tracking_number();
-        let prepared = delivery.follow_up(
-            EventType::ShipmentPrepared,
-            &ShipmentPrepared {
-                label_id: label_id.clone(),
-                tracking_number: tracking_number.clone(),
-                customer_email: paid.customer_email,
-            },
-        );
+        let prepared = delivery.follow_up(&ShipmentPrepared {
+            label_id: label_id.clone(),
+            tracking_number: tracking_number.clone(),
+            customer_email: paid.customer_email,
+        });
         let outcome = transition(
             &self.redis,
             &self.stream,
@@ -113,12 +109,8 @@ impl ShippingHandler {
 }
 
 impl EventHandler for ShippingHandler {
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn group(&self) -> &'static str {
-        keys::group::SHIPPING
+    fn service(&self) -> Service {
+        Service::Shipping
     }
 
     fn handles(&self, event_type: EventType) -> bool {

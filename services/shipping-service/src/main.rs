@@ -1,9 +1,15 @@
 //! The shipping service binary: one consumer of its group plus health, readiness and metrics.
 
+// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    fulfillment_core::service::main_for_worker("shipping-service", |redis, settings| {
-        std::sync::Arc::new(shipping_service::handler(redis, settings))
-    })
+    fulfillment_core::startup::main_for_worker(
+        "shipping-service",
+        |_| Ok(()),
+        |redis, settings, ()| std::sync::Arc::new(shipping_service::handler(redis, settings)),
+    )
     .await
 }

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fulfillment_core::Settings;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 /// What a route needs.
@@ -30,14 +31,19 @@ pub enum Tier {
 impl Tier {
     /// Whether `presented` (the bearer token, if any) opens this tier under these settings.
     pub fn allows(self, settings: &Settings, presented: Option<&str>) -> bool {
-        let is = |expected: &Option<String>| matches!((expected, presented), (Some(e), Some(p)) if bool::from(e.as_bytes().ct_eq(p.as_bytes())));
+        let is = |expected: &Option<SecretString>| match (expected, presented) {
+            (Some(e), Some(p)) => bool::from(e.expose_secret().as_bytes().ct_eq(p.as_bytes())),
+            _ => false,
+        };
         match self {
             Tier::Caller => {
-                settings.api_token.is_none() || is(&settings.api_token) || is(&settings.admin_token)
+                settings.api.api_token.is_none()
+                    || is(&settings.api.api_token)
+                    || is(&settings.api.admin_token)
             }
-            Tier::Admin => match (&settings.admin_token, &settings.api_token) {
-                (Some(_), _) => is(&settings.admin_token),
-                (None, Some(_)) => is(&settings.api_token),
+            Tier::Admin => match (&settings.api.admin_token, &settings.api.api_token) {
+                (Some(_), _) => is(&settings.api.admin_token),
+                (None, Some(_)) => is(&settings.api.api_token),
                 (None, None) => true,
             },
         }
@@ -91,8 +97,8 @@ mod tests {
 
     fn settings(api: Option<&str>, admin: Option<&str>) -> Settings {
         let mut s = Settings::for_redis("redis://127.0.0.1:1");
-        s.api_token = api.map(str::to_owned);
-        s.admin_token = admin.map(str::to_owned);
+        s.api.api_token = api.map(SecretString::from);
+        s.api.admin_token = admin.map(SecretString::from);
         s
     }
 

@@ -1,37 +1,21 @@
 //! `/dlq`: list, show, replay and delete dead letters (the admin tier). Deleting a dead letter
 //! resolves it for its order (an operator decided it needs no replay).
 
-use super::{ApiPath, ApiQuery, AppState, limit_param};
+use super::{ApiPath, ApiQuery, AppState, PageQuery};
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fulfillment_core::dead_letter::{self, ReplayOutcome, is_entry_id};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
+use fulfillment_core::dead_letter::{self, ReplayOutcome};
+use fulfillment_core::stream_entry::is_entry_id;
 
 pub async fn list(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    let limit = limit_param(query.limit.as_ref(), 100, 1000)?;
-    let cursor = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) if is_entry_id(c) => Some(c),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "cursor must be an entry id",
-            ));
-        }
-    };
-    let page = dead_letter::list(&state.redis, &state.settings.dlq_stream, limit, cursor).await?;
+    let (limit, cursor) = query.read(100, 1000, is_entry_id)?;
+    let page = dead_letter::list(&state.redis, &state.settings.stream.dlq, limit, cursor).await?;
     Ok(Json(page).into_response())
 }
 
@@ -40,7 +24,7 @@ pub async fn get_one(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let found = if is_entry_id(&id) {
-        dead_letter::get(&state.redis, &state.settings.dlq_stream, &id).await?
+        dead_letter::get(&state.redis, &state.settings.stream.dlq, &id).await?
     } else {
         None
     };
@@ -53,7 +37,14 @@ pub async fn replay(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let settings = &state.settings;
-    match dead_letter::replay(&state.redis, &settings.stream, &settings.dlq_stream, &id).await? {
+    match dead_letter::replay(
+        &state.redis,
+        &settings.stream.name,
+        &settings.stream.dlq,
+        &id,
+    )
+    .await?
+    {
         outcome @ ReplayOutcome::Replayed { .. } => {
             Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
         }
@@ -65,7 +56,7 @@ pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    if dead_letter::delete(&state.redis, &state.settings.dlq_stream, &id).await? {
+    if dead_letter::delete(&state.redis, &state.settings.stream.dlq, &id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_found(&id))

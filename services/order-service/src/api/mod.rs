@@ -3,9 +3,10 @@
 //! Every error is JSON with a code ([`crate::error::ApiError`]), including unknown routes, wrong
 //! methods, oversized bodies and wrong content types; bad input never publishes anything. Routes
 //! come in three groups: the caller tier and the admin tier ([`auth`]), each behind its token
-//! check, and the open routes. The API's in-flight limit and timeout ([`guard`]) cover the tiers,
-//! `/ws` and `/stats`, never health, readiness, metrics or the console's static files, so a flood
-//! of slow requests cannot make a healthy pod look dead to its probes.
+//! check, and the open routes. The API's in-flight limit and timeout (tower's global concurrency
+//! limit, load shedding and timeout; [`guard_refusal`] turns their errors into the API's) cover
+//! the tiers, `/ws` and `/stats`, never health, readiness, metrics or the console's static files,
+//! so a flood of slow requests cannot make a healthy pod look dead to its probes.
 
 mod auth;
 mod dlq;
@@ -19,17 +20,20 @@ pub use extract::{ApiJson, ApiPath, ApiQuery, MAX_BODY_BYTES};
 
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use fulfillment_core::ops_http::ops_router;
-use fulfillment_core::service::ops_state;
+use fulfillment_core::startup::ops_state;
 use fulfillment_core::{Redis, Settings, metrics};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -69,17 +73,23 @@ pub fn router(state: AppState) -> Router {
         .route("/dlq/{id}", get(dlq::get_one).delete(dlq::delete))
         .route("/dlq/{id}/replay", post(dlq::replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::admin));
-    let limits = Limits {
-        in_flight: Arc::new(Semaphore::new(state.settings.http_max_in_flight)),
-        timeout: Duration::from_millis(state.settings.http_request_timeout_ms),
-    };
+    // One semaphore for every route (a plain ConcurrencyLimitLayer would give each its own); a
+    // request over the limit is shed at once with 503 overloaded.
+    let timeout = Duration::from_millis(state.settings.api.request_timeout_ms);
+    let guard = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e| guard_refusal(e, timeout)))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            state.settings.api.max_in_flight,
+        ))
+        .timeout(timeout);
     let limited = caller
         .merge(admin)
         // `/ws` checks its own tier: following one order is the caller's, every order the admin's.
         .route("/ws", get(ws::upgrade))
         .route("/stats", get(stats))
         .with_state(state.clone())
-        .layer(middleware::from_fn_with_state(limits, guard));
+        .layer(guard);
     let open = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/", get(console))
@@ -92,51 +102,36 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(count_requests))
 }
 
-/// How much the API takes on: requests at once, and how long one may take.
-#[derive(Debug, Clone)]
-struct Limits {
-    in_flight: Arc<Semaphore>,
-    timeout: Duration,
-}
-
-/// How long a request waits for a turn when `HTTP_MAX_IN_FLIGHT` are being served.
-const QUEUE_WAIT: Duration = Duration::from_secs(1);
-
-/// Bounds concurrency and time per request, answering 503 with a JSON error when either runs out.
-async fn guard(
-    axum::extract::State(limits): axum::extract::State<Limits>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let permit = match tokio::time::timeout(QUEUE_WAIT, limits.in_flight.acquire_owned()).await {
-        Ok(Ok(permit)) => permit,
-        _ => {
-            let mut response = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many requests in flight; retry shortly",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return response;
-        }
-    };
-    let response = match tokio::time::timeout(limits.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
+/// The API's answer when the guard refuses a request: over `HTTP_MAX_IN_FLIGHT` (503 `overloaded`,
+/// retry after a second) or longer than `HTTP_REQUEST_TIMEOUT_MS` (503 `request_timeout`).
+async fn guard_refusal(error: BoxError, timeout: Duration) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "request_timeout",
-            format!(
-                "the request took longer than {} ms",
-                limits.timeout.as_millis()
-            ),
+            format!("the request took longer than {} ms", timeout.as_millis()),
         )
-        .into_response(),
-    };
-    drop(permit);
-    response
+        .into_response();
+    }
+    tracing::error!(error = %error, "request failed in the API's guard");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the request failed",
+    )
+    .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -191,8 +186,8 @@ async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> A
     let settings = &state.settings;
     let stats = fulfillment_core::stream_stats::collect(
         &state.redis,
-        &settings.stream,
-        &settings.dlq_stream,
+        &settings.stream.name,
+        &settings.stream.dlq,
     )
     .await?;
     Ok(axum::Json(stats).into_response())
@@ -234,20 +229,46 @@ async fn console_asset(axum::extract::Path(file): axum::extract::Path<String>) -
         .into_response()
 }
 
-/// A query parameter as a bounded integer, or a 400 naming it.
-pub fn limit_param(value: Option<&String>, default: usize, max: usize) -> ApiResult<usize> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
+/// `?limit=&cursor=` of a paged list.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size (`default` when absent, else 1..=`max`) and the cursor (when `is_cursor`
+    /// accepts its shape, so a made-up one is a 400, not a Redis error); a 400 naming the bad one.
+    pub fn read(
+        &self,
+        default: usize,
+        max: usize,
+        is_cursor: impl Fn(&str) -> bool,
+    ) -> ApiResult<(usize, Option<&str>)> {
+        let limit = match &self.limit {
+            None => default,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("limit must be between 1 and {max}"),
+                    )
+                })?,
+        };
+        let cursor = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) if is_cursor(c) => Some(c),
+            Some(_) => {
+                return Err(ApiError::bad_request(
                     "invalid_query",
-                    format!("limit must be between 1 and {max}"),
-                )
-            }),
+                    "cursor is not one this API gave",
+                ));
+            }
+        };
+        Ok((limit, cursor))
     }
 }
 

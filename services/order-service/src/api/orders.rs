@@ -1,14 +1,14 @@
 //! `/orders`: place (validated and priced server-side), read, list, history, cancel.
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, limit_param};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, PageQuery};
 use crate::catalog;
 use crate::error::{ApiError, ApiResult};
-use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, Placed, STATUSES};
+use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, OrderStatus, Placed};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fulfillment_core::events::{LineItem, PAYMENT_TOKENS, is_valid_traceparent};
+use fulfillment_core::events::{LineItem, PAYMENT_TOKENS};
 use fulfillment_core::telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -51,24 +51,24 @@ pub async fn place(
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
         key,
         fingerprint: serde_json::to_string(&request).unwrap_or_default(),
-        ttl_secs: state.settings.idempotency_ttl_secs,
+        ttl_secs: state.settings.api.idempotency_ttl_secs,
     });
     let incoming = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid_traceparent(v));
+        .and_then(telemetry::canonical_traceparent);
     let span = tracing::info_span!(
         "place_order",
         otel.name = "POST /orders",
         otel.kind = "server",
         order_id = tracing::field::Empty,
     );
-    telemetry::continue_trace(&span, incoming);
-    let traceparent = telemetry::traceparent_of(&span).or(incoming.map(str::to_owned));
+    telemetry::continue_trace(&span, incoming.as_deref());
+    let traceparent = telemetry::traceparent_of(&span).or(incoming);
     let order_id = uuid::Uuid::new_v4().to_string();
     let placing = orders::place(
         &state.redis,
-        &state.settings.stream,
+        &state.settings.stream.name,
         &order_id,
         new,
         idempotency.as_ref(),
@@ -77,7 +77,7 @@ pub async fn place(
     .instrument(span.clone());
     // Answer before the request's own timeout: once the script may have reached Redis, only a
     // reply tells whether the order exists, and the caller must hear that it does not know.
-    let deadline = Duration::from_millis(state.settings.http_request_timeout_ms)
+    let deadline = Duration::from_millis(state.settings.api.request_timeout_ms)
         .saturating_sub(Duration::from_millis(500))
         .max(Duration::from_millis(100));
     let placed = match tokio::time::timeout(deadline, placing).await {
@@ -280,21 +280,25 @@ async fn price(state: &AppState, request: &PlaceOrderRequest) -> ApiResult<NewOr
     })
 }
 
+/// The order, or 404 `order_not_found`.
+async fn existing(state: &AppState, id: &str) -> ApiResult<orders::Order> {
+    orders::get(&state.redis, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))
+}
+
 pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let order = orders::get(&state.redis, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
-    Ok(Json(order).into_response())
+    Ok(Json(existing(&state, &id).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 pub async fn list(
@@ -303,25 +307,18 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s) if STATUSES.contains(&s) => Some(s),
-        Some(s) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("unknown status {s}; one of {}", STATUSES.join(", ")),
-            ));
-        }
+        Some(s) => match OrderStatus::parse(s) {
+            Some(status) => Some(status),
+            None => {
+                let all: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown status {s}; one of {}", all.join(", ")),
+                ));
+            }
+        },
     };
-    let limit = limit_param(query.limit.as_ref(), 50, 200)?;
-    let cursor = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) if orders::is_cursor(c) => Some(c),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "cursor is not one this API gave",
-            ));
-        }
-    };
+    let (limit, cursor) = query.page.read(50, 200, orders::is_cursor)?;
     let page = orders::list(&state.redis, status, limit, cursor).await?;
     Ok(Json(page).into_response())
 }
@@ -330,12 +327,7 @@ pub async fn events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    if orders::get(&state.redis, &id).await?.is_none() {
-        return Err(ApiError::not_found(
-            "order_not_found",
-            format!("no order {id}"),
-        ));
-    }
+    existing(&state, &id).await?;
     let events = orders::history(&state.redis, &id).await?;
     Ok(Json(json!({"order_id": id, "events": events})).into_response())
 }
@@ -344,12 +336,10 @@ pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let order = orders::get(&state.redis, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order {id}")))?;
+    let order = existing(&state, &id).await?;
     match orders::cancel(
         &state.redis,
-        &state.settings.stream,
+        &state.settings.stream.name,
         &order,
         "cancelled_by_request",
     )
@@ -360,7 +350,7 @@ pub async fn cancel(
         } => {
             tracing::info!(
                 order_id = id.as_str(),
-                previous_status,
+                previous_status = previous_status.as_str(),
                 "order cancelled by request"
             );
             let order = orders::get(&state.redis, &id).await?.unwrap_or(order);

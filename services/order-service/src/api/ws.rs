@@ -62,7 +62,7 @@ pub async fn upgrade(
             "too_many_connections",
             format!(
                 "this server holds its limit of {} live-status connections; retry later",
-                state.settings.ws_max_connections
+                state.settings.api.ws_max_connections
             ),
         )
         .into_response();

@@ -5,6 +5,7 @@
 //! `XREADGROUP BLOCK` would stall every other command multiplexed on the same socket and would
 //! trip the usual response timeout.
 
+use crate::settings::RedisSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisResult};
 use std::time::Duration;
@@ -42,9 +43,9 @@ pub fn install_tls_provider() {
 
 impl Redis {
     /// Opens the shared connection; fails when Redis does not answer.
-    pub async fn connect(url: &str) -> RedisResult<Self> {
+    pub async fn connect(settings: &RedisSettings) -> RedisResult<Self> {
         install_tls_provider();
-        let client = Client::open(url)?;
+        let client = Client::open(settings.connection_info()?)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))

@@ -3,22 +3,141 @@
 //! Invariant: a status never moves backwards, whatever order or how often events arrive (the
 //! rules are in `project_order.lua`, applied in one step with the history entry). A stock or
 //! payment failure cancels the order and publishes `OrderCancelled` in that same step.
+//!
+//! Its own crate, below the order service's API, so the retry worker (which must run every
+//! group's handler) links the projection and not the whole HTTP API.
 
-use crate::SERVICE;
-use crate::orders::{HistoryEntry, observe_completion};
 use fulfillment_core::events::{EventDeadLettered, OrderCancelled, now_millis};
+use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{
-    Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis,
-    Settings, keys,
+    Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Settings, keys, metrics,
 };
-use redis::Script;
+use redis::{FromRedisValue, ParsingError, Script, Value};
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 static PROJECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/project_order.lua")));
 
 /// Longest `status_reason` kept from a dead letter's error.
 const MAX_REASON_LEN: usize = 200;
+
+/// An order's status (the contract's names). It never moves backwards: progress
+/// `Pending < Reserved < Paid < Completed`; `Completed` and `Cancelled` are final; `Failed` (an
+/// event of the order was dead-lettered) holds until progress moves again after a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Pending,
+    Reserved,
+    Paid,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Pending,
+        OrderStatus::Reserved,
+        OrderStatus::Paid,
+        OrderStatus::Completed,
+        OrderStatus::Cancelled,
+        OrderStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Reserved => "RESERVED",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// `Completed` or `Cancelled`: nothing moves it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromRedisValue for OrderStatus {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let text = String::from_redis_value(v)?;
+        Self::parse(&text).ok_or_else(|| format!("unknown order status {text:?}").into())
+    }
+}
+
+/// One entry of an order's history, as the projection records it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct HistoryEntry {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub stream_id: String,
+    pub occurred_at: String,
+    pub producer: Option<String>,
+    pub payload: serde_json::Value,
+    /// Which consumer of the order group recorded it, and at which delivery (2+ = a retry).
+    pub recorded_by: String,
+    pub attempt: u64,
+}
+
+/// Records placed → final time in `fulfillment_order_completion_seconds`.
+pub fn observe_completion(status: OrderStatus, created_ms: &str) {
+    if let Ok(created) = created_ms.parse::<u64>() {
+        let took = Duration::from_millis(now_millis().saturating_sub(created));
+        metrics::order_completed(status.as_str(), took);
+    }
+}
+
+/// What `project_order.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Projected {
+    Changed {
+        status: OrderStatus,
+        created_ms: String,
+    },
+    /// Recorded in the history; the status stays.
+    Unchanged,
+    /// The order is final; recorded in the history only.
+    Final,
+    /// No such order (never placed here, or removed by retention).
+    Unknown,
+}
+
+impl FromRedisValue for Projected {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        Ok(match reply.tag.as_str() {
+            "changed" => Projected::Changed {
+                status: OrderStatus::from_redis_value(
+                    reply.rest.first().cloned().unwrap_or(Value::Nil),
+                )?,
+                created_ms: reply.text(1)?,
+            },
+            "unchanged" => Projected::Unchanged,
+            "final" => Projected::Final,
+            "unknown" => Projected::Unknown,
+            _ => return Err(reply.unknown("project_order.lua")),
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OrderProjection {
@@ -30,7 +149,7 @@ impl OrderProjection {
     pub fn new(redis: Redis, settings: &Settings) -> Self {
         Self {
             redis,
-            stream: settings.stream.clone(),
+            stream: settings.stream.name.clone(),
         }
     }
 
@@ -54,7 +173,7 @@ impl OrderProjection {
             attempt: delivery.attempt,
         };
         let mut conn = self.redis.conn();
-        let (outcome, status, created_ms): (String, String, String) = PROJECT
+        let projected: Projected = PROJECT
             .key(keys::order(&event.order_id))
             .key(keys::order_history(&event.order_id))
             .key(&self.stream)
@@ -70,15 +189,17 @@ impl OrderProjection {
             .arg(now_millis())
             .invoke_async(&mut conn)
             .await?;
-        match outcome.as_str() {
-            "changed" => {
+        match projected {
+            Projected::Changed { status, created_ms } => {
                 tracing::info!(status = status.as_str(), "order status changed");
-                if status == "COMPLETED" || status == "CANCELLED" {
-                    observe_completion(&status, &created_ms);
+                if status.is_final() {
+                    observe_completion(status, &created_ms);
                 }
             }
-            "unknown" => tracing::warn!("event for an order this service never placed; ignored"),
-            _ => {}
+            Projected::Unknown => {
+                tracing::warn!("event for an order this service never placed; ignored")
+            }
+            Projected::Unchanged | Projected::Final => {}
         }
         Ok(Handled::Done)
     }
@@ -96,13 +217,10 @@ impl OrderProjection {
             .arg("customer_email")
             .query_async(&mut conn)
             .await?;
-        Ok(delivery.follow_up(
-            EventType::OrderCancelled,
-            &OrderCancelled {
-                reason: reason.to_owned(),
-                customer_email: email.unwrap_or_default(),
-            },
-        ))
+        Ok(delivery.follow_up(&OrderCancelled {
+            reason: reason.to_owned(),
+            customer_email: email.unwrap_or_default(),
+        }))
     }
 }
 
@@ -138,12 +256,8 @@ fn reason_of(event: &Event) -> Result<String, HandlerError> {
 }
 
 impl EventHandler for OrderProjection {
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn group(&self) -> &'static str {
-        keys::group::ORDER
+    fn service(&self) -> Service {
+        Service::Order
     }
 
     fn handles(&self, _event_type: EventType) -> bool {
@@ -160,7 +274,7 @@ impl EventHandler for OrderProjection {
     }
 }
 
-/// Builds the projection as the service does.
+/// Builds the projection as the order service does.
 pub fn handler(redis: Redis, settings: &Settings) -> OrderProjection {
     OrderProjection::new(redis, settings)
 }
@@ -186,6 +300,15 @@ mod tests {
         let reason = reason_of(&event).expect("reason");
         assert!(reason.starts_with("dead_lettered in inventory_group: "));
         assert!(reason.len() <= MAX_REASON_LEN);
+    }
+
+    #[test]
+    fn statuses_round_trip_and_finals_are_final() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(OrderStatus::Cancelled.is_final() && !OrderStatus::Failed.is_final());
+        assert_eq!(OrderStatus::parse("SHIPPED"), None);
     }
 
     #[test]

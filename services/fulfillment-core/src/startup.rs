@@ -1,0 +1,153 @@
+//! Running one consumer service: its consumer loop and its ops endpoints, until shutdown.
+//!
+//! The binaries' `main` and the local runner both come through here, so what a test composes is
+//! what an image runs.
+
+use crate::connection::{Redis, ensure_groups, warn_if_keys_may_be_evicted};
+use crate::consumer::{ConsumerConfig, run_consumer};
+use crate::handler::EventHandler;
+use crate::ops_http::{OpsState, ops_router, serve};
+use crate::settings::{Env, Settings, SettingsError};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Reads the settings or exits with one line naming the bad variable (status 2).
+pub fn settings_or_exit() -> Settings {
+    or_exit(Settings::from_env())
+}
+
+/// The settings read, or the one line naming the bad variable and exit status 2 (no panic trace).
+pub fn or_exit<T>(read: Result<T, SettingsError>) -> T {
+    match read {
+        Ok(value) => value,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Connects to Redis, checks its eviction policy and creates every group.
+pub async fn prepare_redis(settings: &Settings) -> anyhow::Result<Redis> {
+    use anyhow::Context;
+    let redis = Redis::connect(&settings.redis).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at {}",
+            settings.redis.redacted_url()
+        )
+    })?;
+    warn_if_keys_may_be_evicted(&redis).await;
+    ensure_groups(&redis, &settings.stream.name, &crate::service::all_groups())
+        .await
+        .context("cannot create consumer groups")?;
+    Ok(redis)
+}
+
+/// The consumer configuration for `consumer` under these settings.
+pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        stream: settings.stream.name.clone(),
+        dlq_stream: settings.stream.dlq.clone(),
+        consumer: consumer.to_owned(),
+        batch_size: settings.stream.batch_size,
+        max_in_flight: settings.stream.max_in_flight,
+        block: settings.block(),
+    }
+}
+
+pub fn ops_state(settings: &Settings, redis: &Redis) -> OpsState {
+    OpsState {
+        redis: redis.clone(),
+        stream: settings.stream.name.as_str().into(),
+        dlq_stream: settings.stream.dlq.as_str().into(),
+    }
+}
+
+/// Runs one consumer of `handler`'s group (named `CONSUMER_NAME`) beside `serving`, the
+/// process's HTTP server, which returns once `shutdown` fires; then gives the consumer the grace
+/// period to finish and acknowledge the batches in hand.
+pub async fn with_consumer(
+    settings: &Settings,
+    redis: &Redis,
+    handler: Arc<dyn EventHandler>,
+    shutdown: &CancellationToken,
+    serving: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let consumer = tokio::spawn(run_consumer(
+        redis.clone(),
+        handler,
+        consumer_config(settings, &settings.consumer_name),
+        shutdown.clone(),
+    ));
+    serving.await?;
+    match tokio::time::timeout(settings.shutdown_grace(), consumer).await {
+        Ok(joined) => joined?,
+        Err(_) => tracing::warn!("consumer did not finish within the grace period"),
+    }
+    Ok(())
+}
+
+/// A consumer service: one consumer of `handler`'s group and the ops endpoints on `listener`,
+/// until `shutdown`.
+pub async fn run_worker_service(
+    settings: Settings,
+    redis: Redis,
+    handler: Arc<dyn EventHandler>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = ops_router(ops_state(&settings, &redis));
+    let serving = async { Ok(serve(listener, app, shutdown.clone()).await?) };
+    with_consumer(&settings, &redis, handler, &shutdown, serving).await
+}
+
+/// The whole `main` of a consumer service: settings, its own settings (`read_own`, from the same
+/// environment; either refused with one line and exit 2), logs, Redis, then one consumer of the
+/// group `build` makes plus the ops endpoints, until SIGTERM or Ctrl-C.
+pub async fn main_for_worker<T>(
+    service_name: &'static str,
+    read_own: impl FnOnce(&Env) -> Result<T, SettingsError>,
+    build: impl FnOnce(Redis, &Settings, T) -> Arc<dyn EventHandler>,
+) -> std::process::ExitCode {
+    let env = Env::from_process();
+    let settings = or_exit(Settings::read(&env));
+    let own = or_exit(read_own(&env));
+    let _telemetry = crate::telemetry::init(settings.log_format, service_name);
+    let result = async {
+        let redis = prepare_redis(&settings).await?;
+        let listener = bind(&settings).await?;
+        let handler = build(redis.clone(), &settings, own);
+        run_worker_service(
+            settings,
+            redis,
+            handler,
+            listener,
+            crate::shutdown::on_signal(),
+        )
+        .await
+    }
+    .await;
+    exit_code(result)
+}
+
+/// Binds `HTTP_ADDR`, with a message naming it when that fails.
+pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on HTTP_ADDR={}", settings.http_addr))
+}
+
+/// Exit status 0 on success; otherwise the error in one line and status 1.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped by an error");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
