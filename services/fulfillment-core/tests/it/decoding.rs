@@ -1,9 +1,9 @@
 //! Property tests: decoding never panics, whatever a stream entry or a Redis reply holds, and a
 //! well-formed event always survives encoding.
 
-use fulfillment_core::consumer::{RawEntry, parse_entries, parse_read_reply};
-use fulfillment_core::dead_letter::is_entry_id;
-use fulfillment_core::events::{Event, EventType, is_valid_traceparent};
+use fulfillment_core::events::{Event, EventType};
+use fulfillment_core::stream_entry::{RawEntry, is_entry_id, parse_entries, parse_read_reply};
+use fulfillment_core::telemetry::canonical_traceparent;
 use proptest::prelude::*;
 use redis::Value;
 use std::collections::HashMap;
@@ -98,6 +98,6 @@ proptest! {
     #[test]
     fn id_and_header_checks_never_panic(text in "\\PC{0,80}") {
         let _ = is_entry_id(&text);
-        let _ = is_valid_traceparent(&text);
+        let _ = canonical_traceparent(&text);
     }
 }

@@ -1,12 +1,15 @@
-//! Shared test harness: a throwaway `redis-server` per test on a free port, the API on port 0,
-//! consumers and retry passes composed from the same library code the binaries run.
+//! The test harness every crate's integration tests share (`tests/it/`): a throwaway
+//! `redis-server` per test on a free port (removed on drop), the API on port 0, consumers and
+//! retry passes composed from the same library code the binaries run, and waits that end on what
+//! the pipeline did ([`Harness::settled`]), not on a fixed sleep.
 
 use fulfillment_cli::local_runner::{Pipeline, Replicas};
-use fulfillment_core::consumer::{RawEntry, parse_entries};
-use fulfillment_core::{Redis, Settings, keys};
-use retry_worker::{PassReport, RetryWorker};
+use fulfillment_core::stream_entry::{Entries, RawEntry};
+use fulfillment_core::{Redis, Service, Settings, keys};
+use retry_worker::{PassReport, RetryWorker, ServiceSettings};
 use serde_json::{Value, json};
 use std::net::TcpListener as StdListener;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,10 +59,32 @@ impl TestRedis {
 
     /// SIGKILL, then a new `redis-server` on the same port and directory (it loads what it kept).
     pub fn crash_and_restart(&mut self) {
+        self.crash_and_restart_after(Duration::ZERO);
+    }
+
+    /// [`TestRedis::crash_and_restart`], staying down for `down_for` first.
+    pub fn crash_and_restart_after(&mut self, down_for: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::thread::sleep(down_for);
         self.child = spawn_redis(self.port, &self.dir, &self.extra);
         assert!(self.wait_ready(), "redis-server did not come back");
+    }
+
+    /// `CLIENT PAUSE ms mode` (`ALL` or `WRITE`): Redis holds its clients' commands that long.
+    pub async fn pause(&self, ms: u64, mode: &str) {
+        let mut admin = redis::Client::open(self.url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        let _: String = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(ms)
+            .arg(mode)
+            .query_async(&mut admin)
+            .await
+            .expect("pause");
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -114,22 +139,48 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// What a test's pipeline runs with: the settings every process reads and the services' own.
+/// It reads as [`Settings`] (through `Deref`), so `s.retry.min_idle_ms` and
+/// `s.services.inventory.failure_rate` both work where a test tunes it.
+#[derive(Debug, Clone)]
+pub struct TestSettings {
+    pub settings: Settings,
+    pub services: ServiceSettings,
+}
+
+impl Deref for TestSettings {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl DerefMut for TestSettings {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+}
+
 /// Settings tuned for tests: short blocks and idle times, fast backoff.
-pub fn test_settings(url: &str) -> Settings {
+pub fn test_settings(url: &str) -> TestSettings {
     let mut s = Settings::for_redis(url);
-    s.block_ms = 50;
-    s.retry_min_idle_ms = 150;
-    s.retry_interval_ms = 100;
-    s.payment_backoff_ms = 1;
+    s.stream.block_ms = 50;
+    s.retry.min_idle_ms = 150;
+    s.retry.interval_ms = 100;
     s.shutdown_grace_ms = 5_000;
     s.consumer_name = "retry-worker".into();
-    s.consumer_gone_after_ms = 600_000;
-    s
+    s.retry.consumer_gone_after_ms = 600_000;
+    let mut services = ServiceSettings::default();
+    services.payment.backoff_ms = 1;
+    TestSettings {
+        settings: s,
+        services,
+    }
 }
 
 /// One test's world: its Redis, the API on a free port, and helpers to drive and inspect it.
 pub struct Harness {
-    pub settings: Settings,
+    pub settings: TestSettings,
     pub redis: Redis,
     pub base: String,
     pub http: reqwest::Client,
@@ -143,24 +194,31 @@ impl Harness {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> Self {
+    pub async fn start_with(tune: impl FnOnce(&mut TestSettings)) -> Self {
         Self::start_on(TestRedis::start(), tune).await
     }
 
     /// The API on this Redis, with these settings.
-    pub async fn start_on(server: TestRedis, tune: impl FnOnce(&mut Settings)) -> Self {
+    pub async fn start_on(server: TestRedis, tune: impl FnOnce(&mut TestSettings)) -> Self {
         let mut settings = test_settings(&server.url);
         tune(&mut settings);
-        let redis = fulfillment_core::service::prepare_redis(&settings)
+        let redis = fulfillment_core::startup::prepare_redis(&settings)
             .await
             .expect("redis");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let api = Pipeline::start(&settings, &redis, &Replicas::none(), Some(listener), false)
-            .await
-            .expect("api");
+        let api = Pipeline::start(
+            &settings,
+            &settings.services,
+            &redis,
+            &Replicas::none(),
+            Some(listener),
+            false,
+        )
+        .await
+        .expect("api");
         Self {
             settings,
             redis,
@@ -172,11 +230,22 @@ impl Harness {
     }
 
     /// Starts consumers (no API, no retry loop) with these settings.
-    pub async fn consumers_with(&self, replicas: &str, settings: &Settings) -> Pipeline {
+    pub async fn consumers_with(&self, replicas: &str, settings: &TestSettings) -> Pipeline {
         let replicas = Replicas::parse(replicas).expect("replicas");
-        Pipeline::start(settings, &self.redis, &replicas, None, false)
-            .await
-            .expect("consumers")
+        self.start_consumers(&replicas, settings).await
+    }
+
+    async fn start_consumers(&self, replicas: &Replicas, settings: &TestSettings) -> Pipeline {
+        Pipeline::start(
+            settings,
+            &settings.services,
+            &self.redis,
+            replicas,
+            None,
+            false,
+        )
+        .await
+        .expect("consumers")
     }
 
     /// Consumers whose inventory fails every delivery, and an order of `quantity` product-A whose
@@ -184,9 +253,9 @@ impl Harness {
     pub async fn order_stuck_in_failing_inventory(
         &self,
         quantity: u32,
-    ) -> (Settings, Pipeline, String) {
+    ) -> (TestSettings, Pipeline, String) {
         let mut failing = self.settings.clone();
-        failing.inventory_failure_rate = 1.0;
+        failing.services.inventory.failure_rate = 1.0;
         let consumers = self.consumers_with("", &failing).await;
         let id = self.place("product-A", quantity, "tok_visa").await;
         self.eventually(SECONDS_10, "first delivery failed", || async {
@@ -197,19 +266,21 @@ impl Harness {
     }
 
     /// One consumer for each named service only.
-    pub async fn consumers_of(&self, services: &[&str]) -> Pipeline {
+    pub async fn consumers_of(&self, services: &[Service]) -> Pipeline {
         self.consumers_of_with(services, &self.settings).await
     }
 
     /// One consumer for each named service only, with these settings.
-    pub async fn consumers_of_with(&self, services: &[&str], settings: &Settings) -> Pipeline {
+    pub async fn consumers_of_with(
+        &self,
+        services: &[Service],
+        settings: &TestSettings,
+    ) -> Pipeline {
         let mut replicas = Replicas::none();
         for s in services {
-            replicas.set(s, 1);
+            replicas.set(*s, 1);
         }
-        Pipeline::start(settings, &self.redis, &replicas, None, false)
-            .await
-            .expect("consumers")
+        self.start_consumers(&replicas, settings).await
     }
 
     /// One consumer per service with the harness settings.
@@ -223,17 +294,17 @@ impl Harness {
         }
     }
 
-    pub fn retry_worker(&self, settings: &Settings) -> RetryWorker {
+    pub fn retry_worker(&self, settings: &TestSettings) -> RetryWorker {
         RetryWorker::new(
             self.redis.clone(),
-            settings.clone(),
-            retry_worker::all_handlers(&self.redis, settings),
+            settings.settings.clone(),
+            retry_worker::all_handlers(&self.redis, settings, &settings.services),
         )
     }
 
     /// Waits past the min idle time, then runs one retry pass.
-    pub async fn retry_pass(&self, settings: &Settings) -> PassReport {
-        tokio::time::sleep(Duration::from_millis(settings.retry_min_idle_ms + 50)).await;
+    pub async fn retry_pass(&self, settings: &TestSettings) -> PassReport {
+        tokio::time::sleep(Duration::from_millis(settings.retry.min_idle_ms + 50)).await;
         self.retry_worker(settings)
             .run_pass()
             .await
@@ -364,19 +435,19 @@ impl Harness {
     /// Every entry on a stream.
     pub async fn entries(&self, stream: &str) -> Vec<RawEntry> {
         let mut conn = self.redis.conn();
-        let reply: redis::Value = redis::cmd("XRANGE")
+        let Entries(entries) = redis::cmd("XRANGE")
             .arg(stream)
             .arg("-")
             .arg("+")
             .query_async(&mut conn)
             .await
             .expect("xrange");
-        parse_entries(reply)
+        entries
     }
 
     /// Entries on the event stream of `event_type` for `order_id`.
     pub async fn events_of(&self, order_id: &str, event_type: &str) -> Vec<RawEntry> {
-        self.entries(&self.settings.stream)
+        self.entries(&self.settings.stream.name)
             .await
             .into_iter()
             .filter(|e| {
@@ -386,20 +457,90 @@ impl Harness {
             .collect()
     }
 
+    /// This process's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Adds `event` to the stream by hand, as its publisher would.
+    pub async fn publish(&self, event: &fulfillment_core::Event) -> String {
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = event
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+            .collect();
+        self.xadd(&fields).await
+    }
+
+    /// Reads every new entry of `group`'s stream as the consumer "holder", which never
+    /// acknowledges them: they stay pending, as with a consumer that died holding them.
+    pub async fn read_as_holder(&self, group: &str) {
+        let mut conn = self.redis.conn();
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg("holder")
+            .arg("STREAMS")
+            .arg(&self.settings.stream.name)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .expect("read");
+    }
+
+    /// Waits until the durable counter `name` reads `value`.
+    pub async fn wait_counter(&self, name: &str, value: i64) {
+        self.eventually(SECONDS_10, name, || async {
+            self.counter(name).await == value
+        })
+        .await;
+    }
+
+    /// The kinds of `NotificationSent` published for an order, in stream order.
+    pub async fn notification_kinds(&self, order_id: &str) -> Vec<String> {
+        self.events_of(order_id, "NotificationSent")
+            .await
+            .iter()
+            .filter_map(|e| e.text("payload"))
+            .filter_map(|p| serde_json::from_str::<Value>(&p).ok())
+            .filter_map(|p| p["kind"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Waits until every group has acknowledged everything on the stream: nothing pending,
     /// nothing left to read. What a test checks after this is what the pipeline did, not what it
     /// had not yet got to.
     pub async fn settled(&self) {
-        self.settled_in(keys::group::ALL).await;
+        self.settled_in(&fulfillment_core::service::all_groups())
+            .await;
+    }
+
+    /// [`Harness::settled`] for every group but `group` (which may keep an entry pending on purpose,
+    /// or has no consumer running).
+    pub async fn settled_except(&self, group: &str) {
+        let others: Vec<&str> = fulfillment_core::service::all_groups()
+            .into_iter()
+            .filter(|g| *g != group)
+            .collect();
+        self.settled_in(&others).await;
     }
 
     /// [`Harness::settled`] for these groups only (the others have no consumers running).
     pub async fn settled_in(&self, groups: &[&str]) {
         self.eventually(SECONDS_10, "groups settled", || async {
-            let figures =
-                fulfillment_core::stream_stats::group_figures(&self.redis, &self.settings.stream)
-                    .await
-                    .expect("groups");
+            let figures = fulfillment_core::stream_stats::group_figures(
+                &self.redis,
+                &self.settings.stream.name,
+            )
+            .await
+            .expect("groups");
             figures
                 .iter()
                 .filter(|g| groups.contains(&g.name.as_str()))
@@ -432,7 +573,7 @@ impl Harness {
     pub async fn pending(&self, group: &str) -> i64 {
         let mut conn = self.redis.conn();
         let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-            .arg(&self.settings.stream)
+            .arg(&self.settings.stream.name)
             .arg(group)
             .query_async(&mut conn)
             .await
@@ -453,7 +594,7 @@ impl Harness {
     /// Adds an entry with these fields by hand.
     pub async fn xadd(&self, fields: &[(Vec<u8>, Vec<u8>)]) -> String {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.settings.stream).arg("*");
+        cmd.arg(&self.settings.stream.name).arg("*");
         for (k, v) in fields {
             cmd.arg(k.as_slice()).arg(v.as_slice());
         }
@@ -464,11 +605,47 @@ impl Harness {
 
 pub const SECONDS_10: Duration = Duration::from_secs(10);
 
+/// The test gateway's ledger: charges and refunds by order id.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub charges: std::collections::HashMap<String, String>,
+    pub refunds: std::collections::HashMap<String, String>,
+}
+
+/// The test gateway's ledger as Redis holds it now.
+pub async fn ledger(redis: &Redis) -> Ledger {
+    let mut conn = redis.conn();
+    let (charges, refunds) = redis::pipe()
+        .cmd("HGETALL")
+        .arg(keys::gateway_charges())
+        .cmd("HGETALL")
+        .arg(keys::gateway_refunds())
+        .query_async(&mut conn)
+        .await
+        .expect("ledger");
+    Ledger { charges, refunds }
+}
+
+/// GET `url` as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A connection to the Redis at `url` (the test's own).
+pub async fn redis_at(url: &str) -> Redis {
+    Redis::connect(&Settings::for_redis(url).redis)
+        .await
+        .expect("redis")
+}
+
 /// A binary of the workspace, built next to this test's own (the test command builds them all).
 pub fn workspace_binary(name: &str) -> PathBuf {
-    if name == "fulfillment" {
-        return PathBuf::from(env!("CARGO_BIN_EXE_fulfillment"));
-    }
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);

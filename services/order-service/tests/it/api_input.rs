@@ -1,7 +1,7 @@
 //! Scenario 11, bad input: a 4xx JSON error with a code, nothing published. Also the admin token
 //! on catalog writes and the DLQ, paging, and the ops endpoints.
 
-use crate::helpers::Harness;
+use fulfillment_testing::{Harness, SECONDS_10};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ async fn bad_orders_are_refused_with_a_coded_json_error_and_publish_nothing() {
         );
     }
     assert_eq!(
-        h.xlen(&h.settings.stream).await,
+        h.xlen(&h.settings.stream.name).await,
         0,
         "bad input published nothing"
     );
@@ -120,7 +120,7 @@ async fn orders_are_listed_newest_first_in_pages() {
 
 #[tokio::test]
 async fn the_admin_token_guards_catalog_writes_and_the_dlq_but_not_orders() {
-    let h = Harness::start_with(|s| s.admin_token = Some("s3cret".into())).await;
+    let h = Harness::start_with(|s| s.api.admin_token = Some("s3cret".into())).await;
     let product = json!({"id": "gadget", "name": "Gadget", "price": 100, "stock": 3});
     let (status, body) = h.post("/products", product.clone()).await;
     assert_eq!(status, 401);
@@ -251,29 +251,54 @@ async fn health_readiness_metrics_and_openapi_are_served() {
             .is_some_and(|v| v.starts_with("3."))
     );
     assert!(spec["paths"]["/orders"]["post"].is_object());
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    for name in [
-        "fulfillment_stream_pending",
-        "fulfillment_stream_length",
-        "fulfillment_dlq_length",
-        "fulfillment_retries_total",
-        "fulfillment_dead_letters_total",
-        "fulfillment_http_requests_total",
+    // An order through every group, so every metric of the contract has samples.
+    let consumers = h.consumers().await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    h.settled().await;
+    let metrics = h.metrics().await;
+    let samples: Vec<(&str, &str)> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+    let sampled = |name: &str, labels: &str| {
+        samples.iter().any(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name && rest.contains(labels)
+        })
+    };
+    for (name, labels) in [
+        ("fulfillment_stream_pending", r#"group="inventory_group""#),
+        ("fulfillment_stream_lag", r#"group="order_group""#),
+        ("fulfillment_stream_length", r#"stream="order_events""#),
+        ("fulfillment_retries_total", r#"group="payment_group""#),
+        (
+            "fulfillment_dead_letters_total",
+            r#"group="shipping_group""#,
+        ),
+        ("fulfillment_dlq_length", ""),
+        ("fulfillment_events_handled_total", r#"outcome="ok""#),
+        (
+            "fulfillment_handler_duration_seconds_bucket",
+            r#"type="OrderPlaced""#,
+        ),
+        (
+            "fulfillment_order_completion_seconds_bucket",
+            r#"status="COMPLETED""#,
+        ),
+        ("fulfillment_http_requests_total", r#"route="/readyz""#),
+        (
+            "fulfillment_http_request_duration_seconds_bucket",
+            r#"route="/orders""#,
+        ),
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
+        assert!(
+            sampled(name, labels),
+            "no sample of {name}{{{labels}}} in /metrics"
+        );
     }
-    assert!(
-        metrics.contains(r#"route="/readyz""#),
-        "requests are labelled by route template"
-    );
+    consumers.stop().await;
     let console = h.http.get(&h.base).send().await.expect("console");
     assert_eq!(console.status().as_u16(), 200);
     for (asset, content_type) in [
@@ -323,30 +348,19 @@ async fn an_oversized_body_always_gets_its_413_not_a_reset_connection() {
             assert_eq!(body["error"]["code"], "payload_too_large");
         }
     }
-    assert_eq!(h.xlen(&h.settings.stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.name).await, 0);
     h.stop().await;
 }
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_limit_or_the_timeout_get_a_json_503() {
     let h = Harness::start_with(|s| {
-        s.http_max_in_flight = 1;
-        s.http_request_timeout_ms = 1_500;
+        s.api.max_in_flight = 1;
+        s.api.request_timeout_ms = 1_500;
     })
     .await;
     // Redis stalls for 3 s: the first request holds the only turn until its timeout.
-    let admin = redis::Client::open(h.server.url.as_str()).expect("client");
-    let mut admin = admin
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let _: String = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3_000)
-        .arg("ALL")
-        .query_async(&mut admin)
-        .await
-        .expect("pause");
+    h.server.pause(3_000, "ALL").await;
     let slow = {
         let (http, url) = (h.http.clone(), format!("{}/products", h.base));
         tokio::spawn(async move { http.get(url).send().await })

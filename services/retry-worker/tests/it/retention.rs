@@ -1,9 +1,8 @@
-//! Order retention: finished orders leave Redis after `ORDER_RETENTION_MS`, unfinished ones stay,
-//! and a late delivery for a removed order changes nothing.
+//! Order retention: finished orders leave Redis; late deliveries change nothing.
 
-use crate::helpers::{Harness, SECONDS_10};
 use fulfillment_core::keys;
 use fulfillment_core::stream_stats::group_figures;
+use fulfillment_testing::{Harness, SECONDS_10};
 
 /// Every key whose name holds `order_id`.
 async fn keys_of(h: &Harness, order_id: &str) -> Vec<String> {
@@ -30,12 +29,8 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
     let consumers = h.consumers().await;
     let done = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&done, "COMPLETED", SECONDS_10).await;
-    h.eventually(SECONDS_10, "confirmation sent", || async {
-        h.counter(&keys::counter::notifications("order_confirmed"))
-            .await
-            == 1
-    })
-    .await;
+    h.wait_counter(&keys::counter::notifications("order_confirmed"), 1)
+        .await;
     assert!(keys_of(&h, &done).await.len() >= 5, "the order's state");
     let mut late = Vec::new();
     for event_type in ["OrderPlaced", "StockReserved", "PaymentProcessed"] {
@@ -71,10 +66,10 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
     let consumers = h.consumers().await;
     h.wait_status(&waiting, "COMPLETED", SECONDS_10).await;
     h.eventually(SECONDS_10, "every group caught up", || async {
-        let groups = group_figures(&h.redis, &h.settings.stream)
+        let groups = group_figures(&h.redis, &h.settings.stream.name)
             .await
             .expect("groups");
-        groups.len() == keys::group::ALL.len()
+        groups.len() == fulfillment_core::Service::ALL.len()
             && groups.iter().all(|g| g.pending == 0 && g.lag == Some(0))
     })
     .await;

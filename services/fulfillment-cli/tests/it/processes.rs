@@ -1,7 +1,8 @@
 //! The binaries as processes: bad settings refused in one line, SIGTERM drains and exits 0,
 //! the DLQ commands.
 
-use crate::helpers::{Harness, SECONDS_10, free_port, terminate, workspace_binary};
+use fulfillment_core::Service;
+use fulfillment_testing::{Harness, SECONDS_10, free_port, terminate, workspace_binary};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,11 +107,11 @@ async fn the_dlq_commands_list_replay_and_delete() {
     let consumers = h.consumers().await;
     h.xadd(&[(b"type".to_vec(), b"Nonsense".to_vec())]).await;
     h.eventually(SECONDS_10, "dead-lettered", || async {
-        h.xlen(&h.settings.dlq_stream).await == 1
+        h.xlen(&h.settings.stream.dlq).await == 1
     })
     .await;
     consumers.stop().await;
-    let id = h.entries(&h.settings.dlq_stream).await[0].id.clone();
+    let id = h.entries(&h.settings.stream.dlq).await[0].id.clone();
     let run = |args: &[&str]| h.fulfillment(args);
     let listed = run(&["dlq", "list"]);
     assert!(listed.status.success());
@@ -132,16 +133,16 @@ async fn the_dlq_commands_list_replay_and_delete() {
         "{}",
         String::from_utf8_lossy(&replayed.stderr)
     );
-    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
     let again = h.consumers().await;
     h.eventually(SECONDS_10, "dead-lettered again", || async {
-        h.xlen(&h.settings.dlq_stream).await == 1
+        h.xlen(&h.settings.stream.dlq).await == 1
     })
     .await;
     again.stop().await;
-    let id = h.entries(&h.settings.dlq_stream).await[0].id.clone();
+    let id = h.entries(&h.settings.stream.dlq).await[0].id.clone();
     assert!(run(&["dlq", "delete", &id]).status.success());
-    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
     let empty = run(&["dlq", "list"]);
     assert!(String::from_utf8_lossy(&empty.stdout).contains("is empty"));
     h.stop().await;
@@ -180,7 +181,7 @@ async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
     h.retry_pass(&failing).await;
     h.xadd(&[(b"junk".to_vec(), b"1".to_vec())]).await;
     h.eventually(SECONDS_10, "poison dead-lettered", || async {
-        h.xlen(&h.settings.dlq_stream).await == 1
+        h.xlen(&h.settings.stream.dlq).await == 1
     })
     .await;
     let run = |args: &[&str]| h.fulfillment(args);
@@ -283,7 +284,12 @@ async fn scaling_inventory_down_loses_nothing() {
     let h = Harness::start().await;
     h.create_product("bulk", 10_000).await;
     let others = h
-        .consumers_of(&["order", "payment", "shipping", "notification"])
+        .consumers_of(&[
+            Service::Order,
+            Service::Payment,
+            Service::Shipping,
+            Service::Notification,
+        ])
         .await;
     let spawn = |name: &str| {
         Command::new(workspace_binary("inventory-service"))
@@ -326,14 +332,14 @@ async fn scaling_inventory_down_loses_nothing() {
             .arg("COUNT")
             .arg(10)
             .arg("STREAMS")
-            .arg(&h.settings.stream)
+            .arg(&h.settings.stream.name)
             .arg(">")
             .query_async(&mut conn)
             .await
             .expect("read");
         held = fulfillment_core::stream_stats::consumer_figures(
             &h.redis,
-            &h.settings.stream,
+            &h.settings.stream.name,
             "inventory_group",
         )
         .await
@@ -399,7 +405,7 @@ async fn scaling_inventory_down_loses_nothing() {
     );
     let consumers = fulfillment_core::stream_stats::consumer_figures(
         &h.redis,
-        &h.settings.stream,
+        &h.settings.stream.name,
         "inventory_group",
     )
     .await
@@ -559,14 +565,7 @@ async fn the_pipeline_runs_over_rediss_with_a_password() {
     let id = order["id"].as_str().expect("id");
     let deadline = Instant::now() + SECONDS_10;
     loop {
-        let current: serde_json::Value = http
-            .get(format!("{base}/orders/{id}"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let current = fulfillment_testing::get_json(&http, &format!("{base}/orders/{id}")).await;
         if current["status"] == "COMPLETED" {
             break;
         }

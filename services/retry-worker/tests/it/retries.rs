@@ -1,8 +1,8 @@
-//! Retries, dead letters, poison entries, crashed consumers, retention and consumer clean-up.
+//! Retries, dead letters and replay, crashed consumers, trimming, gone consumers, deleted entries.
 
-use crate::helpers::{Harness, SECONDS_10};
 use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
-use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, keys};
+use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
+use fulfillment_testing::{Harness, SECONDS_10};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
         h.counter(&keys::counter::retries("inventory_group")).await,
         2
     );
-    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
     assert_eq!(h.pending("inventory_group").await, 0);
     consumers.stop().await;
     h.stop().await;
@@ -46,7 +46,7 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
             (1, 0),
             "retry {retry}"
         );
-        assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+        assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
     }
     let last = h.retry_pass(&failing).await;
     assert_eq!((last.retried, last.dead_lettered), (1, 1));
@@ -65,7 +65,7 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
         "acknowledged in its group"
     );
 
-    let dlq = h.entries(&h.settings.dlq_stream).await;
+    let dlq = h.entries(&h.settings.stream.dlq).await;
     assert_eq!(dlq.len(), 1);
     let letter = &dlq[0];
     assert_eq!(letter.text("dlq_group").as_deref(), Some("inventory_group"));
@@ -102,7 +102,7 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
     assert_eq!(body["group"], "inventory_group");
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     assert_eq!(
-        h.xlen(&h.settings.dlq_stream).await,
+        h.xlen(&h.settings.stream.dlq).await,
         0,
         "replay removes the dead letter"
     );
@@ -115,79 +115,12 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
     h.stop().await;
 }
 
-/// 7. Poison entries go to the DLQ at once; consumers keep going.
-#[tokio::test]
-async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
-    let h = Harness::start().await;
-    let consumers = h.consumers().await;
-    let garbage = h
-        .xadd(&[
-            (b"junk".to_vec(), vec![0xff, 0xfe, 0x00]),
-            (b"type".to_vec(), b"???".to_vec()),
-        ])
-        .await;
-    let bad_payload = h
-        .xadd(&[
-            (
-                b"event_id".to_vec(),
-                uuid::Uuid::new_v4().to_string().into_bytes(),
-            ),
-            (b"type".to_vec(), b"OrderPlaced".to_vec()),
-            (b"order_id".to_vec(), b"o-poison".to_vec()),
-            (b"occurred_at".to_vec(), b"2026-01-01T00:00:00Z".to_vec()),
-            (b"payload".to_vec(), b"{not json".to_vec()),
-        ])
-        .await;
-    let id = h.place("product-A", 1, "tok_visa").await;
-    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
-    h.eventually(SECONDS_10, "poison dead-lettered", || async {
-        h.xlen(&h.settings.dlq_stream).await == 3
-    })
-    .await;
-    let dlq = h.entries(&h.settings.dlq_stream).await;
-    let from_garbage: Vec<_> = dlq
-        .iter()
-        .filter(|e| e.text("dlq_source_id").as_deref() == Some(garbage.as_str()))
-        .collect();
-    assert_eq!(
-        from_garbage.len(),
-        1,
-        "an undecodable entry is dead-lettered once"
-    );
-    assert_eq!(
-        from_garbage[0].fields[0],
-        (b"junk".to_vec(), vec![0xff, 0xfe, 0x00])
-    );
-    let mut groups: Vec<String> = dlq
-        .iter()
-        .filter(|e| e.text("dlq_source_id").as_deref() == Some(bad_payload.as_str()))
-        .map(|e| e.text("dlq_group").unwrap_or_default())
-        .collect();
-    groups.sort();
-    assert_eq!(
-        groups,
-        ["inventory_group", "order_group"],
-        "each group that handles the type"
-    );
-    for group in keys::group::ALL {
-        h.eventually(SECONDS_10, "all acknowledged", || async {
-            h.pending(group).await == 0
-        })
-        .await;
-    }
-    consumers.stop().await;
-    h.stop().await;
-}
-
 /// A handler that takes its entries and never finishes, like a consumer killed mid-flight.
 struct Stuck;
 
 impl EventHandler for Stuck {
-    fn service(&self) -> &'static str {
-        "inventory"
-    }
-    fn group(&self) -> &'static str {
-        keys::group::INVENTORY
+    fn service(&self) -> Service {
+        Service::Inventory
     }
     fn handles(&self, event_type: EventType) -> bool {
         event_type == EventType::OrderPlaced
@@ -200,7 +133,7 @@ impl EventHandler for Stuck {
 /// 10. A consumer aborted while holding entries: the retry worker recovers them; stock exact.
 #[tokio::test]
 async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
-    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 100).await;
+    let h = Harness::start_with(|s| s.retry.consumer_gone_after_ms = 100).await;
     h.create_product("widget", 100).await;
     let orders: Vec<String> =
         futures_util::future::join_all((0..20).map(|_| h.place("widget", 2, "tok_visa"))).await;
@@ -208,8 +141,8 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
         h.redis.clone(),
         Arc::new(Stuck),
         ConsumerConfig {
-            stream: h.settings.stream.clone(),
-            dlq_stream: h.settings.dlq_stream.clone(),
+            stream: h.settings.stream.name.clone(),
+            dlq_stream: h.settings.stream.dlq.clone(),
             consumer: "inventory-doomed".into(),
             batch_size: 100,
             max_in_flight: 100,
@@ -223,7 +156,12 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
     .await;
     doomed.abort();
     let survivors = h.consumers().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The survivors read (their heartbeat is there), and still cannot take what is held.
+    h.eventually(SECONDS_10, "a survivor reads", || async {
+        h.hlen(&keys::heartbeats("inventory_group")).await >= 2
+    })
+    .await;
+    h.settled_in(&["order_group"]).await;
     assert_eq!(h.stock("widget").await, 100, "nothing reserved while held");
 
     let report = h.retry_pass(&h.settings).await;
@@ -242,7 +180,7 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
         let mut conn = h.redis.conn();
         redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(&h.settings.stream)
+            .arg(&h.settings.stream.name)
             .arg("inventory_group")
             .query_async(&mut conn)
             .await
@@ -271,39 +209,28 @@ async fn trimming_keeps_every_entry_some_group_has_not_acknowledged() {
     let held = h.place("product-A", 1, "tok_visa").await;
     let held_id = h.events_of(&held, "OrderPlaced").await[0].id.clone();
     // A consumer reads it and never acknowledges: it stays pending in inventory_group.
-    let mut conn = h.redis.conn();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("inventory_group")
-        .arg("holder")
-        .arg("COUNT")
-        .arg(100)
-        .arg("STREAMS")
-        .arg(&h.settings.stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .expect("read");
+    h.read_as_holder("inventory_group").await;
     let others = h
-        .consumers_of(&["order", "payment", "shipping", "notification"])
+        .consumers_of(&[
+            Service::Order,
+            Service::Payment,
+            Service::Shipping,
+            Service::Notification,
+        ])
         .await;
-    h.eventually(SECONDS_10, "others caught up", || async {
-        h.pending("order_group").await == 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = h.xlen(&h.settings.stream).await;
+    h.settled_except("inventory_group").await;
+    let before = h.xlen(&h.settings.stream.name).await;
 
     let mut trim_now = h.settings.clone();
-    trim_now.stream_retention_ms = 0;
-    trim_now.retry_min_idle_ms = 3_600_000; // nothing is retried in this pass
+    trim_now.stream.retention_ms = 0;
+    trim_now.retry.min_idle_ms = 3_600_000; // nothing is retried in this pass
     let report = h.retry_worker(&trim_now).run_pass().await.expect("pass");
     assert!(report.trimmed > 0);
     assert_eq!(
-        h.xlen(&h.settings.stream).await,
+        h.xlen(&h.settings.stream.name).await,
         before - report.trimmed as i64
     );
-    let remaining = h.entries(&h.settings.stream).await;
+    let remaining = h.entries(&h.settings.stream.name).await;
     assert_eq!(
         remaining[0].id, held_id,
         "the held entry and everything after it stay"
@@ -316,35 +243,26 @@ async fn trimming_keeps_every_entry_some_group_has_not_acknowledged() {
 /// Gone consumers with nothing pending are removed; one with pending entries never is.
 #[tokio::test]
 async fn only_idle_consumers_with_nothing_pending_are_removed() {
-    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 1).await;
+    let h = Harness::start_with(|s| s.retry.consumer_gone_after_ms = 1).await;
     h.place("product-A", 1, "tok_visa").await;
     let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
-        .arg(&h.settings.stream)
+        .arg(&h.settings.stream.name)
         .arg("shipping_group")
         .arg("ghost")
         .query_async(&mut conn)
         .await
         .expect("create consumer");
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("shipping_group")
-        .arg("holder")
-        .arg("STREAMS")
-        .arg(&h.settings.stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .expect("read");
+    h.read_as_holder("shipping_group").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut no_retries = h.settings.clone();
-    no_retries.retry_min_idle_ms = 3_600_000;
+    no_retries.retry.min_idle_ms = 3_600_000;
     let report = h.retry_worker(&no_retries).run_pass().await.expect("pass");
     assert_eq!(report.consumers_removed, 1);
     let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg(&h.settings.stream)
+        .arg(&h.settings.stream.name)
         .arg("shipping_group")
         .query_async(&mut conn)
         .await
@@ -367,7 +285,7 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     let entry = h.events_of(&id, "OrderPlaced").await[0].id.clone();
     let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("XDEL")
-        .arg(&h.settings.stream)
+        .arg(&h.settings.stream.name)
         .arg(&entry)
         .query_async(&mut conn)
         .await
@@ -375,111 +293,7 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     let report = h.retry_pass(&failing).await;
     assert_eq!(report.retried, 0, "nothing to run: the entry is gone");
     assert_eq!(h.pending("inventory_group").await, 0);
-    assert_eq!(h.xlen(&h.settings.dlq_stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
     inventory.stop().await;
-    h.stop().await;
-}
-
-/// A live consumer on a quiet stream is active and never removed, though Redis (before 7.2)
-/// reports it idle since its last read that returned entries: its heartbeat says it is alive.
-#[tokio::test]
-async fn quiet_live_consumers_stay_active_and_are_not_removed() {
-    let h = Harness::start_with(|s| s.consumer_gone_after_ms = 1_500).await;
-    let consumers = h.consumers().await;
-    let id = h.place("product-A", 1, "tok_visa").await;
-    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
-    assert_eq!(report.consumers_removed, 0, "live consumers were removed");
-    for group in keys::group::ALL {
-        let figures =
-            fulfillment_core::stream_stats::consumer_figures(&h.redis, &h.settings.stream, group)
-                .await
-                .expect("figures");
-        assert_eq!(figures.len(), 1, "{group}");
-        assert!(
-            figures[0].idle_ms >= 2_000,
-            "{group}: Redis reports it idle"
-        );
-        assert!(figures[0].is_active(), "{group}: yet it is active");
-    }
-    consumers.stop().await;
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
-    let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
-    assert_eq!(
-        report.consumers_removed, 5,
-        "stopped consumers are gone once unseen"
-    );
-    h.stop().await;
-}
-
-/// Counts how many deliveries it holds at once; each takes 100 ms.
-#[derive(Default)]
-struct Slow {
-    now: std::sync::atomic::AtomicUsize,
-    most: std::sync::atomic::AtomicUsize,
-    done: std::sync::atomic::AtomicUsize,
-}
-
-impl EventHandler for Slow {
-    fn group(&self) -> &'static str {
-        keys::group::INVENTORY
-    }
-    fn service(&self) -> &'static str {
-        "inventory"
-    }
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type == EventType::OrderPlaced
-    }
-    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
-        use std::sync::atomic::Ordering::SeqCst;
-        Box::pin(async move {
-            let held = self.now.fetch_add(1, SeqCst) + 1;
-            self.most.fetch_max(held, SeqCst);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            self.now.fetch_sub(1, SeqCst);
-            self.done.fetch_add(1, SeqCst);
-            Ok(fulfillment_core::Handled::Done)
-        })
-    }
-}
-
-/// A consumer reads the next batch while earlier ones are in hand, up to MAX_IN_FLIGHT.
-#[tokio::test]
-async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let h = Harness::start().await;
-    h.create_product("widget", 1000).await;
-    for _ in 0..60 {
-        h.place("widget", 1, "tok_visa").await;
-    }
-    let slow = Arc::new(Slow::default());
-    let stop = CancellationToken::new();
-    let consumer = tokio::spawn(run_consumer(
-        h.redis.clone(),
-        slow.clone(),
-        ConsumerConfig {
-            stream: h.settings.stream.clone(),
-            dlq_stream: h.settings.dlq_stream.clone(),
-            consumer: "inventory-slow".into(),
-            batch_size: 10,
-            max_in_flight: 30,
-            block: Duration::from_millis(50),
-        },
-        stop.clone(),
-    ));
-    h.eventually(
-        SECONDS_10,
-        "every entry handled and acknowledged",
-        || async { slow.done.load(SeqCst) == 60 && h.pending("inventory_group").await == 0 },
-    )
-    .await;
-    assert_eq!(
-        slow.most.load(SeqCst),
-        30,
-        "three batches of 10 in hand, never more"
-    );
-    stop.cancel();
-    consumer.await.expect("consumer");
     h.stop().await;
 }

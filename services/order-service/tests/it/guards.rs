@@ -1,7 +1,7 @@
 //! The API as a hostile caller meets it: tokens, an ambiguous failure, memory a caller could grow,
 //! probes a caller could starve, a lag that lied after a restart, and the small ones.
 
-use crate::helpers::{Harness, SECONDS_10, TestRedis};
+use fulfillment_testing::{Harness, SECONDS_10};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -35,8 +35,8 @@ async fn ws_status(h: &Harness, query: &str, token: Option<&str>) -> u16 {
 #[tokio::test]
 async fn the_callers_token_and_the_admin_token_guard_what_the_contract_says() {
     let h = Harness::start_with(|s| {
-        s.api_token = Some("api-t0ken".into());
-        s.admin_token = Some("adm1n".into());
+        s.api.api_token = Some("api-t0ken".into());
+        s.api.admin_token = Some("adm1n".into());
     })
     .await;
     let (api, admin) = (Some("api-t0ken"), Some("adm1n"));
@@ -116,7 +116,7 @@ async fn the_callers_token_and_the_admin_token_guard_what_the_contract_says() {
 /// feed and cancelling need it; placing and reading one order do not.
 #[tokio::test]
 async fn with_only_an_admin_token_nobody_else_lists_watches_or_cancels() {
-    let h = Harness::start_with(|s| s.admin_token = Some("adm1n".into())).await;
+    let h = Harness::start_with(|s| s.api.admin_token = Some("adm1n".into())).await;
     let id = h.place("product-A", 1, "tok_visa").await;
     let (status, _) = h.get("/orders").await;
     assert_eq!(status, 401);
@@ -143,22 +143,11 @@ async fn with_only_an_admin_token_nobody_else_lists_watches_or_cancels() {
 /// retry with the same Idempotency-Key returns it instead of placing a second one.
 #[tokio::test]
 async fn an_ambiguous_failure_names_the_order_it_attempted() {
-    let h = Harness::start_with(|s| s.http_request_timeout_ms = 1_500).await;
+    let h = Harness::start_with(|s| s.api.request_timeout_ms = 1_500).await;
     // One order first, as on any running system: Redis has the script, so the paused call is the
     // placement itself (not a first EVALSHA that would come back NOSCRIPT after the pause).
     h.place("product-A", 1, "tok_visa").await;
-    let mut admin = redis::Client::open(h.server.url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let _: String = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3_000)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .expect("pause");
+    h.server.pause(3_000, "WRITE").await;
     let post = || {
         h.http
             .post(format!("{}/orders", h.base))
@@ -187,7 +176,7 @@ async fn an_ambiguous_failure_names_the_order_it_attempted() {
         "the first order, not a second"
     );
     assert_eq!(
-        h.xlen(&h.settings.stream).await,
+        h.xlen(&h.settings.stream.name).await,
         2,
         "one OrderPlaced for the retried order"
     );
@@ -206,15 +195,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
             .await
             .expect("request");
     }
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.metrics().await;
     assert!(!metrics.contains("X17AB"), "a raw method became a label");
     assert!(metrics.contains(r#"method="other""#));
     assert!(
@@ -228,7 +209,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
 /// 8. WebSocket connections are capped; over the cap a clear refusal; a closed one frees a slot.
 #[tokio::test]
 async fn live_status_connections_are_capped() {
-    let h = Harness::start_with(|s| s.ws_max_connections = 3).await;
+    let h = Harness::start_with(|s| s.api.ws_max_connections = 3).await;
     let url = format!("{}/ws", h.base.replacen("http", "ws", 1));
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -267,7 +248,7 @@ async fn live_status_connections_are_capped() {
 /// readiness and metrics still answer at once, and the slow bodies are cut off with a JSON 408.
 #[tokio::test]
 async fn probes_answer_while_slow_bodies_hold_every_api_turn() {
-    let h = Harness::start_with(|s| s.http_max_in_flight = 8).await;
+    let h = Harness::start_with(|s| s.api.max_in_flight = 8).await;
     let addr = h.base.trim_start_matches("http://").to_owned();
     let mut stalled = Vec::new();
     for _ in 0..8 {
@@ -311,64 +292,6 @@ async fn probes_answer_while_slow_bodies_hold_every_api_turn() {
         .ok();
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("\"body_timeout\""), "{reply}");
-    h.stop().await;
-}
-
-/// 10. After `kill -9` of Redis and a restart from its append-only file (rewritten once meanwhile),
-/// a group that has read everything shows no lag, and after a retry pass XINFO's own lag is right.
-#[tokio::test]
-async fn lag_is_right_after_redis_restarts_from_its_append_only_file() {
-    let server = TestRedis::start_durable();
-    let mut h = Harness::start_on(server, |_| {}).await;
-    let consumers = h.consumers().await;
-    for _ in 0..5 {
-        h.place("product-A", 1, "tok_visa").await;
-    }
-    h.settled().await;
-    let mut conn = h.redis.conn();
-    let _: String = redis::cmd("BGREWRITEAOF")
-        .query_async(&mut conn)
-        .await
-        .expect("rewrite");
-    h.eventually(SECONDS_10, "rewrite done", || async {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(&mut h.redis.conn())
-            .await
-            .expect("info");
-        info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
-    })
-    .await;
-    for _ in 0..4 {
-        h.place("product-B", 1, "tok_visa").await;
-    }
-    h.settled().await;
-    consumers.stop().await;
-    h.server.crash_and_restart();
-    h.eventually(SECONDS_10, "reconnected", || async {
-        h.get("/readyz").await.0 == 200
-    })
-    .await;
-    let (_, stats) = h.get("/stats").await;
-    for g in stats["groups"].as_array().expect("groups") {
-        assert_eq!(g["lag"], 0, "{} after the restart: {g}", g["group"]);
-    }
-    // XINFO itself is wrong until the retry worker repairs the counter.
-    h.retry_pass(&h.settings).await;
-    h.place("product-B", 1, "tok_visa").await;
-    let raw: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(&h.settings.stream)
-        .query_async(&mut h.redis.conn())
-        .await
-        .expect("xinfo");
-    for g in raw {
-        assert_eq!(
-            g.get("lag"),
-            Some(&redis::Value::Int(1)),
-            "one new entry, one entry of lag: {g:?}"
-        );
-    }
     h.stop().await;
 }
 
@@ -436,7 +359,7 @@ async fn every_error_is_json_even_hypers_own() {
         (status, body["error"]["code"].as_str()),
         (422, Some("invalid_order"))
     );
-    assert_eq!(h.xlen(&h.settings.stream).await, 0);
+    assert_eq!(h.xlen(&h.settings.stream.name).await, 0);
     h.stop().await;
 }
 
@@ -468,13 +391,7 @@ async fn readiness_needs_writes_and_metrics_never_hang_on_redis() {
         .expect("maxmemory");
     assert_eq!(h.get("/readyz").await.0, 200);
 
-    let _: String = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(6_000)
-        .arg("ALL")
-        .query_async(&mut admin)
-        .await
-        .expect("pause");
+    h.server.pause(6_000, "ALL").await;
     let started = Instant::now();
     let metrics = h
         .http

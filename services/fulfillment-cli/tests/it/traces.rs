@@ -2,13 +2,9 @@
 //! included, carried by the `traceparent` field of every entry. Its own test binary, because it
 //! installs the process's global trace pipeline (an in-memory exporter).
 
-#[path = "pipeline/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
 use fulfillment_core::settings::LogFormat;
 use fulfillment_core::{keys, telemetry};
-use helpers::{Harness, SECONDS_10};
+use fulfillment_testing::{Harness, SECONDS_10};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use std::collections::HashSet;
@@ -32,12 +28,8 @@ async fn an_order_is_one_trace_across_every_service_retries_included() {
     let report = h.retry_pass(&h.settings).await;
     assert_eq!(report.recovered, 1);
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
-    h.eventually(SECONDS_10, "confirmation sent", || async {
-        h.counter(&keys::counter::notifications("order_confirmed"))
-            .await
-            == 1
-    })
-    .await;
+    h.wait_counter(&keys::counter::notifications("order_confirmed"), 1)
+        .await;
     h.eventually(SECONDS_10, "projection caught up", || async {
         h.pending("order_group").await == 0
     })
@@ -74,8 +66,8 @@ async fn an_order_is_one_trace_across_every_service_retries_included() {
         .iter()
         .filter_map(|s| attribute(s, "group"))
         .collect();
-    for group in keys::group::ALL {
-        assert!(groups.contains(*group), "no span from {group}: {groups:?}");
+    for group in fulfillment_core::service::all_groups() {
+        assert!(groups.contains(group), "no span from {group}: {groups:?}");
     }
     let retry = handler_spans
         .iter()
@@ -93,7 +85,7 @@ async fn an_order_is_one_trace_across_every_service_retries_included() {
         "each continues a parent"
     );
 
-    for entry in h.entries(&h.settings.stream).await {
+    for entry in h.entries(&h.settings.stream.name).await {
         let traceparent = entry
             .text("traceparent")
             .expect("every entry carries a traceparent");

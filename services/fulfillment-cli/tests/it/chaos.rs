@@ -11,15 +11,10 @@
 //! history, every dead letter's order shows it, and once the dead letters are replayed against
 //! healthy services, stock is back exactly.
 
-#[path = "pipeline/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-use fulfillment_core::{Redis, keys};
-use helpers::{free_port, terminate, workspace_binary};
+use fulfillment_core::keys;
+use fulfillment_testing::{TestRedis, free_port, terminate, workspace_binary};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,71 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 const INITIAL_STOCK: i64 = 100_000;
-
-/// A redis-server on a fixed port with an append-only file fsynced on every write, restartable.
-struct DurableRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl DurableRedis {
-    fn start(port: u16, dir: PathBuf) -> Self {
-        std::fs::create_dir_all(&dir).expect("dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let redis = Self { port, dir, child };
-        redis.wait_ready();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not come up on {}", self.port);
-    }
-
-    /// SIGKILL, then a new redis-server on the same port and directory (it replays the AOF).
-    fn crash_and_restart(&mut self, down_for: Duration) {
-        self.child.kill().expect("SIGKILL redis");
-        self.child.wait().expect("reap redis");
-        std::thread::sleep(down_for);
-        *self = Self::start(self.port, self.dir.clone());
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One service process, restartable under the same consumer name.
 struct Service {
@@ -156,14 +86,7 @@ impl Service {
     fn kill_and_restart(&mut self, redis_url: &str) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
-        self.child = spawn(
-            self.binary,
-            &self.name,
-            self.port,
-            &self.args,
-            &self.env,
-            redis_url,
-        );
+        self.respawn(redis_url);
     }
 
     /// SIGTERM (it must exit 0), then the same consumer again with other settings.
@@ -172,6 +95,11 @@ impl Service {
         let code = self.child.wait().expect("wait").code();
         assert_eq!(code, Some(0), "{} exits 0 on SIGTERM", self.name);
         self.env = env.to_vec();
+        self.respawn(redis_url);
+    }
+
+    /// The same binary, consumer name, port and arguments, as a new process.
+    fn respawn(&mut self, redis_url: &str) {
         self.child = spawn(
             self.binary,
             &self.name,
@@ -193,6 +121,48 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
+/// Every service as its own process against `redis`, two replicas of each consumer that writes
+/// effects (one notification consumer, the retry worker looping), each given `env`; ready, with
+/// a product of `INITIAL_STOCK` units named `product`. The API's base URL comes with them.
+async fn start_pipeline(
+    redis: &TestRedis,
+    http: &reqwest::Client,
+    env: &[(&'static str, &'static str)],
+    product: &str,
+) -> (Vec<Service>, String) {
+    let url = redis.url.clone();
+    let mut services = vec![Service::start("order-service", "order-1", &[], &url)];
+    for (binary, name) in [
+        ("inventory-service", "inventory-1"),
+        ("inventory-service", "inventory-2"),
+        ("payment-service", "payment-1"),
+        ("payment-service", "payment-2"),
+        ("shipping-service", "shipping-1"),
+        ("shipping-service", "shipping-2"),
+        ("notification-service", "notification-1"),
+        ("retry-worker", "retry-worker"),
+    ] {
+        let args: &[&'static str] = if binary == "retry-worker" {
+            &["--loop"]
+        } else {
+            &[]
+        };
+        services.push(Service::start_with(binary, name, args, env, &url));
+    }
+    for service in &services {
+        wait_ready(http, service).await;
+    }
+    let api = format!("http://127.0.0.1:{}", services[0].port);
+    let created = http
+        .post(format!("{api}/products"))
+        .json(&json!({"id": product, "name": product, "price": 100, "stock": INITIAL_STOCK}))
+        .send()
+        .await
+        .expect("product");
+    assert_eq!(created.status().as_u16(), 201);
+    (services, api)
+}
+
 async fn wait_ready(http: &reqwest::Client, service: &Service) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(http, &format!("http://127.0.0.1:{}/readyz", service.port))
@@ -211,46 +181,13 @@ async fn wait_ready(http: &reqwest::Client, service: &Service) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() {
-    let dir = std::env::temp_dir().join(format!(
-        "fulfillment-chaos-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut redis = DurableRedis::start(free_port(), dir);
-    let url = redis.url();
+    let mut redis = TestRedis::start_durable();
+    let url = redis.url.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
         .expect("client");
-
-    let mut services = vec![Service::start("order-service", "order-1", &[], &url)];
-    for (binary, name) in [
-        ("inventory-service", "inventory-1"),
-        ("inventory-service", "inventory-2"),
-        ("payment-service", "payment-1"),
-        ("payment-service", "payment-2"),
-        ("shipping-service", "shipping-1"),
-        ("shipping-service", "shipping-2"),
-        ("notification-service", "notification-1"),
-        ("retry-worker", "retry-worker"),
-    ] {
-        let args: &[&'static str] = if binary == "retry-worker" {
-            &["--loop"]
-        } else {
-            &[]
-        };
-        services.push(Service::start(binary, name, args, &url));
-    }
-    for service in &services {
-        wait_ready(&http, service).await;
-    }
-    let api = format!("http://127.0.0.1:{}", services[0].port);
-    let created = http
-        .post(format!("{api}/products"))
-        .json(&json!({"id": "chaos", "name": "chaos", "price": 100, "stock": INITIAL_STOCK}))
-        .send()
-        .await
-        .expect("product");
-    assert_eq!(created.status().as_u16(), 201);
+    let (mut services, api) = start_pipeline(&redis, &http, &[], "chaos").await;
 
     // Steady load: an order every few milliseconds; only a 201 counts as accepted.
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -333,7 +270,7 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
         })
     };
     let restart = tokio::task::spawn_blocking(move || {
-        redis.crash_and_restart(Duration::from_secs(3));
+        redis.crash_and_restart_after(Duration::from_secs(3));
         redis
     });
     let not_ready = outage.await.expect("outage watcher");
@@ -389,42 +326,12 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
     }
 
     // Let compensation and notifications settle, then check the books.
-    let store = Redis::connect(&redis.url()).await.expect("redis");
+    let store = fulfillment_testing::redis_at(&redis.url).await;
     let mut conn = store.conn();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut pending = 0;
-        for group in keys::group::ALL {
-            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-                .arg("order_events")
-                .arg(*group)
-                .query_async(&mut conn)
-                .await
-                .expect("xpending");
-            pending += reply.count();
-        }
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} entries never acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    drained(&store, Duration::from_secs(60)).await;
 
     // All orders Redis holds, accepted or not (a reply lost in the crash still placed one).
-    let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys::orders_index())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("orders");
-    let ids: Vec<String> = members
-        .iter()
-        .filter_map(|m| m.split_once(':').map(|(_, id)| id.to_owned()))
-        .collect();
+    let ids = all_orders(&mut conn).await;
     let stock: i64 = redis::cmd("HGET")
         .arg(keys::product("chaos"))
         .arg("stock")
@@ -434,13 +341,7 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
     let mut held = 0i64;
     let mut completed = 0i64;
     for id in &ids {
-        let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(keys::reservation(id))
-            .arg("state")
-            .arg("items")
-            .query_async(&mut conn)
-            .await
-            .expect("reservation");
+        let (state, holds) = reservation(&mut conn, id).await;
         let status: Option<String> = redis::cmd("HGET")
             .arg(keys::order(id))
             .arg("status")
@@ -455,14 +356,7 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
                 "completed order {id} holds its stock"
             );
         }
-        if state.as_deref() == Some("reserved") {
-            let lines: Vec<Value> =
-                serde_json::from_str(&items.unwrap_or_default()).expect("items");
-            held += lines
-                .iter()
-                .map(|l| l["quantity"].as_i64().unwrap_or(0))
-                .sum::<i64>();
-        }
+        held += holds;
     }
     assert_eq!(INITIAL_STOCK, stock + held, "stock is conserved");
 
@@ -517,29 +411,60 @@ const STORMY: &[(&str, &str)] = &[
     ("PAYMENT_FAILURE_RATE", "0.3"),
 ];
 
-/// Every entry of every group acknowledged (or dead-lettered), within `within`.
-async fn drained(conn: &mut redis::aio::ConnectionManager, within: Duration) {
+/// Waits until `count` reads 0, or fails after `within` naming `what` is left.
+async fn until_none<F, Fut>(within: Duration, what: &str, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
     let deadline = Instant::now() + within;
     loop {
-        let mut pending = 0;
-        for group in keys::group::ALL {
-            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-                .arg("order_events")
-                .arg(*group)
-                .query_async(conn)
-                .await
-                .expect("xpending");
-            pending += reply.count();
-        }
-        if pending == 0 {
+        let left = count().await;
+        if left == 0 {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} entries never acknowledged"
-        );
+        assert!(Instant::now() < deadline, "{left} {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Every entry of every group acknowledged (or dead-lettered), within `within`.
+async fn drained(store: &fulfillment_core::Redis, within: Duration) {
+    until_none(within, "entries never acknowledged", || async {
+        let mut conn = store.conn();
+        let mut pending = 0;
+        for group in fulfillment_core::service::all_groups() {
+            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                .arg("order_events")
+                .arg(group)
+                .query_async(&mut conn)
+                .await
+                .expect("xpending");
+            pending += reply.count() as i64;
+        }
+        pending
+    })
+    .await;
+}
+
+/// An order's reservation: its state, and the units it holds (none unless `reserved`).
+async fn reservation(conn: &mut redis::aio::ConnectionManager, id: &str) -> (Option<String>, i64) {
+    let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(keys::reservation(id))
+        .arg("state")
+        .arg("items")
+        .query_async(conn)
+        .await
+        .expect("reservation");
+    if state.as_deref() != Some("reserved") {
+        return (state, 0);
+    }
+    let lines: Vec<Value> = serde_json::from_str(&items.unwrap_or_default()).expect("items");
+    let held = lines
+        .iter()
+        .map(|l| l["quantity"].as_i64().unwrap_or(0))
+        .sum();
+    (state, held)
 }
 
 /// The ids of every order Redis holds.
@@ -559,45 +484,13 @@ async fn all_orders(conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stock_or_money() {
-    let dir = std::env::temp_dir().join(format!(
-        "fulfillment-storm-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let redis = DurableRedis::start(free_port(), dir);
-    let url = redis.url();
+    let redis = TestRedis::start_durable();
+    let url = redis.url.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let mut services = vec![Service::start("order-service", "order-1", &[], &url)];
-    for (binary, name) in [
-        ("inventory-service", "inventory-1"),
-        ("inventory-service", "inventory-2"),
-        ("payment-service", "payment-1"),
-        ("payment-service", "payment-2"),
-        ("shipping-service", "shipping-1"),
-        ("shipping-service", "shipping-2"),
-        ("notification-service", "notification-1"),
-        ("retry-worker", "retry-worker"),
-    ] {
-        let args: &[&'static str] = if binary == "retry-worker" {
-            &["--loop"]
-        } else {
-            &[]
-        };
-        services.push(Service::start_with(binary, name, args, STORMY, &url));
-    }
-    for service in &services {
-        wait_ready(&http, service).await;
-    }
-    let api = format!("http://127.0.0.1:{}", services[0].port);
-    let created = http
-        .post(format!("{api}/products"))
-        .json(&json!({"id": "storm", "name": "storm", "price": 100, "stock": INITIAL_STOCK}))
-        .send()
-        .await
-        .expect("product");
-    assert_eq!(created.status().as_u16(), 201);
+    let (mut services, api) = start_pipeline(&redis, &http, STORMY, "storm").await;
 
     // Orders, each cancelled at a random moment within 60 ms of its placement, or not at all.
     let (cancel_tx, mut cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -646,9 +539,9 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     let cancel_outcomes = cancels.await.expect("cancels");
     assert!(placed > 500, "only {placed} orders placed");
 
-    let store = Redis::connect(&url).await.expect("redis");
+    let store = fulfillment_testing::redis_at(&url).await;
     let mut conn = store.conn();
-    drained(&mut conn, Duration::from_secs(90)).await;
+    drained(&store, Duration::from_secs(90)).await;
 
     // Mid-storm books: every dead letter's order shows it.
     let dlq: Vec<Value> = {
@@ -687,23 +580,19 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
             .expect("replay");
         assert_eq!(replayed.status().as_u16(), 202);
     }
-    drained(&mut conn, Duration::from_secs(60)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let flagged: i64 = redis::cmd("SCARD")
-            .arg(keys::orders_dead_lettered())
-            .query_async(&mut conn)
-            .await
-            .expect("flagged");
-        if flagged == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{flagged} orders still have dead letters after replay"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    drained(&store, Duration::from_secs(60)).await;
+    until_none(
+        Duration::from_secs(30),
+        "orders still have dead letters after replay",
+        || async {
+            redis::cmd("SCARD")
+                .arg(keys::orders_dead_lettered())
+                .query_async::<i64>(&mut store.conn())
+                .await
+                .expect("flagged")
+        },
+    )
+    .await;
 
     let ids = all_orders(&mut conn).await;
     let stock: i64 = redis::cmd("HGET")
@@ -712,16 +601,8 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
         .query_async(&mut conn)
         .await
         .expect("stock");
-    let charges: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::gateway_charges())
-        .query_async(&mut conn)
-        .await
-        .expect("charges");
-    let refunds: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::gateway_refunds())
-        .query_async(&mut conn)
-        .await
-        .expect("refunds");
+    let fulfillment_testing::Ledger { charges, refunds } =
+        fulfillment_testing::ledger(&store).await;
     let (mut held, mut cancelled, mut completed, mut confirmed_and_cancelled) = (0i64, 0, 0, 0);
     for id in &ids {
         let (status, dead_letters): (Option<String>, Option<i64>) = redis::cmd("HMGET")
@@ -741,25 +622,14 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
             "order {id} is {status}"
         );
         assert_eq!(dead_letters.unwrap_or(0), 0, "order {id} still flagged");
-        let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(keys::reservation(id))
-            .arg("state")
-            .arg("items")
-            .query_async(&mut conn)
-            .await
-            .expect("reservation");
+        let (state, holds) = reservation(&mut conn, id).await;
         if state.as_deref() == Some("reserved") {
             assert_eq!(
                 status, "COMPLETED",
                 "cancelled order {id} still holds stock"
             );
-            let lines: Vec<Value> =
-                serde_json::from_str(&items.unwrap_or_default()).expect("items");
-            held += lines
-                .iter()
-                .map(|l| l["quantity"].as_i64().unwrap_or(0))
-                .sum::<i64>();
         }
+        held += holds;
         let history: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(keys::order_history(id))
             .query_async(&mut conn)

@@ -1,0 +1,8 @@
+//! The runtime every service shares, against a real `redis-server` started per test: decoding, the
+//! consumer loop, dead letters, the live figures.
+//! One test binary for the crate (`cargo test -p fulfillment-core`), a module per area.
+
+mod consumer;
+mod dead_letters;
+mod decoding;
+mod stream_stats;

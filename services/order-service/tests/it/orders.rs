@@ -1,0 +1,126 @@
+//! Orders: cancelling, the live feed, idempotency keys.
+
+use fulfillment_core::{Service, keys};
+use fulfillment_testing::{Harness, SECONDS_10};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// 13. Cancel before shipment: compensation; after completion: 409.
+#[tokio::test]
+async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_cancelled() {
+    let h = Harness::start().await;
+    // Without shipping the order stops at PAID.
+    let partial = h
+        .consumers_of(&[
+            Service::Order,
+            Service::Inventory,
+            Service::Payment,
+            Service::Notification,
+        ])
+        .await;
+    let id = h.place("product-A", 2, "tok_visa").await;
+    h.wait_status(&id, "PAID", SECONDS_10).await;
+    assert_eq!(h.stock("product-A").await, 8);
+    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1);
+
+    let (status, body) = h.post(&format!("/orders/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    assert_eq!(body["status_reason"], "cancelled_by_request");
+    h.eventually(SECONDS_10, "stock released", || async {
+        h.stock("product-A").await == 10
+    })
+    .await;
+    h.eventually(SECONDS_10, "payment refunded", || async {
+        h.hlen(&keys::gateway_refunds()).await == 1
+            && h.events_of(&id, "PaymentRefunded").await.len() == 1
+    })
+    .await;
+    h.wait_counter(&keys::counter::notifications("order_cancelled"), 1)
+        .await;
+
+    // Shipping comes up late and finds PaymentProcessed and OrderCancelled waiting: whichever it
+    // handles first, the order ends without a live label (none made, or made and voided).
+    let shipping = h.consumers_of(&[Service::Shipping]).await;
+    h.eventually(SECONDS_10, "shipping handled both", || async {
+        h.pending("shipping_group").await == 0
+            && matches!(
+                fulfillment_core::transition::read_fact(&h.redis, &keys::shipment(&id), "state")
+                    .await
+                    .expect("state")
+                    .as_deref(),
+                Some("cancelled" | "voided")
+            )
+    })
+    .await;
+    assert!(h.counter(keys::counter::LABELS_CREATED).await <= 1);
+    assert_eq!(h.order(&id).await["status"], "CANCELLED");
+    let (status, body) = h.post(&format!("/orders/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+
+    let done = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&done, "COMPLETED", SECONDS_10).await;
+    let (status, body) = h.post(&format!("/orders/{done}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "order_final");
+    let (status, _) = h.post("/orders/no-such-order/cancel", json!({})).await;
+    assert_eq!(status, 404);
+    partial.stop().await;
+    shipping.stop().await;
+    h.stop().await;
+}
+
+/// Live status over WebSocket, filtered to one order.
+#[tokio::test]
+async fn the_websocket_reports_every_status_change_of_an_order() {
+    let h = Harness::start().await;
+    let consumers = h.consumers().await;
+    let ws_url = h.base.replace("http://", "ws://") + "/ws";
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
+    let id = h.place("product-A", 1, "tok_visa").await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + SECONDS_10;
+    while !seen.contains(&"COMPLETED".to_owned()) {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("status messages in time")
+            .expect("open")
+            .expect("message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            if v["order_id"] == id.as_str() {
+                seen.push(v["status"].as_str().expect("status").to_owned());
+            }
+        }
+    }
+    assert_eq!(seen, ["RESERVED", "PAID", "COMPLETED"]);
+    let _ = socket.close(None).await;
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// The fifth defect: a `|` in the body broke a retried POST with its Idempotency-Key.
+#[tokio::test]
+async fn an_idempotency_key_replays_a_request_holding_the_separator() {
+    let h = Harness::start().await;
+    let body = json!({
+        "customer_id": "a|b", "customer_email": "pipe|pipe@example.com",
+        "items": [{"product_id": "product-A", "quantity": 1}],
+    });
+    let post = || {
+        h.http
+            .post(format!("{}/orders", h.base))
+            .header("idempotency-key", "retry-me")
+            .json(&body)
+            .send()
+    };
+    let first = post().await.expect("first");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.expect("json");
+    let again = post().await.expect("again");
+    assert_eq!(again.status().as_u16(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+    h.stop().await;
+}
