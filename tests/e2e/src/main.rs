@@ -20,8 +20,14 @@ struct Args {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Admin token, when the deployment sets ADMIN_TOKEN.
-    #[arg(long, env = "ADMIN_TOKEN")]
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The callers' token, when the deployment sets API_TOKEN (used when there is no admin token).
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Redis password, when the deployment gives it apart from the URL (REDIS_PASSWORD).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
     /// Event stream name.
     #[arg(long, env = "STREAM", default_value = "order_events")]
     stream: String,
@@ -54,11 +60,29 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<bool> {
+    // rediss:// needs a process-wide crypto provider for rustls (ring builds with a C compiler
+    // alone); built by itself this binary has no other crate to install one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every request carries the strongest token given (the admin token opens every route), so a
+    // deployment with API_TOKEN refuses none of the suite's requests for want of one.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = args.admin_token.as_ref().or(args.api_token.as_ref()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()?;
     wait_ready(&http, &args).await?;
-    let redis = redis::Client::open(args.redis_url.as_str())?
+    let mut info = redis::IntoConnectionInfo::into_connection_info(args.redis_url.as_str())?;
+    if let Some(password) = &args.redis_password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let redis = redis::Client::open(info)?
         .get_multiplexed_async_connection()
         .await
         .context("cannot reach Redis at --redis-url")?;
@@ -126,13 +150,6 @@ impl Suite {
         format!("{}{path}", self.args.api_url)
     }
 
-    fn admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.args.admin_token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.args.timeout_secs)
     }
@@ -144,12 +161,12 @@ impl Suite {
     }
 
     async fn get(&self, path: &str) -> Result<(u16, Value)> {
-        Self::json(self.admin(self.http.get(self.url(path))).send().await?).await
+        Self::json(self.http.get(self.url(path)).send().await?).await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         Self::json(
-            self.admin(self.http.post(self.url(path)))
+            self.http.post(self.url(path))
                 .json(body)
                 .send()
                 .await?,
@@ -357,8 +374,7 @@ impl Suite {
         let id = self.place(&product, 1, "tok_visa").await?;
         self.wait_status(&id, "COMPLETED").await?;
         let dlq_id = letter["id"].as_str().context("dead letter id")?;
-        let response = self
-            .admin(self.http.delete(self.url(&format!("/dlq/{dlq_id}"))))
+        let response = self.http.delete(self.url(&format!("/dlq/{dlq_id}")))
             .send()
             .await?;
         ensure!(

@@ -187,15 +187,15 @@ template adds its consumer name.
 */}}
 {{- define "fulfillment.env" -}}
 {{- if and .Values.existingSecret .Values.redis.enabled }}
-{{- /* A Secret made outside the chart holds the password only: build the URL from it (the password
-must then be URL-safe; see existingSecret in values.yaml). */}}
+{{- /* A Secret made outside the chart holds the password only: the processes take it as
+REDIS_PASSWORD, as is (no URL-encoding), beside a URL without one. */}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "fulfillment.secretName" . }}
       key: redis-password
 - name: REDIS_URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "fulfillment.redisHost" .) | quote }}
+  value: {{ printf "redis://%s:6379/0" (include "fulfillment.redisHost" .) | quote }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:
