@@ -318,7 +318,7 @@ async fn handle_batch(
             }
         }
     }
-    if let Err(e) = acknowledge(redis, &config.stream, group, &acks).await {
+    if let Err(e) = acknowledge(redis, &config.stream, group, &config.consumer, &acks).await {
         tracing::warn!(group, error = %e, count = acks.len(), "ack failed; entries will be retried");
     }
 }
@@ -349,24 +349,32 @@ pub async fn resolve_replayed(
     }
 }
 
-/// `XACK` for many ids in one round trip.
+/// `XACK` for many ids, and the count of them added to `consumer`'s share of the group's work
+/// ([`keys::handled`]), in one round trip.
 pub async fn acknowledge(
     redis: &Redis,
     stream: &str,
     group: &str,
+    consumer: &str,
     ids: &[&str],
 ) -> redis::RedisResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
     let mut conn = redis.conn();
-    redis::cmd("XACK")
+    redis::pipe()
+        .cmd("XACK")
         .arg(stream)
         .arg(group)
         .arg(ids)
-        .query_async::<u64>(&mut conn)
-        .await?;
-    Ok(())
+        .ignore()
+        .cmd("HINCRBY")
+        .arg(keys::handled(group))
+        .arg(consumer)
+        .arg(ids.len())
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
 }
 
 async fn read_new_entries(

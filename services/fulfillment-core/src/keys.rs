@@ -154,6 +154,22 @@ pub fn heartbeats(group: &str) -> String {
     format!("{PREFIX}heartbeats:{group}")
 }
 
+/// Hash of a group's consumers, consumer name → entries it acknowledged (read, handled or passed
+/// over): each consumer's share of the group's work, for the console. A consumer removed from its
+/// group leaves it too.
+pub fn handled(group: &str) -> String {
+    format!("{PREFIX}handled:{group}")
+}
+
+/// List of the last [`COMPLETION_SAMPLES`] completion times (ms from placement to `COMPLETED` or
+/// `CANCELLED`), newest first, for the console's latency figures.
+pub fn completion_samples() -> String {
+    format!("{PREFIX}completion_ms")
+}
+
+/// How many completion times [`completion_samples`] keeps.
+pub const COMPLETION_SAMPLES: usize = 1000;
+
 /// Marks an undecodable entry as dead-lettered once, whichever group saw it first.
 pub fn poison_seen(stream_id: &str) -> String {
     format!("{PREFIX}poison:{stream_id}")
@@ -178,6 +194,10 @@ pub mod counter {
         format!("dead_letters:{group}")
     }
     pub const LABELS_CREATED: &str = "labels_created";
+    /// Orders placed, and orders that finished `COMPLETED` or `CANCELLED`.
+    pub const ORDERS_PLACED: &str = "orders_placed";
+    pub const ORDERS_COMPLETED: &str = "orders_completed";
+    pub const ORDERS_CANCELLED: &str = "orders_cancelled";
     /// When the retry worker last finished a pass (ms since the epoch; a value, not a count).
     pub const RETRY_WORKER_LAST_PASS_MS: &str = "retry_worker_last_pass_ms";
     pub const RESERVATIONS: &str = "reservations";

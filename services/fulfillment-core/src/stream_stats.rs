@@ -32,6 +32,27 @@ pub struct Stats {
     pub redis_memory: Option<RedisMemory>,
     /// When the retry worker last finished a pass (ms since the epoch), if ever.
     pub retry_worker_last_pass_ms: Option<i64>,
+    /// Orders placed and finished, ever (retention does not lower them): rates come from two
+    /// readings.
+    pub orders: OrderTotals,
+    /// Placed-to-final times of the last finished orders (up to 1,000), when there are any.
+    pub completion_ms: Option<Completion>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct OrderTotals {
+    pub placed: i64,
+    pub completed: i64,
+    pub cancelled: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Completion {
+    pub p50: i64,
+    pub p99: i64,
+    pub max: i64,
+    /// How many finished orders these are of.
+    pub samples: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +74,8 @@ pub struct ConsumerStats {
     /// Since it was last seen alive (a read with entries, or its heartbeat).
     pub unseen_ms: i64,
     pub active: bool,
+    /// Entries it acknowledged, ever: its share of the group's work.
+    pub handled: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -81,28 +104,44 @@ pub async fn collect(redis: &Redis, stream: &str, dlq_stream: &str) -> RedisResu
             .query_async::<String>(&mut redis.conn())
             .await
     };
-    let (groups, counters, lengths, memory) = futures_util::join!(
+    let completions = async {
+        redis::cmd("LRANGE")
+            .arg(keys::completion_samples())
+            .arg(0)
+            .arg(-1)
+            .query_async::<Vec<i64>>(&mut redis.conn())
+            .await
+    };
+    let (groups, counters, lengths, memory, completions) = futures_util::join!(
         group_figures(redis, stream),
         durable_counters(redis),
         lengths,
-        memory
+        memory,
+        completions
     );
     let (groups, counters) = (groups?, counters?);
     let (stream_length, dlq_length, orders_with_dead_letters) = lengths?;
     let now = crate::events::now_millis() as i64;
     let per_group = futures_util::future::try_join_all(groups.iter().map(|g| async move {
-        let (consumers, oldest) = futures_util::try_join!(
+        let handled = async {
+            redis::cmd("HGETALL")
+                .arg(keys::handled(&g.name))
+                .query_async::<HashMap<String, i64>>(&mut redis.conn())
+                .await
+        };
+        let (consumers, oldest, handled) = futures_util::try_join!(
             consumer_figures(redis, stream, &g.name),
-            oldest_pending_id(redis, stream, &g.name, g.pending)
+            oldest_pending_id(redis, stream, &g.name, g.pending),
+            handled
         )?;
-        RedisResult::Ok((consumers, oldest))
+        RedisResult::Ok((consumers, oldest, handled))
     }))
     .await?;
     let counter = |name: String| counters.get(&name).copied().unwrap_or(0);
     let groups = groups
         .into_iter()
         .zip(per_group)
-        .map(|(g, (consumers, oldest))| GroupStats {
+        .map(|(g, (consumers, oldest, handled))| GroupStats {
             retries: counter(keys::counter::retries(&g.name)),
             dead_letters: counter(keys::counter::dead_letters(&g.name)),
             oldest_pending_ms: oldest.map(|(ms, _)| (now - ms as i64).max(0)),
@@ -110,6 +149,7 @@ pub async fn collect(redis: &Redis, stream: &str, dlq_stream: &str) -> RedisResu
                 .into_iter()
                 .map(|c| ConsumerStats {
                     active: c.is_active(),
+                    handled: handled.get(&c.name).copied().unwrap_or(0),
                     name: c.name,
                     pending: c.pending,
                     unseen_ms: c.unseen_ms,
@@ -131,6 +171,28 @@ pub async fn collect(redis: &Redis, stream: &str, dlq_stream: &str) -> RedisResu
         retry_worker_last_pass_ms: counters
             .get(keys::counter::RETRY_WORKER_LAST_PASS_MS)
             .copied(),
+        orders: OrderTotals {
+            placed: counter(keys::counter::ORDERS_PLACED.into()),
+            completed: counter(keys::counter::ORDERS_COMPLETED.into()),
+            cancelled: counter(keys::counter::ORDERS_CANCELLED.into()),
+        },
+        completion_ms: completion(completions.unwrap_or_default()),
+    })
+}
+
+/// Median, 99th percentile and maximum of completion times.
+fn completion(mut samples: Vec<i64>) -> Option<Completion> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    Some(Completion {
+        p50: at(0.5),
+        p99: at(0.99),
+        max: samples[samples.len() - 1],
+        samples: samples.len(),
     })
 }
 
@@ -334,6 +396,13 @@ mod tests {
         let m = parse_memory(info).expect("figures");
         assert_eq!((m.used_bytes, m.max_bytes), (1_048_576, 0));
         assert!(parse_memory("# Memory\r\n").is_none());
+    }
+
+    #[test]
+    fn completion_percentiles_come_from_the_samples() {
+        assert!(completion(Vec::new()).is_none());
+        let c = completion((1..=100).rev().collect()).expect("some");
+        assert_eq!((c.p50, c.p99, c.max, c.samples), (50, 99, 100, 100));
     }
 
     #[test]

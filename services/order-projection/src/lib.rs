@@ -178,6 +178,8 @@ impl OrderProjection {
             .key(keys::order_history(&event.order_id))
             .key(&self.stream)
             .key(keys::orders_finished())
+            .key(keys::counters())
+            .key(keys::completion_samples())
             .arg(event.event_type.as_str())
             .arg(event.event_id.to_string())
             .arg(serde_json::to_string(&entry).unwrap_or_default())
@@ -187,6 +189,7 @@ impl OrderProjection {
             .arg(keys::orders_by_status(""))
             .arg(keys::status_channel())
             .arg(now_millis())
+            .arg(keys::COMPLETION_SAMPLES)
             .invoke_async(&mut conn)
             .await?;
         match projected {

@@ -180,6 +180,7 @@ pub async fn place(
         .key(keys::idempotency(
             idempotency.map(|i| i.key.as_str()).unwrap_or("-"),
         ))
+        .key(keys::counters())
         .arg(&order_id)
         .arg(if idempotency.is_some() { "1" } else { "0" })
         .arg(idempotency.map(|i| i.fingerprint.as_str()).unwrap_or(""))
@@ -373,12 +374,15 @@ pub async fn cancel(
         .key(stream)
         .key(keys::orders_finished())
         .key(keys::shipment(&order.id))
+        .key(keys::counters())
+        .key(keys::completion_samples())
         .arg(reason)
         .arg(&event.occurred_at)
         .arg(event.to_fields_json())
         .arg(keys::orders_by_status(""))
         .arg(keys::status_channel())
         .arg(now_millis())
+        .arg(keys::COMPLETION_SAMPLES)
         .invoke_async(&mut conn)
         .await?;
     if let Cancelled::Cancelled { created_ms, .. } = &outcome {

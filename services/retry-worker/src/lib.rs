@@ -245,7 +245,14 @@ impl RetryWorker {
         let (gone, live): (Vec<RawEntry>, Vec<RawEntry>) =
             claimed.into_iter().partition(|e| e.fields.is_empty());
         let gone_ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
-        acknowledge(&self.redis, &s.stream.name, group, &gone_ids).await?;
+        acknowledge(
+            &self.redis,
+            &s.stream.name,
+            group,
+            &s.consumer_name,
+            &gone_ids,
+        )
+        .await?;
         report.gone_acknowledged = gone_ids.len();
 
         if live.is_empty() {
@@ -313,7 +320,7 @@ impl RetryWorker {
                 report.dead_lettered += 1;
             }
         }
-        acknowledge(&self.redis, &s.stream.name, group, &acks).await?;
+        acknowledge(&self.redis, &s.stream.name, group, &s.consumer_name, &acks).await?;
         Ok(report)
     }
 
@@ -333,6 +340,7 @@ impl RetryWorker {
                 let gone: i64 = REMOVE_GONE_CONSUMER
                     .key(&s.stream.name)
                     .key(keys::heartbeats(group))
+                    .key(keys::handled(group))
                     .arg(group)
                     .arg(&consumer.name)
                     .arg(s.retry.consumer_gone_after_ms)

@@ -165,13 +165,7 @@ impl Suite {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
-        Self::json(
-            self.http.post(self.url(path))
-                .json(body)
-                .send()
-                .await?,
-        )
-        .await
+        Self::json(self.http.post(self.url(path)).json(body).send().await?).await
     }
 
     /// A product of this run's own, so runs never share stock.
@@ -374,7 +368,9 @@ impl Suite {
         let id = self.place(&product, 1, "tok_visa").await?;
         self.wait_status(&id, "COMPLETED").await?;
         let dlq_id = letter["id"].as_str().context("dead letter id")?;
-        let response = self.http.delete(self.url(&format!("/dlq/{dlq_id}")))
+        let response = self
+            .http
+            .delete(self.url(&format!("/dlq/{dlq_id}")))
             .send()
             .await?;
         ensure!(

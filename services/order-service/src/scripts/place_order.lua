@@ -1,7 +1,7 @@
 -- Writes an order and its OrderPlaced event together: no order without its event, no event
 -- without its order. With an Idempotency-Key, a key already used returns the first order instead.
 -- KEYS[1] stream, KEYS[2] order hash, KEYS[3] orders index, KEYS[4] PENDING index,
--- KEYS[5] idempotency key
+-- KEYS[5] idempotency key, KEYS[6] counters hash
 -- ARGV[1] order id, ARGV[2] '1' when an Idempotency-Key was given, ARGV[3] request
 -- fingerprint, ARGV[4] key TTL (s), ARGV[5] n = count of order field names and values,
 -- ARGV[6 .. 5+n] order fields, ARGV[6+n ..] event fields
@@ -28,6 +28,7 @@ order[#order + 1] = member
 redis.call('HSET', KEYS[2], unpack(order))
 redis.call('ZADD', KEYS[3], 0, member)
 redis.call('ZADD', KEYS[4], 0, member)
+redis.call('HINCRBY', KEYS[6], 'orders_placed', 1)
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[5], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[4])
 end

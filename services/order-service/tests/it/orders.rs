@@ -124,3 +124,47 @@ async fn an_idempotency_key_replays_a_request_holding_the_separator() {
     assert_eq!(again["id"], first["id"]);
     h.stop().await;
 }
+
+/// `/stats` carries what the console draws: order totals, completion times, and each consumer's
+/// share of its group's work.
+#[tokio::test]
+async fn stats_count_orders_completion_times_and_each_consumers_work() {
+    let h = Harness::start().await;
+    let consumers = h.consumers_with("inventory=2", &h.settings).await;
+    let done = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&done, "COMPLETED", SECONDS_10).await;
+    let declined = h.place("product-A", 1, "tok_chargeDeclined").await;
+    h.wait_status(&declined, "CANCELLED", SECONDS_10).await;
+    h.settled().await;
+    let (status, stats) = h.get("/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stats["orders"],
+        json!({"placed": 2, "completed": 1, "cancelled": 1})
+    );
+    assert_eq!(stats["completion_ms"]["samples"], 2, "{stats}");
+    assert!(
+        stats["completion_ms"]["p99"]
+            .as_i64()
+            .is_some_and(|ms| ms >= 0)
+    );
+    let inventory = stats["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == "inventory_group")
+        .expect("inventory_group");
+    let handled: i64 = inventory["consumers"]
+        .as_array()
+        .expect("consumers")
+        .iter()
+        .map(|c| c["handled"].as_i64().unwrap_or(0))
+        .sum();
+    let entries = h.xlen(&h.settings.stream.name).await;
+    assert_eq!(
+        handled, entries,
+        "every entry acknowledged once in the group"
+    );
+    consumers.stop().await;
+    h.stop().await;
+}
