@@ -250,12 +250,9 @@ impl MemorySampler {
 }
 
 async fn sample_redis_memory(url: &str) -> anyhow::Result<MemorySampler> {
-    let redis = fulfillment_core::Redis::connect(&fulfillment_core::settings::RedisSettings {
-        url: url.into(),
-        password: None,
-    })
-    .await
-    .with_context(|| format!("--redis-url {url} does not answer"))?;
+    let redis = fulfillment_core::Redis::connect(&fulfillment_core::Settings::for_redis(url))
+        .await
+        .with_context(|| format!("--redis-url {url} does not answer"))?;
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
     let into = samples.clone();
     let started = Instant::now();

@@ -99,7 +99,7 @@ impl Pipeline {
             }));
         }
         for service in Service::ALL {
-            let handler = retry_worker::handler(service, redis, settings, own);
+            let handler = retry_worker::handler(service, redis, own);
             for i in 1..=replicas.of(service) {
                 tasks.push(tokio::spawn(run_consumer(
                     redis.clone(),
@@ -115,7 +115,7 @@ impl Pipeline {
             let worker = RetryWorker::new(
                 redis.clone(),
                 retry_settings.clone(),
-                retry_worker::all_handlers(redis, &retry_settings, own),
+                retry_worker::all_handlers(redis, own),
             );
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run_loop(stop).await }));
@@ -157,7 +157,12 @@ pub async fn up(
     if options.unstable {
         own.inventory.failure_rate = 0.4;
     }
-    let private_redis = ensure_redis(&settings.redis, &options.state_dir).await?;
+    // A cluster is the operator's: never a private one in its place.
+    let private_redis = if settings.redis.is_cluster() {
+        None
+    } else {
+        ensure_redis(&settings.redis, &options.state_dir).await?
+    };
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = TcpListener::bind(options.http)
@@ -175,6 +180,7 @@ pub async fn up(
         tracing::info!(
             api = %format!("http://{}", options.http),
             redis = settings.redis.redacted_url(),
+            partitions = settings.stream.partitions,
             inventory_failure_rate = own.inventory.failure_rate,
             "fulfillment is up; Ctrl-C stops it"
         );

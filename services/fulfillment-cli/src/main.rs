@@ -6,7 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use fulfillment_cli::local_runner::{self, Replicas, UpOptions};
-use fulfillment_cli::{bench, dlq_commands, stats};
+use fulfillment_cli::{bench, dlq_commands, partitions, stats};
 use fulfillment_core::Redis;
 use fulfillment_core::settings::{Env, Settings};
 use fulfillment_core::startup::{exit_code, or_exit};
@@ -82,6 +82,18 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// The partition streams these settings name (STREAM, DLQ_STREAM, STREAM_PARTITIONS, and
+    /// REDIS_CLUSTER_NODES for the hash tags): index, stream, dead-letter stream, hash slot. Reads
+    /// no Redis.
+    Partitions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print the chart's table of partition hash tags for 1 to this many partitions (what
+        /// deploy/helm/fulfillment/files/partition-tags.json holds) and nothing else.
+        #[arg(long, hide = true)]
+        chart_table: Option<usize>,
     },
     /// Inspect and act on the dead-letter stream.
     Dlq {
@@ -170,8 +182,7 @@ async fn main() -> std::process::ExitCode {
             }
             Command::Stats { json } => {
                 let redis = connect(&settings).await?;
-                let stats =
-                    stats::collect(&redis, &settings.stream.name, &settings.stream.dlq).await?;
+                let stats = stats::collect(&redis).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&stats)?);
                 } else {
@@ -179,30 +190,22 @@ async fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
+            Command::Partitions { json, chart_table } => {
+                let output = match chart_table {
+                    Some(max) => partitions::chart_table(max)?,
+                    None => partitions::render(&settings.layout(), json)?,
+                };
+                println!("{output}");
+                Ok(())
+            }
             Command::Dlq { action } => {
                 let redis = connect(&settings).await?;
                 let output = match action {
                     DlqAction::List { limit, json } => {
-                        dlq_commands::list(
-                            &redis,
-                            &settings.stream.dlq,
-                            limit.clamp(1, 10_000),
-                            json,
-                        )
-                        .await?
+                        dlq_commands::list(&redis, limit.clamp(1, 10_000), json).await?
                     }
-                    DlqAction::Replay { id } => {
-                        dlq_commands::replay(
-                            &redis,
-                            &settings.stream.name,
-                            &settings.stream.dlq,
-                            &id,
-                        )
-                        .await?
-                    }
-                    DlqAction::Delete { id } => {
-                        dlq_commands::delete(&redis, &settings.stream.dlq, &id).await?
-                    }
+                    DlqAction::Replay { id } => dlq_commands::replay(&redis, &id).await?,
+                    DlqAction::Delete { id } => dlq_commands::delete(&redis, &id).await?,
                 };
                 println!("{output}");
                 Ok(())
@@ -214,11 +217,5 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn connect(settings: &fulfillment_core::Settings) -> anyhow::Result<Redis> {
-    use anyhow::Context;
-    Redis::connect(&settings.redis).await.with_context(|| {
-        format!(
-            "cannot connect to Redis at REDIS_URL={}",
-            settings.redis.redacted_url()
-        )
-    })
+    fulfillment_core::startup::connect(settings).await
 }

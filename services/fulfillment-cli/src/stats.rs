@@ -1,4 +1,5 @@
-//! `fulfillment stats`: one screen of groups, consumers, pending, lag, retries and the DLQ.
+//! `fulfillment stats`: one screen of groups, consumers, pending, lag, retries and the DLQ (and,
+//! with several partitions, each partition's length, pending and lag, to find a hot one).
 
 pub use fulfillment_core::stream_stats::{Stats, collect};
 use std::fmt::Write as _;
@@ -43,6 +44,27 @@ pub fn render(stats: &Stats) -> String {
             g.retries,
             g.dead_letters
         );
+    }
+    if stats.partitions.len() > 1 {
+        let _ = writeln!(
+            out,
+            "\n{:<9} {:<28} {:>8} {:>8} {:>8} {:>6}",
+            "PARTITION", "STREAM", "LENGTH", "DLQ", "PENDING", "LAG"
+        );
+        for p in &stats.partitions {
+            let pending: i64 = p.groups.iter().map(|g| g.pending).sum();
+            let lag = p
+                .groups
+                .iter()
+                .map(|g| g.lag)
+                .sum::<Option<i64>>()
+                .map_or("?".to_owned(), |l| l.to_string());
+            let _ = writeln!(
+                out,
+                "{:<9} {:<28} {:>8} {:>8} {:>8} {:>6}",
+                p.index, p.stream, p.stream_length, p.dlq_length, pending, lag
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -1,13 +1,25 @@
-//! Connections to Redis and the stream set-up every process does at start.
+//! Connections to Redis (one server, or a Redis Cluster), where the pipeline's keys live in it,
+//! and the stream set-up every process does at start.
 //!
-//! Two kinds of connection: one shared, self-reconnecting [`ConnectionManager`] for ordinary
-//! commands and scripts, and a dedicated connection per blocking reader, because
-//! `XREADGROUP BLOCK` would stall every other command multiplexed on the same socket and would
-//! trip the usual response timeout.
+//! A [`Redis`] is the pipeline's Redis: a shared, self-reconnecting connection for ordinary
+//! commands and scripts, the [`Layout`] that says which partition and key space everything lives
+//! in, and, with `REDIS_WAIT_REPLICAS`, the wait for replicas ([`Redis::replicated`]). Blocking
+//! readers get a connection each, because `XREADGROUP BLOCK` would stall every other command
+//! multiplexed on the same socket and would trip the usual response timeout.
+//!
+//! On a cluster, redis-rs's cluster client routes every command by its key's slot and follows
+//! MOVED, ASK and topology changes; the layout keeps every script and pipeline to one slot.
 
-use crate::settings::RedisSettings;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisResult};
+use crate::keys::{KeySpace, Layout};
+use crate::replica_wait::ReplicaWait;
+use crate::settings::Settings;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionInfo, RedisFuture, RedisResult, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `XGROUP CREATE ... 0`: a group created late still sees every entry still on the stream.
@@ -21,16 +33,43 @@ pub const AUTO_ID: &str = "*";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The shared handle: the client (to open blocking readers) and a reconnecting connection.
+/// The pipeline's Redis: connections, the layout of keys in it, the wait for replicas. Cloning
+/// it is cheap (a handle).
 #[derive(Clone)]
 pub struct Redis {
-    client: Client,
-    conn: ConnectionManager,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    backend: Backend,
+    layout: Layout,
+    replicas: Option<ReplicaWait>,
+}
+
+// One per process, behind the handle's Arc: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    /// One Redis: the client (to open blocking readers) and a reconnecting connection.
+    Single {
+        client: Client,
+        conn: ConnectionManager,
+    },
+    /// A Redis Cluster: the shared cluster connection, a client without response timeout for
+    /// blocking readers, and the seed nodes (for pub/sub).
+    Cluster {
+        client: ClusterClient,
+        readers: ClusterClient,
+        conn: ClusterConnection,
+        seeds: Arc<[ConnectionInfo]>,
+    },
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("cluster", &self.is_cluster())
+            .field("partitions", &self.layout().partitions().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,37 +81,142 @@ pub fn install_tls_provider() {
 }
 
 impl Redis {
-    /// Opens the shared connection; fails when Redis does not answer.
-    pub async fn connect(settings: &RedisSettings) -> RedisResult<Self> {
+    /// Opens the shared connection (to `REDIS_URL`, or to the cluster of `REDIS_CLUSTER_NODES`);
+    /// fails when Redis does not answer.
+    pub async fn connect(settings: &Settings) -> RedisResult<Self> {
         install_tls_provider();
-        let client = Client::open(settings.connection_info()?)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(6)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_with_config(config).await?;
-        Ok(Self { client, conn })
+        let redis = &settings.redis;
+        let backend = if redis.is_cluster() {
+            if redis.url_ignored {
+                tracing::warn!("REDIS_CLUSTER_NODES is set, so REDIS_URL is ignored");
+            }
+            let seeds: Arc<[ConnectionInfo]> = redis.cluster_seeds()?.into();
+            let builder = || {
+                ClusterClient::builder(seeds.iter().cloned())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .retries(10)
+                    .min_retry_wait(10)
+                    .max_retry_wait(500)
+            };
+            let client = builder().response_timeout(COMMAND_TIMEOUT).build()?;
+            let readers = builder().build()?;
+            let conn = client.get_async_connection().await?;
+            Backend::Cluster {
+                client,
+                readers,
+                conn,
+                seeds,
+            }
+        } else {
+            let client = Client::open(redis.connection_info()?)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(COMMAND_TIMEOUT))
+                .set_number_of_retries(6)
+                .set_max_delay(Duration::from_secs(2));
+            let conn = client.get_connection_manager_with_config(config).await?;
+            Backend::Single { client, conn }
+        };
+        let replicas = (redis.wait_replicas > 0)
+            .then(|| ReplicaWait::new(redis.wait_replicas, redis.wait_timeout()));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                backend,
+                layout: settings.layout(),
+                replicas,
+            }),
+        })
+    }
+
+    /// Where the streams and keys live.
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared.backend, Backend::Cluster { .. })
+    }
+
+    fn backend(&self) -> &Backend {
+        &self.shared.backend
     }
 
     /// A clone of the shared connection (cheap: it is a handle).
-    pub fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    pub fn conn(&self) -> Conn {
+        match self.backend() {
+            Backend::Single { conn, .. } => Conn::Managed(conn.clone()),
+            Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
+        }
     }
 
     /// A connection of its own, without response timeout, for one blocking reader.
-    pub async fn blocking_reader(&self) -> RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    pub async fn blocking_reader(&self) -> RedisResult<Conn> {
+        match self.backend() {
+            Backend::Single { client, .. } => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None);
+                Ok(Conn::Direct(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                ))
+            }
+            Backend::Cluster { readers, .. } => {
+                Ok(Conn::Cluster(readers.get_async_connection().await?))
+            }
+        }
     }
 
-    /// A pub/sub connection (for the live status feed).
+    /// A connection of its own with the given response timeout (the replica wait's).
+    pub(crate) async fn dedicated(&self, timeout: Duration) -> RedisResult<Conn> {
+        match self.backend() {
+            Backend::Single { client, .. } => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(timeout));
+                Ok(Conn::Direct(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                ))
+            }
+            Backend::Cluster { client, .. } => {
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A pub/sub connection (for the live status feed). On a cluster, a message published on any
+    /// node reaches the subscribers of every node, so one seed that answers is enough.
     pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+        match self.backend() {
+            Backend::Single { client, .. } => client.get_async_pubsub().await,
+            Backend::Cluster { seeds, .. } => {
+                let mut last = None;
+                for seed in seeds.iter() {
+                    match Client::open(seed.clone())?.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seeds"))
+                }))
+            }
+        }
+    }
+
+    /// Waits until every write this process made so far in `space` is on `REDIS_WAIT_REPLICAS`
+    /// replicas, before something relies on it (a client's 201, an event another slot's effect
+    /// is announced by). An error when they did not acknowledge within `REDIS_WAIT_TIMEOUT_MS`:
+    /// the write happened, and may be lost if its master fails now. Without replicas to wait for,
+    /// returns at once.
+    pub async fn replicated(&self, space: &KeySpace) -> RedisResult<()> {
+        match &self.shared.replicas {
+            None => Ok(()),
+            Some(wait) => wait.wait(self, space).await,
+        }
     }
 
     /// A small write that expires by itself, for readiness: it fails when Redis refuses writes
@@ -80,17 +224,85 @@ impl Redis {
     pub async fn check_writable(&self) -> RedisResult<()> {
         let mut conn = self.conn();
         redis::cmd("SET")
-            .arg(crate::keys::readiness_probe())
+            .arg(self.layout().global.readiness_probe())
             .arg(1)
             .arg("PX")
             .arg(5_000)
             .query_async::<()>(&mut conn)
             .await
     }
+
+    /// `INFO <section>` of every master (one text for one Redis).
+    pub async fn info_of_masters(&self, section: &str) -> RedisResult<Vec<String>> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(section);
+        match self.backend() {
+            Backend::Single { conn, .. } => Ok(vec![cmd.query_async(&mut conn.clone()).await?]),
+            Backend::Cluster { conn, .. } => {
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::Special),
+                ));
+                let reply = conn.clone().route_command(cmd, routing).await?;
+                let by_node: std::collections::HashMap<String, String> =
+                    redis::from_redis_value(reply)?;
+                Ok(by_node.into_values().collect())
+            }
+        }
+    }
 }
 
-/// Creates each group on `stream` (and the stream) unless it exists; `BUSYGROUP` is not an error.
-pub async fn ensure_groups(redis: &Redis, stream: &str, groups: &[&str]) -> RedisResult<()> {
+/// A connection of any kind: the shared one, a blocking reader's, or the cluster's.
+#[derive(Clone)]
+pub enum Conn {
+    Managed(ConnectionManager),
+    Direct(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Managed(c) => c.req_packed_command(cmd),
+            Conn::Direct(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(c) => c.get_db(),
+            Conn::Direct(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Creates each group on every partition stream (and the stream) unless it exists; `BUSYGROUP`
+/// is not an error.
+pub async fn ensure_groups(redis: &Redis, groups: &[&str]) -> RedisResult<()> {
+    for partition in redis.layout().partitions() {
+        ensure_groups_on(redis, &partition.stream, groups).await?;
+    }
+    Ok(())
+}
+
+/// Creates each group on `stream` unless it exists.
+pub async fn ensure_groups_on(redis: &Redis, stream: &str, groups: &[&str]) -> RedisResult<()> {
     let mut conn = redis.conn();
     for group in groups {
         let created: RedisResult<()> = redis::cmd("XGROUP")

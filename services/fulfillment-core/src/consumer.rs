@@ -6,11 +6,11 @@
 //! the retry worker alike, so both treat an entry the same way.
 
 use crate::backoff::Backoff;
-use crate::connection::{NEW_ENTRIES, Redis, ensure_groups};
+use crate::connection::{Conn, NEW_ENTRIES, Redis, ensure_groups_on};
 use crate::dead_letter::{self, DeadLetter};
 use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
 use crate::handler::{Delivery, EventHandler, Handled, HandlerError};
-use crate::keys;
+use crate::keys::Partition;
 use crate::metrics;
 use crate::stream_entry::{RawEntry, ReadReply};
 use crate::telemetry;
@@ -42,6 +42,7 @@ pub enum Disposition {
 /// Decodes and handles one entry for `handler`'s group and decides what becomes of it.
 pub async fn decide(
     handler: &dyn EventHandler,
+    partition: &Partition,
     entry: &RawEntry,
     consumer: &str,
     attempt: u64,
@@ -86,6 +87,7 @@ pub async fn decide(
     let own_context = telemetry::traceparent_of(&span);
     let result = handler
         .handle(Delivery {
+            partition,
             stream_id: &entry.id,
             event: &event,
             service: handler.service(),
@@ -154,24 +156,24 @@ fn is_for_others(handler: &dyn EventHandler, entry: &RawEntry) -> bool {
     !handler.handles(event_type) || replay_for.is_some_and(|g| g != handler.group())
 }
 
-/// Where a consumer reads and what it is called.
+/// What a consumer is called and how much it reads and holds.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    pub stream: String,
-    pub dlq_stream: String,
     pub consumer: String,
     pub batch_size: usize,
-    /// Most entries handled at once: reading goes on while earlier batches are still in hand,
-    /// up to this many.
+    /// Most entries handled at once, over every partition: reading goes on while earlier batches
+    /// are still in hand, up to this many (at least one per partition).
     pub max_in_flight: usize,
     pub block: Duration,
 }
 
-/// Reads the group's new entries until `shutdown`. Each batch is handled on its own task, its
-/// entries concurrently, and acknowledged with one `XACK`; the next read does not wait for it, so
-/// up to `max_in_flight` entries are in hand at once and a slow round trip does not stall the
-/// group. A stopping consumer finishes and acknowledges every batch in hand before it returns.
-/// Redis errors are retried with backoff; they never end the loop.
+/// Reads the group's new entries on every partition until `shutdown`, one blocking reader per
+/// partition, so a quiet partition never holds up a busy one. Each batch is handled on its own
+/// task, its entries concurrently, and acknowledged with one `XACK`; the next read does not wait
+/// for it. The partitions share one allowance of `max_in_flight` entries, taken in turn (first
+/// come, first served), so a hot partition cannot starve the others. A stopping consumer finishes
+/// and acknowledges every batch in hand before it returns. Redis errors are retried with backoff;
+/// they never end the loop.
 pub async fn run_consumer(
     redis: Redis,
     handler: Arc<dyn EventHandler>,
@@ -179,55 +181,94 @@ pub async fn run_consumer(
     shutdown: CancellationToken,
 ) {
     let group = handler.group();
+    let partitions = redis.layout().partitions().to_vec();
+    let capacity = Arc::new(Semaphore::new(config.max_in_flight.max(partitions.len())));
     let config = Arc::new(config);
-    let capacity = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    tracing::info!(
+        group,
+        consumer = config.consumer,
+        partitions = partitions.len(),
+        "consumer started"
+    );
+    let mut readers = JoinSet::new();
+    for partition in partitions {
+        readers.spawn(read_partition(
+            redis.clone(),
+            handler.clone(),
+            config.clone(),
+            partition,
+            capacity.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while let Some(done) = readers.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(group, error = %e, "a partition reader failed");
+        }
+    }
+    tracing::info!(group, consumer = config.consumer, "consumer stopped");
+}
+
+/// One partition's reader: reads while it has a turn, hands each batch to a task.
+async fn read_partition(
+    redis: Redis,
+    handler: Arc<dyn EventHandler>,
+    config: Arc<ConsumerConfig>,
+    partition: Partition,
+    capacity: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let group = handler.group();
+    let partition = Arc::new(partition);
     let mut in_hand: JoinSet<()> = JoinSet::new();
     let mut backoff = Backoff::default();
     let mut reader = None;
     let mut last_beat: Option<Instant> = None;
-    tracing::info!(group, consumer = config.consumer, "consumer started");
     while !shutdown.is_cancelled() {
         while let Some(done) = in_hand.try_join_next() {
             report_batch_task(group, done);
         }
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
-            beat(&redis, group, &config.consumer).await;
+            beat(&redis, &partition, group, &config.consumer).await;
             last_beat = Some(Instant::now());
         }
-        let room = capacity.available_permits();
-        if room == 0 {
-            tokio::select! {
-                Some(done) = in_hand.join_next() => report_batch_task(group, done),
-                _ = shutdown.cancelled() => {}
-            }
-            continue;
-        }
+        // A turn: one permit, held through the (blocking) read; the batch takes what it needs more.
+        let turn = tokio::select! {
+            permit = capacity.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
         let conn = match reader.as_mut() {
             Some(conn) => conn,
             None => match redis.blocking_reader().await {
                 Ok(conn) => reader.insert(conn),
                 Err(e) => {
-                    tracing::warn!(group, error = %e, "cannot open reader; retrying");
+                    tracing::warn!(group, stream = partition.stream, error = %e, "cannot open reader; retrying");
                     backoff.wait(&shutdown).await;
                     continue;
                 }
             },
         };
-        let count = config.batch_size.min(room);
-        let batch = match read_new_entries(conn, group, &config, count).await {
+        let count = config
+            .batch_size
+            .min(1 + capacity.available_permits())
+            .max(1);
+        let batch = match read_new_entries(conn, group, &config, &partition.stream, count).await {
             Ok(batch) => {
                 backoff.reset();
                 batch
             }
             Err(e) if e.code() == Some("NOGROUP") => {
-                if let Err(e) = ensure_groups(&redis, &config.stream, &[group]).await {
+                if let Err(e) = ensure_groups_on(&redis, &partition.stream, &[group]).await {
                     tracing::warn!(group, error = %e, "cannot create group");
                 }
                 backoff.wait(&shutdown).await;
                 continue;
             }
             Err(e) => {
-                tracing::warn!(group, error = %e, "read failed; reconnecting");
+                tracing::warn!(group, stream = partition.stream, error = %e, "read failed; reconnecting");
                 reader = None;
                 backoff.wait(&shutdown).await;
                 continue;
@@ -236,21 +277,31 @@ pub async fn run_consumer(
         if batch.is_empty() {
             continue;
         }
-        // Only this loop takes permits, and `count <= room`, so they are there.
-        let permits = u32::try_from(batch.len()).unwrap_or(u32::MAX);
-        let Ok(permit) = capacity.clone().acquire_many_owned(permits).await else {
+        // With REDIS_WAIT_REPLICAS, nothing is acted on before it is on a replica: a failover
+        // may then lose only entries nobody acted on. Not yet there: left pending, retried later.
+        if let Err(e) = redis.replicated(&partition.keys).await {
+            tracing::warn!(group, stream = partition.stream, error = %e, count = batch.len(), "entries not on enough replicas; left pending");
+            backoff.wait(&shutdown).await;
+            continue;
+        }
+        let more = u32::try_from(batch.len() - 1).unwrap_or(u32::MAX);
+        let Ok(rest) = capacity.clone().acquire_many_owned(more).await else {
             break;
         };
-        let (redis, handler, config) = (redis.clone(), handler.clone(), config.clone());
+        let (redis, handler, config, partition) = (
+            redis.clone(),
+            handler.clone(),
+            config.clone(),
+            partition.clone(),
+        );
         in_hand.spawn(async move {
-            handle_batch(&redis, handler.as_ref(), &config, &batch).await;
-            drop(permit);
+            handle_batch(&redis, handler.as_ref(), &config, &partition, &batch).await;
+            drop((turn, rest));
         });
     }
     while let Some(done) = in_hand.join_next().await {
         report_batch_task(group, done);
     }
-    tracing::info!(group, consumer = config.consumer, "consumer stopped");
 }
 
 /// A batch task that panicked leaves its entries pending (they were not acknowledged), so the
@@ -261,13 +312,15 @@ fn report_batch_task(group: &str, done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// How often a consumer records that it is alive (see [`keys::heartbeats`]).
+/// How often a consumer records that it is alive (see [`KeySpace::heartbeats`]).
+///
+/// [`KeySpace::heartbeats`]: crate::keys::KeySpace::heartbeats
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
-async fn beat(redis: &Redis, group: &str, consumer: &str) {
+async fn beat(redis: &Redis, partition: &Partition, group: &str, consumer: &str) {
     let mut conn = redis.conn();
     let beat: redis::RedisResult<i64> = redis::cmd("HSET")
-        .arg(keys::heartbeats(group))
+        .arg(partition.keys.heartbeats(group))
         .arg(consumer)
         .arg(now_millis())
         .query_async(&mut conn)
@@ -281,13 +334,14 @@ async fn handle_batch(
     redis: &Redis,
     handler: &dyn EventHandler,
     config: &ConsumerConfig,
+    partition: &Partition,
     batch: &[RawEntry],
 ) {
     let group = handler.group();
     let outcomes = join_all(
         batch
             .iter()
-            .map(|entry| decide(handler, entry, &config.consumer, 1)),
+            .map(|entry| decide(handler, partition, entry, &config.consumer, 1)),
     )
     .await;
     let mut acks = Vec::new();
@@ -295,7 +349,7 @@ async fn handle_batch(
         match disposition {
             Disposition::Ack => acks.push(entry.id.as_str()),
             Disposition::ResolveAndAck => {
-                if resolve_replayed(redis, group, entry, event.as_ref()).await {
+                if resolve_replayed(redis, partition, group, entry, event.as_ref()).await {
                     acks.push(entry.id.as_str());
                 }
             }
@@ -309,16 +363,13 @@ async fn handle_batch(
                     error: &error,
                     poison,
                 };
-                if let Err(e) =
-                    dead_letter::dead_letter(redis, &config.stream, &config.dlq_stream, &letter)
-                        .await
-                {
+                if let Err(e) = dead_letter::dead_letter(redis, partition, &letter).await {
                     tracing::error!(group, stream_id = entry.id, error = %e, "cannot dead-letter; left pending");
                 }
             }
         }
     }
-    if let Err(e) = acknowledge(redis, &config.stream, group, &config.consumer, &acks).await {
+    if let Err(e) = acknowledge(redis, partition, group, &config.consumer, &acks).await {
         tracing::warn!(group, error = %e, count = acks.len(), "ack failed; entries will be retried");
     }
 }
@@ -327,12 +378,13 @@ async fn handle_batch(
 /// retry, which only resolves) when Redis refused.
 pub async fn resolve_replayed(
     redis: &Redis,
+    partition: &Partition,
     group: &str,
     entry: &RawEntry,
     event: Option<&Event>,
 ) -> bool {
     let Some(event) = event else { return true };
-    match dead_letter::resolve(redis, group, event).await {
+    match dead_letter::resolve(redis, partition, group, event).await {
         Ok(left) => {
             tracing::info!(
                 group,
@@ -349,11 +401,13 @@ pub async fn resolve_replayed(
     }
 }
 
-/// `XACK` for many ids, and the count of them added to `consumer`'s share of the group's work
-/// ([`keys::handled`]), in one round trip.
+/// `XACK` for many ids of one partition, and the count of them added to `consumer`'s share of
+/// the group's work ([`KeySpace::handled`]), in one round trip (one slot).
+///
+/// [`KeySpace::handled`]: crate::keys::KeySpace::handled
 pub async fn acknowledge(
     redis: &Redis,
-    stream: &str,
+    partition: &Partition,
     group: &str,
     consumer: &str,
     ids: &[&str],
@@ -364,12 +418,12 @@ pub async fn acknowledge(
     let mut conn = redis.conn();
     redis::pipe()
         .cmd("XACK")
-        .arg(stream)
+        .arg(&partition.stream)
         .arg(group)
         .arg(ids)
         .ignore()
         .cmd("HINCRBY")
-        .arg(keys::handled(group))
+        .arg(partition.keys.handled(group))
         .arg(consumer)
         .arg(ids.len())
         .ignore()
@@ -378,9 +432,10 @@ pub async fn acknowledge(
 }
 
 async fn read_new_entries(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut Conn,
     group: &str,
     config: &ConsumerConfig,
+    stream: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<RawEntry>> {
     let ReadReply(entries) = redis::cmd("XREADGROUP")
@@ -392,7 +447,7 @@ async fn read_new_entries(
         .arg("BLOCK")
         .arg(config.block.as_millis() as u64)
         .arg("STREAMS")
-        .arg(&config.stream)
+        .arg(stream)
         .arg(NEW_ENTRIES)
         .query_async(conn)
         .await?;
@@ -445,8 +500,14 @@ mod tests {
         }
     }
 
+    fn partition() -> Partition {
+        crate::keys::Layout::new("s", "s:dlq", 1, false).partitions()[0].clone()
+    }
+
     async fn disposition(handler: &Probe, event: &Event) -> Disposition {
-        decide(handler, &entry_of(event), "c-1", 1).await.0
+        decide(handler, &partition(), &entry_of(event), "c-1", 1)
+            .await
+            .0
     }
 
     #[tokio::test]
@@ -497,7 +558,7 @@ mod tests {
             id: "1-0".into(),
             fields: vec![(b"junk".to_vec(), vec![0xff])],
         };
-        let (d, _) = decide(&handler, &garbage, "c-1", 1).await;
+        let (d, _) = decide(&handler, &partition(), &garbage, "c-1", 1).await;
         assert!(matches!(d, Disposition::DeadLetter { poison: true, .. }));
         assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
     }

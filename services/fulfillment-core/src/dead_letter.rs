@@ -5,15 +5,20 @@
 //! entry is never acknowledged without being in the DLQ. Replay puts it back for its own group
 //! only and keeps its `event_id`, so the group's idempotent handler sees an ordinary redelivery.
 //!
+//! Each partition has its dead-letter stream (the one `DLQ_STREAM` with one partition); an
+//! operator sees them as one list, oldest first, each dead letter named by a [`DlqId`].
+//!
 //! Invariant: a dead letter of an order's event flags the order (`dead_letters` in its hash, the
-//! set [`keys::orders_dead_lettered`]) and keeps it from the retention sweep until the dead letter
-//! is resolved: its replay handled by its group ([`resolve`]), or deleted by an operator.
+//! set [`KeySpace::orders_dead_lettered`]) and keeps it from the retention sweep until the dead
+//! letter is resolved: its replay handled by its group ([`resolve`]), or deleted by an operator.
+//!
+//! [`KeySpace::orders_dead_lettered`]: crate::keys::KeySpace::orders_dead_lettered
 
 use crate::connection::Redis;
 use crate::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
-use crate::keys;
+use crate::keys::{Layout, Partition};
 use crate::script_reply::Tagged;
-use crate::stream_entry::{Entries, RawEntry, id_after, is_entry_id};
+use crate::stream_entry::{Entries, RawEntry, entry_id_order, id_after, is_entry_id};
 use redis::{RedisResult, Script};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -58,11 +63,11 @@ pub struct DeadLetter<'a> {
     pub poison: bool,
 }
 
-/// Writes the entry to the DLQ, counts it, publishes `EventDeadLettered` and acknowledges it.
+/// Writes the entry to its partition's DLQ, counts it, publishes `EventDeadLettered` and
+/// acknowledges it.
 pub async fn dead_letter(
     redis: &Redis,
-    stream: &str,
-    dlq_stream: &str,
+    partition: &Partition,
     letter: &DeadLetter<'_>,
 ) -> RedisResult<()> {
     let original: Vec<&(Vec<u8>, Vec<u8>)> =
@@ -74,23 +79,24 @@ pub async fn dead_letter(
             letter.entry.text("event_id").unwrap_or_default(),
         ),
     };
+    let keys = &partition.keys;
     let mut invocation = DEAD_LETTER.prepare_invoke();
     invocation
-        .key(stream)
-        .key(dlq_stream)
-        .key(keys::counters())
-        .key(keys::poison_seen(&letter.entry.id))
-        .key(keys::order(&order_id))
-        .key(keys::order_dead_letters(&order_id))
-        .key(keys::orders_dead_lettered())
-        .key(keys::orders_finished())
+        .key(&partition.stream)
+        .key(&partition.dlq)
+        .key(keys.counters())
+        .key(keys.poison_seen(&letter.entry.id))
+        .key(keys.order(&order_id))
+        .key(keys.order_dead_letters(&order_id))
+        .key(keys.orders_dead_lettered())
+        .key(keys.orders_finished())
         .arg(letter.group)
         .arg(&letter.entry.id)
         .arg(letter.deliveries)
         .arg(letter.error)
         .arg(now_rfc3339())
         .arg(if letter.poison { "1" } else { "0" })
-        .arg(keys::counter::dead_letters(letter.group))
+        .arg(crate::keys::counter::dead_letters(letter.group))
         .arg(&order_id)
         .arg(member(letter.group, &event_id))
         .arg(original.len() * 2);
@@ -121,14 +127,20 @@ pub async fn dead_letter(
 
 /// A replayed dead letter was handled by its group: it no longer flags its order. Returns how
 /// many dead letters the order still has unresolved (`None` when this one was not flagged).
-pub async fn resolve(redis: &Redis, group: &str, event: &Event) -> RedisResult<Option<u64>> {
+pub async fn resolve(
+    redis: &Redis,
+    partition: &Partition,
+    group: &str,
+    event: &Event,
+) -> RedisResult<Option<u64>> {
     let order_id = event.order_id.as_str();
+    let keys = &partition.keys;
     let mut conn = redis.conn();
     let reply: Tagged = RESOLVE
-        .key(keys::order(order_id))
-        .key(keys::order_dead_letters(order_id))
-        .key(keys::orders_dead_lettered())
-        .key(keys::orders_finished())
+        .key(keys.order(order_id))
+        .key(keys.order_dead_letters(order_id))
+        .key(keys.orders_dead_lettered())
+        .key(keys.orders_finished())
         .arg(order_id)
         .arg(member(group, &event.event_id.to_string()))
         .arg(now_millis())
@@ -169,9 +181,49 @@ fn dead_letter_notice(letter: &DeadLetter<'_>) -> Option<Event> {
     Some(notice)
 }
 
+/// A dead letter's id as an operator sees it: its DLQ entry id, prefixed by its partition when
+/// there are several (`p3-1700000000000-0`); with one partition, the plain entry id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqId {
+    pub partition: usize,
+    pub entry: String,
+}
+
+impl DlqId {
+    /// The id `text` names in `layout`, if it is one.
+    pub fn parse(layout: &Layout, text: &str) -> Option<Self> {
+        let count = layout.partitions().len();
+        let (partition, entry) = if count == 1 {
+            (0, text)
+        } else {
+            let (p, entry) = text.strip_prefix('p')?.split_once('-')?;
+            let digits = !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+            (if digits { p.parse().ok()? } else { return None }, entry)
+        };
+        (partition < count && is_entry_id(entry)).then(|| Self {
+            partition,
+            entry: entry.to_owned(),
+        })
+    }
+
+    pub fn render(&self, layout: &Layout) -> String {
+        if layout.partitions().len() == 1 {
+            self.entry.clone()
+        } else {
+            format!("p{}-{}", self.partition, self.entry)
+        }
+    }
+
+    /// Oldest first over every partition: by entry id, then partition.
+    fn order(&self) -> ((u64, u64), usize) {
+        (entry_id_order(&self.entry), self.partition)
+    }
+}
+
 /// A dead letter as the operator sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterView {
+    /// Its [`DlqId`].
     pub id: String,
     pub group: String,
     pub source_id: String,
@@ -186,7 +238,7 @@ pub struct DeadLetterView {
 }
 
 impl DeadLetterView {
-    fn from_entry(entry: RawEntry) -> Self {
+    fn from_entry(id: String, entry: RawEntry) -> Self {
         let mut fields = BTreeMap::new();
         let mut meta = BTreeMap::new();
         for (k, v) in &entry.fields {
@@ -203,7 +255,7 @@ impl DeadLetterView {
         }
         let take = |m: &mut BTreeMap<String, String>, k: &str| m.remove(k).unwrap_or_default();
         Self {
-            id: entry.id,
+            id,
             group: take(&mut meta, "group"),
             source_id: take(&mut meta, "source_id"),
             deliveries: take(&mut meta, "deliveries").parse().unwrap_or_default(),
@@ -217,65 +269,100 @@ impl DeadLetterView {
     }
 }
 
-/// A page of dead letters, oldest first, after `cursor` (an entry id, exclusive).
+/// A page of dead letters, oldest first, after `cursor` (a [`DlqId`], exclusive).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterPage {
     pub entries: Vec<DeadLetterView>,
     pub next_cursor: Option<String>,
 }
 
+/// Up to `limit` dead letters of every partition, oldest first, after `cursor`.
 pub async fn list(
     redis: &Redis,
-    dlq_stream: &str,
     limit: usize,
-    cursor: Option<&str>,
+    cursor: Option<&DlqId>,
 ) -> RedisResult<DeadLetterPage> {
-    let start = match cursor {
-        Some(id) => match id_after(id) {
-            Some(next) => next,
-            // Nothing can follow the largest id there is.
-            None => {
-                return Ok(DeadLetterPage {
-                    entries: Vec::new(),
-                    next_cursor: None,
-                });
-            }
-        },
-        None => "-".to_owned(),
-    };
-    let mut conn = redis.conn();
-    let Entries(found) = redis::cmd("XRANGE")
-        .arg(dlq_stream)
-        .arg(start)
-        .arg("+")
-        .arg("COUNT")
-        .arg(limit + 1)
-        .query_async(&mut conn)
-        .await?;
-    let mut entries: Vec<DeadLetterView> =
-        found.into_iter().map(DeadLetterView::from_entry).collect();
-    let next_cursor = if entries.len() > limit {
-        entries.truncate(limit);
-        entries.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
+    let layout = redis.layout();
+    let reads = layout.partitions().iter().map(|partition| async move {
+        // After the cursor: a later entry id, or the same id on a later partition.
+        let start = match cursor {
+            None => "-".to_owned(),
+            Some(c) if partition.index > c.partition => c.entry.clone(),
+            Some(c) => match id_after(&c.entry) {
+                Some(next) => next,
+                // Nothing can follow the largest id there is.
+                None => return Ok(Vec::new()),
+            },
+        };
+        let Entries(found) = redis::cmd("XRANGE")
+            .arg(&partition.dlq)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit + 1)
+            .query_async(&mut redis.conn())
+            .await?;
+        RedisResult::Ok(
+            found
+                .into_iter()
+                .map(|entry| {
+                    let id = DlqId {
+                        partition: partition.index,
+                        entry: entry.id.clone(),
+                    };
+                    (id, entry)
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    let mut found: Vec<(DlqId, RawEntry)> = futures_util::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    found.sort_by_key(|(id, _)| id.order());
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next_cursor = more
+        .then(|| found.last().map(|(id, _)| id.render(layout)))
+        .flatten();
     Ok(DeadLetterPage {
-        entries,
+        entries: found
+            .into_iter()
+            .map(|(id, entry)| DeadLetterView::from_entry(id.render(layout), entry))
+            .collect(),
         next_cursor,
     })
 }
 
-/// One dead letter by its DLQ id.
-pub async fn get(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<Option<DeadLetterView>> {
+/// Dead letters on every partition.
+pub async fn count(redis: &Redis) -> RedisResult<i64> {
+    let lengths = redis.layout().partitions().iter().map(|p| async move {
+        redis::cmd("XLEN")
+            .arg(&p.dlq)
+            .query_async::<i64>(&mut redis.conn())
+            .await
+    });
+    Ok(futures_util::future::try_join_all(lengths)
+        .await?
+        .into_iter()
+        .sum())
+}
+
+/// One dead letter by its id.
+pub async fn get(redis: &Redis, id: &DlqId) -> RedisResult<Option<DeadLetterView>> {
+    let partition = &redis.layout().partitions()[id.partition];
     let mut conn = redis.conn();
     let Entries(found) = redis::cmd("XRANGE")
-        .arg(dlq_stream)
-        .arg(id)
-        .arg(id)
+        .arg(&partition.dlq)
+        .arg(&id.entry)
+        .arg(&id.entry)
         .query_async(&mut conn)
         .await?;
-    Ok(found.into_iter().next().map(DeadLetterView::from_entry))
+    Ok(found
+        .into_iter()
+        .next()
+        .map(|entry| DeadLetterView::from_entry(id.render(redis.layout()), entry)))
 }
 
 /// What replaying a dead letter did.
@@ -286,27 +373,27 @@ pub enum ReplayOutcome {
     NotFound,
 }
 
-/// Puts a dead letter back on the stream for its own group and removes it from the DLQ.
-pub async fn replay(
-    redis: &Redis,
-    stream: &str,
-    dlq_stream: &str,
-    id: &str,
-) -> RedisResult<ReplayOutcome> {
-    if !is_entry_id(id) {
-        return Ok(ReplayOutcome::NotFound);
-    }
+/// Puts a dead letter back on its partition's stream for its own group and removes it from the
+/// DLQ; the replay is on enough replicas (`REDIS_WAIT_REPLICAS`) before this returns.
+pub async fn replay(redis: &Redis, id: &DlqId) -> RedisResult<ReplayOutcome> {
+    let partition = &redis.layout().partitions()[id.partition];
     let mut conn = redis.conn();
     let reply: Tagged = REPLAY
-        .key(dlq_stream)
-        .key(stream)
-        .arg(id)
+        .key(&partition.dlq)
+        .key(&partition.stream)
+        .arg(&id.entry)
         .invoke_async(&mut conn)
         .await?;
     Ok(match reply.tag.as_str() {
         "replayed" => {
             let (stream_id, group) = (reply.text(0)?, reply.text(1)?);
-            tracing::info!(dlq_id = id, stream_id, group, "dead letter replayed");
+            redis.replicated(&partition.keys).await?;
+            tracing::info!(
+                dlq_id = id.render(redis.layout()),
+                stream_id,
+                group,
+                "dead letter replayed"
+            );
             ReplayOutcome::Replayed { stream_id, group }
         }
         "not_found" | "not_a_dead_letter" => ReplayOutcome::NotFound,
@@ -316,31 +403,63 @@ pub async fn replay(
 
 /// Removes a dead letter, which resolves it for its order (an operator decided it needs no
 /// replay); false when there was none with that id.
-pub async fn delete(redis: &Redis, dlq_stream: &str, id: &str) -> RedisResult<bool> {
-    if !is_entry_id(id) {
-        return Ok(false);
-    }
-    let Some(letter) = get(redis, dlq_stream, id).await? else {
+pub async fn delete(redis: &Redis, id: &DlqId) -> RedisResult<bool> {
+    let Some(letter) = get(redis, id).await? else {
         return Ok(false);
     };
+    let partition = &redis.layout().partitions()[id.partition];
+    let keys = &partition.keys;
     let order_id = letter.order_id.unwrap_or_default();
     let event_id = letter.event_id.unwrap_or_default();
     let mut conn = redis.conn();
     let reply: Tagged = DELETE
-        .key(dlq_stream)
-        .key(keys::order(&order_id))
-        .key(keys::order_dead_letters(&order_id))
-        .key(keys::orders_dead_lettered())
-        .key(keys::orders_finished())
-        .arg(id)
+        .key(&partition.dlq)
+        .key(keys.order(&order_id))
+        .key(keys.order_dead_letters(&order_id))
+        .key(keys.orders_dead_lettered())
+        .key(keys.orders_finished())
+        .arg(&id.entry)
         .arg(&order_id)
         .arg(member(&letter.group, &event_id))
         .arg(now_millis())
         .invoke_async(&mut conn)
         .await?;
     match reply.tag.as_str() {
-        "deleted" => Ok(true),
+        "deleted" => {
+            redis.replicated(keys).await?;
+            Ok(true)
+        }
         "not_found" => Ok(false),
         _ => Err(reply.unknown("dlq_delete.lua").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlq_ids_name_their_partition_when_there_are_several() {
+        let one = Layout::new("s", "s:dlq", 1, false);
+        let id = DlqId::parse(&one, "1700000000000-0").expect("plain id");
+        assert_eq!(
+            (id.partition, id.render(&one).as_str()),
+            (0, "1700000000000-0")
+        );
+        assert!(DlqId::parse(&one, "p0-1700000000000-0").is_none());
+        let four = Layout::new("s", "s:dlq", 4, false);
+        let id = DlqId::parse(&four, "p3-1700000000000-7").expect("partitioned id");
+        assert_eq!((id.partition, id.entry.as_str()), (3, "1700000000000-7"));
+        assert_eq!(id.render(&four), "p3-1700000000000-7");
+        for bad in [
+            "1700000000000-0",
+            "p4-1-0",
+            "p-1-0",
+            "px-1-0",
+            "p1-",
+            "p1-x",
+        ] {
+            assert!(DlqId::parse(&four, bad).is_none(), "{bad}");
+        }
     }
 }

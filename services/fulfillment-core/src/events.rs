@@ -272,6 +272,17 @@ impl Event {
         fields_json(fields)
     }
 
+    /// Decodes what [`Event::to_fields_json`] (or a script storing an event) wrote.
+    pub fn from_fields_json(json: &str) -> Result<Self, DecodeError> {
+        let flat: Vec<String> =
+            serde_json::from_str(json).map_err(|_| DecodeError::MissingField(field::TYPE))?;
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone().into_bytes(), pair[1].clone().into_bytes()))
+            .collect();
+        Self::from_field_list(&fields)
+    }
+
     /// Decodes an entry's raw fields. Unknown extra fields are ignored.
     pub fn from_fields(fields: &HashMap<String, Vec<u8>>) -> Result<Self, DecodeError> {
         Self::decode_with(|name| fields.get(name).map(Vec::as_slice))
@@ -392,6 +403,8 @@ mod tests {
         let decoded = Event::from_fields(&raw(&event)).expect("decodes");
         assert_eq!(decoded, event);
         assert_eq!(decoded.payload_as::<OrderPlaced>().expect("typed"), placed);
+        let stored = Event::from_fields_json(&event.to_fields_json()).expect("from stored JSON");
+        assert_eq!(stored, event);
     }
 
     #[test]

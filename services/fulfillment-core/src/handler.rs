@@ -5,6 +5,7 @@
 //! acknowledges anything itself; the consumer runtime decides from its answer.
 
 use crate::events::{DecodeError, Event, EventType, Payload};
+use crate::keys::Partition;
 use crate::service::Service;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +50,9 @@ impl From<DecodeError> for HandlerError {
 /// One delivery of an event to a handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
+    /// The partition the entry was read from: the order's stream and key space, where the
+    /// handler keeps its state of the order and publishes what follows.
+    pub partition: &'a Partition,
     pub stream_id: &'a str,
     pub event: &'a Event,
     /// The service handling it.

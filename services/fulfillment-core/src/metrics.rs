@@ -134,13 +134,9 @@ pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
 /// What `/metrics` serves: this process's metrics and the pipeline's figures read from Redis
 /// now. A Redis outage or a Redis slower than [`REDIS_FIGURES_TIMEOUT`] leaves those figures out
 /// rather than failing or holding up the scrape.
-pub async fn render(redis: &Redis, stream: &str, dlq_stream: &str) -> String {
+pub async fn render(redis: &Redis) -> String {
     let mut families = PROCESS.registry.gather();
-    let read = tokio::time::timeout(
-        REDIS_FIGURES_TIMEOUT,
-        stream_stats::collect(redis, stream, dlq_stream),
-    )
-    .await;
+    let read = tokio::time::timeout(REDIS_FIGURES_TIMEOUT, stream_stats::collect(redis)).await;
     match read {
         Ok(Ok(stats)) => match figures(&stats) {
             Ok(registry) => families.extend(registry.gather()),
@@ -202,12 +198,12 @@ fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
     )?;
     let length = gauge(
         "fulfillment_stream_length",
-        "Entries on the stream.",
+        "Entries on the stream (each partition stream and dead-letter stream).",
         &["stream"],
     )?;
     let dlq = single(
         "fulfillment_dlq_length",
-        "Entries on the dead-letter stream.",
+        "Entries on the dead-letter stream (every partition's).",
     )?;
     let flagged = single(
         "fulfillment_orders_with_dead_letters",
@@ -247,12 +243,33 @@ fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
             .with_label_values(&[group])
             .inc_by(total(g.map(|g| g.dead_letters)));
     }
-    length
-        .with_label_values(&[&stats.stream])
-        .set(stats.stream_length);
-    length
-        .with_label_values(&[&stats.dlq_stream])
-        .set(stats.dlq_length);
+    for p in &stats.partitions {
+        length.with_label_values(&[&p.stream]).set(p.stream_length);
+        length.with_label_values(&[&p.dlq_stream]).set(p.dlq_length);
+    }
+    if stats.partitions.len() > 1 {
+        let pending = gauge(
+            "fulfillment_partition_pending",
+            "Entries of one partition delivered to the group and not yet acknowledged.",
+            &["group", "partition"],
+        )?;
+        let lag = gauge(
+            "fulfillment_partition_lag",
+            "Entries of one partition not yet delivered to the group.",
+            &["group", "partition"],
+        )?;
+        for p in &stats.partitions {
+            let index = p.index.to_string();
+            for g in &p.groups {
+                pending
+                    .with_label_values(&[&g.group, &index])
+                    .set(g.pending);
+                if let Some(l) = g.lag {
+                    lag.with_label_values(&[&g.group, &index]).set(l);
+                }
+            }
+        }
+    }
     dlq.set(stats.dlq_length);
     flagged.set(stats.orders_with_dead_letters);
     if let Some(memory) = stats.redis_memory {

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,8 +26,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct OpsState {
     pub redis: Redis,
-    pub stream: Arc<str>,
-    pub dlq_stream: Arc<str>,
 }
 
 /// `/healthz` (the process runs), `/readyz` (Redis takes writes) and `/metrics`.
@@ -63,7 +60,7 @@ fn not_ready(message: &str) -> Response {
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
-    let body = crate::metrics::render(&state.redis, &state.stream, &state.dlq_stream).await;
+    let body = crate::metrics::render(&state.redis).await;
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -58,11 +58,27 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// `REDIS_URL`: `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default
-    /// `redis://127.0.0.1:6379`.
+    /// `redis://127.0.0.1:6379`. Ignored (with a warning at start) when `REDIS_CLUSTER_NODES` is
+    /// set.
     pub url: SecretString,
-    /// `REDIS_PASSWORD`: when set, the password to use whatever the URL says; any characters,
-    /// no URL-encoding (what a Kubernetes Secret holds).
+    /// Whether `REDIS_URL` was set beside `REDIS_CLUSTER_NODES` (and so is ignored).
+    pub url_ignored: bool,
+    /// `REDIS_CLUSTER_NODES`: comma-separated seed URLs of a Redis Cluster (`redis://` or
+    /// `rediss://`, password allowed). When set, every process talks to the cluster through
+    /// redis-rs's cluster client, which follows MOVED/ASK and topology changes. Default unset: one
+    /// Redis at `REDIS_URL`.
+    pub cluster_nodes: Vec<SecretString>,
+    /// `REDIS_PASSWORD`: when set, the password to use whatever the URL (or the seed URLs) say;
+    /// any characters, no URL-encoding (what a Kubernetes Secret holds).
     pub password: Option<SecretString>,
+    /// `REDIS_WAIT_REPLICAS`: when above 0, a write that a client or another step relies on
+    /// (an order before its 201, a stock reservation before its event) is acknowledged by this
+    /// many replicas (`WAIT`) before it is relied on; otherwise the caller gets an error and the
+    /// step is retried. Default 0 (Redis's asynchronous replication), 0..=16.
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS`: longest a write waits for its replicas. Default 2000; keep it
+    /// below the cluster's `cluster-node-timeout`, so no wait outlives a failover.
+    pub wait_timeout_ms: u64,
 }
 
 /// The stream and how a consumer reads it.
@@ -72,6 +88,10 @@ pub struct StreamSettings {
     pub name: String,
     /// `DLQ_STREAM`: the dead-letter stream. Default `order_events:dlq`.
     pub dlq: String,
+    /// `STREAM_PARTITIONS`: partition streams the events are spread over (an order's events stay
+    /// on one, chosen by a hash of its id). Default 1: the one stream `STREAM`; 1..=1024. Every
+    /// process of a deployment must agree on it, and it is not changed while orders are in flight.
+    pub partitions: usize,
     /// `BATCH_SIZE`: entries read per `XREADGROUP`. Default 64, 1..=10000.
     pub batch_size: usize,
     /// `BLOCK_MS`: how long one `XREADGROUP` blocks waiting for entries. Default 1000, 1..=60000.
@@ -145,14 +165,28 @@ impl Settings {
         } else {
             LogFormat::Json
         };
+        let cluster_nodes = match env.optional("REDIS_CLUSTER_NODES") {
+            None => None,
+            // The value may hold passwords: the error shows it redacted.
+            Some(value) => Some(parse_seed_urls(&value).map_err(|reason| SettingsError {
+                name: "REDIS_CLUSTER_NODES",
+                value: value.split(',').map(redact).collect::<Vec<_>>().join(","),
+                reason,
+            })?),
+        };
         let settings = Self {
             redis: RedisSettings {
                 url: env.string("REDIS_URL", "redis://127.0.0.1:6379")?.into(),
+                url_ignored: cluster_nodes.is_some() && env.optional("REDIS_URL").is_some(),
+                cluster_nodes: cluster_nodes.unwrap_or_default(),
                 password: env.secret("REDIS_PASSWORD"),
+                wait_replicas: env.ranged("REDIS_WAIT_REPLICAS", 0, 0, 16)?,
+                wait_timeout_ms: env.ranged("REDIS_WAIT_TIMEOUT_MS", 2000, 1, 60_000)?,
             },
             stream: StreamSettings {
                 name: env.string("STREAM", "order_events")?,
                 dlq: env.string("DLQ_STREAM", "order_events:dlq")?,
+                partitions: env.ranged("STREAM_PARTITIONS", 1, 1, 1024)?,
                 batch_size: env.ranged("BATCH_SIZE", 64, 1, 10_000)?,
                 block_ms: env.ranged("BLOCK_MS", 1000, 1, 60_000)?,
                 max_in_flight: env.ranged("MAX_IN_FLIGHT", 256, 1, 100_000)?,
@@ -224,6 +258,17 @@ impl Settings {
             .expect("default settings are valid")
     }
 
+    /// Where the streams and keys live under these settings: the partitions, and the plain or
+    /// hash-tagged key names (tagged on a cluster, or with more than one partition).
+    pub fn layout(&self) -> crate::keys::Layout {
+        crate::keys::Layout::new(
+            &self.stream.name,
+            &self.stream.dlq,
+            self.stream.partitions,
+            self.redis.is_cluster(),
+        )
+    }
+
     pub fn block(&self) -> Duration {
         Duration::from_millis(self.stream.block_ms)
     }
@@ -234,10 +279,28 @@ impl Settings {
 }
 
 impl RedisSettings {
-    /// Where to connect: the URL, with `REDIS_PASSWORD` in place of its password when set.
+    /// Whether every process talks to a Redis Cluster (`REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// Where to connect on one Redis: the URL, with `REDIS_PASSWORD` in place of its password when
+    /// set.
     pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        self.with_password(self.url.expose_secret())
+    }
+
+    /// The cluster's seed nodes, each with `REDIS_PASSWORD` in place of its password when set.
+    pub fn cluster_seeds(&self) -> redis::RedisResult<Vec<redis::ConnectionInfo>> {
+        self.cluster_nodes
+            .iter()
+            .map(|url| self.with_password(url.expose_secret()))
+            .collect()
+    }
+
+    fn with_password(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
         use redis::IntoConnectionInfo;
-        let info = self.url.expose_secret().into_connection_info()?;
+        let info = url.into_connection_info()?;
         Ok(match &self.password {
             None => info,
             Some(password) => {
@@ -250,10 +313,47 @@ impl RedisSettings {
         })
     }
 
-    /// The URL without its password, for messages.
+    /// Where this process connects, without passwords, for messages: the URL, or the seed nodes.
     pub fn redacted_url(&self) -> String {
+        if self.is_cluster() {
+            let seeds: Vec<String> = self
+                .cluster_nodes
+                .iter()
+                .map(|url| redact(url.expose_secret()))
+                .collect();
+            return format!("cluster {}", seeds.join(","));
+        }
         redact(self.url.expose_secret())
     }
+
+    /// How long a write waits for its replicas.
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+}
+
+/// `REDIS_CLUSTER_NODES`: comma-separated `redis://` or `rediss://` URLs, at least one.
+fn parse_seed_urls(value: &str) -> Result<Vec<SecretString>, String> {
+    use redis::IntoConnectionInfo;
+    let urls: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err("expected comma-separated redis:// or rediss:// URLs".into());
+    }
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(format!(
+                "{} is not a redis:// or rediss:// URL",
+                redact(url)
+            ));
+        }
+        url.into_connection_info()
+            .map_err(|e| format!("{}: {e}", redact(url)))?;
+    }
+    Ok(urls.into_iter().map(SecretString::from).collect())
 }
 
 /// A URL without its password, for messages.
@@ -427,6 +527,10 @@ mod tests {
             ("SEED_CATALOG", "maybe"),
             ("STREAM", " "),
             ("ORDER_RETENTION_MS", "1000"),
+            ("STREAM_PARTITIONS", "0"),
+            ("REDIS_WAIT_REPLICAS", "-1"),
+            ("REDIS_CLUSTER_NODES", "127.0.0.1:7000"),
+            ("REDIS_CLUSTER_NODES", " , "),
         ] {
             let err = with(&[(name, value)]).expect_err(name).to_string();
             assert!(
@@ -462,6 +566,34 @@ mod tests {
                 .admin_token
                 .is_none()
         );
+    }
+
+    #[test]
+    fn cluster_nodes_replace_the_url_and_their_passwords_stay_secret() {
+        let s = with(&[
+            (
+                "REDIS_CLUSTER_NODES",
+                "redis://:pw1@10.0.0.1:7000, rediss://10.0.0.2:7001",
+            ),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("STREAM_PARTITIONS", "12"),
+        ])
+        .expect("settings");
+        assert!(s.redis.is_cluster() && s.redis.url_ignored);
+        assert_eq!(s.redis.cluster_seeds().expect("seeds").len(), 2);
+        assert!(!format!("{s:?}").contains("pw1"));
+        assert_eq!(
+            s.redis.redacted_url(),
+            "cluster redis://***@10.0.0.1:7000,rediss://10.0.0.2:7001"
+        );
+        assert_eq!(s.layout().partitions().len(), 12);
+        let bad = with(&[("REDIS_CLUSTER_NODES", "redis://:pw2@x:1,http://:pw3@y")])
+            .expect_err("bad seed")
+            .to_string();
+        assert!(!bad.contains("pw2") && !bad.contains("pw3"), "{bad}");
+        let single = with(&[]).expect("defaults");
+        assert!(!single.redis.is_cluster() && !single.redis.url_ignored);
+        assert!(single.layout().is_plain());
     }
 
     #[test]

@@ -32,24 +32,28 @@ pub fn or_exit<T>(read: Result<T, SettingsError>) -> T {
 /// Connects to Redis, checks its eviction policy and creates every group.
 pub async fn prepare_redis(settings: &Settings) -> anyhow::Result<Redis> {
     use anyhow::Context;
-    let redis = Redis::connect(&settings.redis).await.with_context(|| {
-        format!(
-            "cannot connect to Redis at {}",
-            settings.redis.redacted_url()
-        )
-    })?;
+    let redis = connect(settings).await?;
     warn_if_keys_may_be_evicted(&redis).await;
-    ensure_groups(&redis, &settings.stream.name, &crate::service::all_groups())
+    ensure_groups(&redis, &crate::service::all_groups())
         .await
         .context("cannot create consumer groups")?;
     Ok(redis)
 }
 
+/// Connects to Redis (one server, or the cluster), with a message naming where when it fails.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Redis> {
+    use anyhow::Context;
+    Redis::connect(settings).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at {}",
+            settings.redis.redacted_url()
+        )
+    })
+}
+
 /// The consumer configuration for `consumer` under these settings.
 pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
     ConsumerConfig {
-        stream: settings.stream.name.clone(),
-        dlq_stream: settings.stream.dlq.clone(),
         consumer: consumer.to_owned(),
         batch_size: settings.stream.batch_size,
         max_in_flight: settings.stream.max_in_flight,
@@ -57,11 +61,9 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
     }
 }
 
-pub fn ops_state(settings: &Settings, redis: &Redis) -> OpsState {
+pub fn ops_state(redis: &Redis) -> OpsState {
     OpsState {
         redis: redis.clone(),
-        stream: settings.stream.name.as_str().into(),
-        dlq_stream: settings.stream.dlq.as_str().into(),
     }
 }
 
@@ -98,7 +100,7 @@ pub async fn run_worker_service(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = ops_router(ops_state(&settings, &redis));
+    let app = ops_router(ops_state(&redis));
     let serving = async { Ok(serve(listener, app, shutdown.clone()).await?) };
     with_consumer(&settings, &redis, handler, &shutdown, serving).await
 }
@@ -109,7 +111,7 @@ pub async fn run_worker_service(
 pub async fn main_for_worker<T>(
     service_name: &'static str,
     read_own: impl FnOnce(&Env) -> Result<T, SettingsError>,
-    build: impl FnOnce(Redis, &Settings, T) -> Arc<dyn EventHandler>,
+    build: impl FnOnce(Redis, T) -> Arc<dyn EventHandler>,
 ) -> std::process::ExitCode {
     let env = Env::from_process();
     let settings = or_exit(Settings::read(&env));
@@ -118,7 +120,7 @@ pub async fn main_for_worker<T>(
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = bind(&settings).await?;
-        let handler = build(redis.clone(), &settings, own);
+        let handler = build(redis.clone(), own);
         run_worker_service(
             settings,
             redis,

@@ -3,39 +3,51 @@
 //! dead letters; Redis's memory; when the retry worker last passed. `/metrics`, `GET /stats`,
 //! `fulfillment stats`, the console and the retry worker all read through here.
 //!
+//! With several partitions every figure is read per partition and added up (a consumer's figures
+//! over every partition it reads); [`Stats::partitions`] keeps each partition's own, so an
+//! operator can find a hot one.
+//!
 //! Lag is Redis's own (`XINFO GROUPS`), except that a group whose last delivered entry is the
 //! stream's last has no lag, whatever XINFO says: after a restart from an append-only file,
 //! `entries-read` can fall behind for good and XINFO's lag with it (the retry worker then repairs
 //! the group's counter, see `repair_lag.lua`).
 
 use crate::connection::Redis;
-use crate::keys;
+use crate::keys::{self, Partition};
 use redis::{RedisResult, Value};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A consumer seen less than this long ago is active: a live consumer records a heartbeat every
-/// second ([`keys::heartbeats`]) and reads entries whenever there are some.
+/// second ([`keys::KeySpace::heartbeats`]) and reads entries whenever there are some.
 pub const ACTIVE_CONSUMER_IDLE_MS: i64 = 120_000;
 
 /// Everything the pipeline's live view shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
+    /// `STREAM`: the stream, or the name every partition stream starts with.
     pub stream: String,
+    /// Entries on every partition stream.
     pub stream_length: i64,
+    /// `DLQ_STREAM`: the dead-letter stream, or the name every partition's starts with.
     pub dlq_stream: String,
     pub dlq_length: i64,
+    /// Each group over every partition.
     pub groups: Vec<GroupStats>,
+    /// Each partition's own figures (one entry with one partition).
+    pub partitions: Vec<PartitionStats>,
     /// Orders with a dead letter not yet resolved (replayed and handled, or deleted).
     pub orders_with_dead_letters: i64,
-    /// `None` when Redis does not give `INFO memory` (some managed offerings).
+    /// Every master's memory added up; `None` when Redis does not give `INFO memory` (some
+    /// managed offerings).
     pub redis_memory: Option<RedisMemory>,
     /// When the retry worker last finished a pass (ms since the epoch), if ever.
     pub retry_worker_last_pass_ms: Option<i64>,
     /// Orders placed and finished, ever (retention does not lower them): rates come from two
     /// readings.
     pub orders: OrderTotals,
-    /// Placed-to-final times of the last finished orders (up to 1,000), when there are any.
+    /// Placed-to-final times of the last finished orders (up to 1,000 per partition), when there
+    /// are any.
     pub completion_ms: Option<Completion>,
 }
 
@@ -60,6 +72,7 @@ pub struct GroupStats {
     pub group: String,
     pub consumers: Vec<ConsumerStats>,
     pub pending: i64,
+    /// `None` when Redis cannot tell for some partition.
     pub lag: Option<i64>,
     /// Age of the group's oldest entry delivered and not yet acknowledged (ms), if any.
     pub oldest_pending_ms: Option<i64>,
@@ -71,112 +84,241 @@ pub struct GroupStats {
 pub struct ConsumerStats {
     pub name: String,
     pub pending: i64,
-    /// Since it was last seen alive (a read with entries, or its heartbeat).
+    /// Since it was last seen alive (a read with entries, or its heartbeat), on any partition.
     pub unseen_ms: i64,
     pub active: bool,
     /// Entries it acknowledged, ever: its share of the group's work.
     pub handled: i64,
 }
 
+/// One partition's streams and groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStats {
+    pub index: usize,
+    pub stream: String,
+    pub stream_length: i64,
+    pub dlq_stream: String,
+    pub dlq_length: i64,
+    pub groups: Vec<PartitionGroupStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionGroupStats {
+    pub group: String,
+    pub pending: i64,
+    pub lag: Option<i64>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RedisMemory {
     pub used_bytes: i64,
-    /// 0 when no limit is set.
+    /// 0 when no limit is set (on any master).
     pub max_bytes: i64,
 }
 
+/// What one partition holds, as read.
+struct PartitionRead {
+    stream_length: i64,
+    dlq_length: i64,
+    orders_with_dead_letters: i64,
+    groups: Vec<GroupRead>,
+    counters: HashMap<String, i64>,
+    completions: Vec<i64>,
+}
+
+/// What one group on one partition holds, as read: its figures, its consumers, its oldest
+/// pending entry, each consumer's count of work.
+struct GroupRead {
+    figures: GroupFigures,
+    consumers: Vec<ConsumerFigures>,
+    oldest: Option<(u64, u64)>,
+    handled: HashMap<String, i64>,
+}
+
 /// Reads everything, from Redis, now.
-pub async fn collect(redis: &Redis, stream: &str, dlq_stream: &str) -> RedisResult<Stats> {
+pub async fn collect(redis: &Redis) -> RedisResult<Stats> {
+    let layout = redis.layout();
+    let partitions = futures_util::future::try_join_all(
+        layout
+            .partitions()
+            .iter()
+            .map(|partition| read_partition(redis, partition)),
+    );
+    let memory = redis.info_of_masters("memory");
+    let last_pass = async {
+        redis::cmd("HGET")
+            .arg(layout.global.counters())
+            .arg(keys::counter::RETRY_WORKER_LAST_PASS_MS)
+            .query_async::<Option<i64>>(&mut redis.conn())
+            .await
+    };
+    let (partitions, memory, last_pass) = futures_util::join!(partitions, memory, last_pass);
+    let (partitions, last_pass) = (partitions?, last_pass?);
+    let now = crate::events::now_millis() as i64;
+
+    let mut counters: HashMap<String, i64> = HashMap::new();
+    let mut completions = Vec::new();
+    let mut groups: BTreeMap<String, GroupStats> = BTreeMap::new();
+    let mut consumers: BTreeMap<(String, String), ConsumerStats> = BTreeMap::new();
+    let mut per_partition = Vec::new();
+    let (mut stream_length, mut dlq_length, mut flagged) = (0, 0, 0);
+    for (partition, read) in layout.partitions().iter().zip(partitions) {
+        stream_length += read.stream_length;
+        dlq_length += read.dlq_length;
+        flagged += read.orders_with_dead_letters;
+        for (name, value) in read.counters {
+            *counters.entry(name).or_default() += value;
+        }
+        completions.extend(read.completions);
+        let mut own_groups = Vec::new();
+        for GroupRead {
+            figures: g,
+            consumers: group_consumers,
+            oldest,
+            handled,
+        } in read.groups
+        {
+            own_groups.push(PartitionGroupStats {
+                group: g.name.clone(),
+                pending: g.pending,
+                lag: g.lag,
+            });
+            let total = groups.entry(g.name.clone()).or_insert_with(|| GroupStats {
+                group: g.name.clone(),
+                consumers: Vec::new(),
+                pending: 0,
+                lag: Some(0),
+                oldest_pending_ms: None,
+                retries: 0,
+                dead_letters: 0,
+            });
+            total.pending += g.pending;
+            total.lag = total.lag.zip(g.lag).map(|(a, b)| a + b);
+            if let Some((ms, _)) = oldest {
+                let age = (now - ms as i64).max(0);
+                total.oldest_pending_ms = Some(total.oldest_pending_ms.map_or(age, |o| o.max(age)));
+            }
+            for c in group_consumers {
+                let entry = consumers
+                    .entry((g.name.clone(), c.name.clone()))
+                    .or_insert_with(|| ConsumerStats {
+                        name: c.name.clone(),
+                        pending: 0,
+                        unseen_ms: i64::MAX,
+                        active: false,
+                        handled: 0,
+                    });
+                entry.pending += c.pending;
+                entry.unseen_ms = entry.unseen_ms.min(c.unseen_ms);
+                entry.active |= c.is_active();
+                entry.handled += handled.get(&c.name).copied().unwrap_or(0);
+            }
+        }
+        per_partition.push(PartitionStats {
+            index: partition.index,
+            stream: partition.stream.clone(),
+            stream_length: read.stream_length,
+            dlq_stream: partition.dlq.clone(),
+            dlq_length: read.dlq_length,
+            groups: own_groups,
+        });
+    }
+    for ((group, _), consumer) in consumers {
+        if let Some(g) = groups.get_mut(&group) {
+            g.consumers.push(consumer);
+        }
+    }
+    let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+    let groups = groups
+        .into_values()
+        .map(|mut g| {
+            g.retries = counter(&keys::counter::retries(&g.group));
+            g.dead_letters = counter(&keys::counter::dead_letters(&g.group));
+            g
+        })
+        .collect();
+    Ok(Stats {
+        stream: layout.stream().to_owned(),
+        stream_length,
+        dlq_stream: layout.dlq().to_owned(),
+        dlq_length,
+        groups,
+        partitions: per_partition,
+        orders_with_dead_letters: flagged,
+        redis_memory: memory.ok().and_then(|infos| sum_memory(&infos)),
+        retry_worker_last_pass_ms: last_pass,
+        orders: OrderTotals {
+            placed: counter(keys::counter::ORDERS_PLACED),
+            completed: counter(keys::counter::ORDERS_COMPLETED),
+            cancelled: counter(keys::counter::ORDERS_CANCELLED),
+        },
+        completion_ms: completion(completions),
+    })
+}
+
+/// One partition's streams, groups, consumers, counters and completion times.
+async fn read_partition(redis: &Redis, partition: &Partition) -> RedisResult<PartitionRead> {
+    let keys = &partition.keys;
     let lengths = async {
         redis::pipe()
             .cmd("XLEN")
-            .arg(stream)
+            .arg(&partition.stream)
             .cmd("XLEN")
-            .arg(dlq_stream)
+            .arg(&partition.dlq)
             .cmd("SCARD")
-            .arg(keys::orders_dead_lettered())
+            .arg(keys.orders_dead_lettered())
             .query_async::<(i64, i64, i64)>(&mut redis.conn())
-            .await
-    };
-    let memory = async {
-        redis::cmd("INFO")
-            .arg("memory")
-            .query_async::<String>(&mut redis.conn())
             .await
     };
     let completions = async {
         redis::cmd("LRANGE")
-            .arg(keys::completion_samples())
+            .arg(keys.completion_samples())
             .arg(0)
             .arg(-1)
             .query_async::<Vec<i64>>(&mut redis.conn())
             .await
     };
-    let (groups, counters, lengths, memory, completions) = futures_util::join!(
-        group_figures(redis, stream),
-        durable_counters(redis),
+    let counters = async {
+        redis::cmd("HGETALL")
+            .arg(keys.counters())
+            .query_async::<HashMap<String, i64>>(&mut redis.conn())
+            .await
+    };
+    let (groups, lengths, completions, counters) = futures_util::join!(
+        group_figures(redis, &partition.stream),
         lengths,
-        memory,
-        completions
+        completions,
+        counters
     );
-    let (groups, counters) = (groups?, counters?);
+    let groups = groups?;
     let (stream_length, dlq_length, orders_with_dead_letters) = lengths?;
-    let now = crate::events::now_millis() as i64;
-    let per_group = futures_util::future::try_join_all(groups.iter().map(|g| async move {
+    let groups = futures_util::future::try_join_all(groups.into_iter().map(|g| async move {
         let handled = async {
             redis::cmd("HGETALL")
-                .arg(keys::handled(&g.name))
+                .arg(keys.handled(&g.name))
                 .query_async::<HashMap<String, i64>>(&mut redis.conn())
                 .await
         };
         let (consumers, oldest, handled) = futures_util::try_join!(
-            consumer_figures(redis, stream, &g.name),
-            oldest_pending_id(redis, stream, &g.name, g.pending),
+            consumer_figures(redis, partition, &g.name),
+            oldest_pending_id(redis, &partition.stream, &g.name, g.pending),
             handled
         )?;
-        RedisResult::Ok((consumers, oldest, handled))
+        RedisResult::Ok(GroupRead {
+            figures: g,
+            consumers,
+            oldest,
+            handled,
+        })
     }))
     .await?;
-    let counter = |name: String| counters.get(&name).copied().unwrap_or(0);
-    let groups = groups
-        .into_iter()
-        .zip(per_group)
-        .map(|(g, (consumers, oldest, handled))| GroupStats {
-            retries: counter(keys::counter::retries(&g.name)),
-            dead_letters: counter(keys::counter::dead_letters(&g.name)),
-            oldest_pending_ms: oldest.map(|(ms, _)| (now - ms as i64).max(0)),
-            consumers: consumers
-                .into_iter()
-                .map(|c| ConsumerStats {
-                    active: c.is_active(),
-                    handled: handled.get(&c.name).copied().unwrap_or(0),
-                    name: c.name,
-                    pending: c.pending,
-                    unseen_ms: c.unseen_ms,
-                })
-                .collect(),
-            group: g.name,
-            pending: g.pending,
-            lag: g.lag,
-        })
-        .collect();
-    Ok(Stats {
-        stream: stream.to_owned(),
+    Ok(PartitionRead {
         stream_length,
-        dlq_stream: dlq_stream.to_owned(),
         dlq_length,
-        groups,
         orders_with_dead_letters,
-        redis_memory: memory.ok().and_then(|info| parse_memory(&info)),
-        retry_worker_last_pass_ms: counters
-            .get(keys::counter::RETRY_WORKER_LAST_PASS_MS)
-            .copied(),
-        orders: OrderTotals {
-            placed: counter(keys::counter::ORDERS_PLACED.into()),
-            completed: counter(keys::counter::ORDERS_COMPLETED.into()),
-            cancelled: counter(keys::counter::ORDERS_CANCELLED.into()),
-        },
-        completion_ms: completion(completions.unwrap_or_default()),
+        groups,
+        counters: counters?,
+        completions: completions.unwrap_or_default(),
     })
 }
 
@@ -193,6 +335,21 @@ fn completion(mut samples: Vec<i64>) -> Option<Completion> {
         p99: at(0.99),
         max: samples[samples.len() - 1],
         samples: samples.len(),
+    })
+}
+
+/// Every master's `used_memory` and `maxmemory` added up (`max_bytes` 0 when any master has no
+/// limit).
+fn sum_memory(infos: &[String]) -> Option<RedisMemory> {
+    let each: Option<Vec<RedisMemory>> = infos.iter().map(|i| parse_memory(i)).collect();
+    let each = each.filter(|e| !e.is_empty())?;
+    Some(RedisMemory {
+        used_bytes: each.iter().map(|m| m.used_bytes).sum(),
+        max_bytes: if each.iter().any(|m| m.max_bytes == 0) {
+            0
+        } else {
+            each.iter().map(|m| m.max_bytes).sum()
+        },
     })
 }
 
@@ -333,24 +490,24 @@ impl ConsumerFigures {
     }
 }
 
-/// `XINFO CONSUMERS` of one group with each consumer's heartbeat; empty when the group does not
-/// exist.
+/// `XINFO CONSUMERS` of one group on one partition with each consumer's heartbeat there; empty
+/// when the group does not exist.
 pub async fn consumer_figures(
     redis: &Redis,
-    stream: &str,
+    partition: &Partition,
     group: &str,
 ) -> RedisResult<Vec<ConsumerFigures>> {
     let info = async {
         redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(stream)
+            .arg(&partition.stream)
             .arg(group)
             .query_async::<redis::streams::StreamInfoConsumersReply>(&mut redis.conn())
             .await
     };
     let beats = async {
         redis::cmd("HGETALL")
-            .arg(keys::heartbeats(group))
+            .arg(partition.keys.heartbeats(group))
             .query_async::<HashMap<String, i64>>(&mut redis.conn())
             .await
     };
@@ -377,13 +534,24 @@ pub async fn consumer_figures(
     }
 }
 
-/// The durable counters ([`keys::counters`]) as a map.
+/// The durable counters of every partition, added up.
 pub async fn durable_counters(redis: &Redis) -> RedisResult<HashMap<String, i64>> {
-    let mut conn = redis.conn();
-    redis::cmd("HGETALL")
-        .arg(keys::counters())
-        .query_async(&mut conn)
-        .await
+    let each = futures_util::future::try_join_all(redis.layout().partitions().iter().map(
+        |p| async move {
+            redis::cmd("HGETALL")
+                .arg(p.keys.counters())
+                .query_async::<HashMap<String, i64>>(&mut redis.conn())
+                .await
+        },
+    ))
+    .await?;
+    let mut total: HashMap<String, i64> = HashMap::new();
+    for counters in each {
+        for (name, value) in counters {
+            *total.entry(name).or_default() += value;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -396,6 +564,11 @@ mod tests {
         let m = parse_memory(info).expect("figures");
         assert_eq!((m.used_bytes, m.max_bytes), (1_048_576, 0));
         assert!(parse_memory("# Memory\r\n").is_none());
+        let limited = "used_memory:10\r\nmaxmemory:100\r\n".to_owned();
+        let both = sum_memory(&[limited.clone(), limited.clone()]).expect("sum");
+        assert_eq!((both.used_bytes, both.max_bytes), (20, 200));
+        let one_unlimited = sum_memory(&[limited, info.to_owned()]).expect("sum");
+        assert_eq!(one_unlimited.max_bytes, 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::connection::Redis;
 use crate::events::Event;
-use crate::keys;
+use crate::keys::Partition;
 use crate::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use std::sync::LazyLock;
@@ -24,7 +24,7 @@ pub struct Step<'a> {
     /// The order the state belongs to: no state is created for an order that does not exist
     /// (removed by retention).
     pub order_id: &'a str,
-    /// The state hash.
+    /// The state hash, in the order's partition.
     pub key: String,
     /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
     pub from: &'a [&'a str],
@@ -32,7 +32,7 @@ pub struct Step<'a> {
     /// The event announcing the step, stored under `event_field` so a repeat publishes it again.
     pub event: Option<&'a Event>,
     pub event_field: &'a str,
-    /// A counter in [`keys::counters`] incremented when the step is applied.
+    /// A counter in the partition's counters hash incremented when the step is applied.
     pub counter: Option<&'a str>,
     /// Facts recorded with the step, each set only once.
     pub facts: &'a [(&'a str, &'a str)],
@@ -79,13 +79,18 @@ impl FromRedisValue for StepOutcome {
     }
 }
 
-pub async fn transition(redis: &Redis, stream: &str, step: &Step<'_>) -> RedisResult<StepOutcome> {
+/// Applies `step` to the order's state in `partition`, publishing on the partition's stream.
+pub async fn transition(
+    redis: &Redis,
+    partition: &Partition,
+    step: &Step<'_>,
+) -> RedisResult<StepOutcome> {
     let mut invocation = TRANSITION.prepare_invoke();
     invocation
-        .key(stream)
+        .key(&partition.stream)
         .key(&step.key)
-        .key(keys::counters())
-        .key(keys::order(step.order_id));
+        .key(partition.keys.counters())
+        .key(partition.keys.order(step.order_id));
     for guard in step.guards {
         invocation.key(&guard.key);
     }

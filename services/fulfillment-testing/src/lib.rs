@@ -1,11 +1,17 @@
 //! The test harness every crate's integration tests share (`tests/it/`): a throwaway
-//! `redis-server` per test on a free port (removed on drop), the API on port 0, consumers and
-//! retry passes composed from the same library code the binaries run, and waits that end on what
-//! the pipeline did ([`Harness::settled`]), not on a fixed sleep.
+//! `redis-server` per test on a free port, or a Redis Cluster of six of them ([`Backend`];
+//! removed on drop), the API on port 0, consumers and retry passes composed from the same library
+//! code the binaries run, and waits that end on what the pipeline did ([`Harness::settled`]), not
+//! on a fixed sleep. Every helper reads across the partitions, so a scenario reads the same on
+//! every backend ([`on_every_backend!`]).
 
+pub mod cluster;
+
+pub use cluster::TestCluster;
 use fulfillment_cli::local_runner::{Pipeline, Replicas};
+use fulfillment_core::keys::{Layout, Partition};
 use fulfillment_core::stream_entry::{Entries, RawEntry};
-use fulfillment_core::{Redis, Service, Settings, keys};
+use fulfillment_core::{Redis, Service, Settings};
 use retry_worker::{PassReport, RetryWorker, ServiceSettings};
 use serde_json::{Value, json};
 use std::net::TcpListener as StdListener;
@@ -55,6 +61,24 @@ impl TestRedis {
     /// A server that keeps an append-only file, fsynced on every write, in its directory.
     pub fn start_durable() -> Self {
         Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// A replica of this server, started and in sync.
+    pub fn start_replica(&self) -> TestRedis {
+        let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::Client::open(replica.url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+                .unwrap_or_default();
+            if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
+            {
+                return replica;
+            }
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, then a new `redis-server` on the same port and directory (it loads what it kept).
@@ -161,9 +185,103 @@ impl DerefMut for TestSettings {
     }
 }
 
-/// Settings tuned for tests: short blocks and idle times, fast backoff.
+/// Where a test's pipeline keeps its streams and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One `redis-server`, with this many partitions.
+    Single(usize),
+    /// A Redis Cluster of three masters and three replicas, with this many partitions.
+    Cluster(usize),
+}
+
+/// The backends every scenario runs on: the default (one Redis, one partition), one Redis with
+/// four partitions, and the cluster with twelve.
+pub const EVERY_BACKEND: [Backend; 3] =
+    [Backend::Single(1), Backend::Single(4), Backend::Cluster(12)];
+
+/// Runs the scenario `async fn $name(backend: Backend)` on each of [`EVERY_BACKEND`], as three
+/// tests: `$name::one_redis`, `$name::one_redis_four_partitions`, `$name::cluster_twelve_partitions`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn one_redis() {
+                super::$name($crate::EVERY_BACKEND[0]).await
+            }
+            #[tokio::test]
+            async fn one_redis_four_partitions() {
+                super::$name($crate::EVERY_BACKEND[1]).await
+            }
+            #[tokio::test]
+            async fn cluster_twelve_partitions() {
+                super::$name($crate::EVERY_BACKEND[2]).await
+            }
+        }
+    )+};
+}
+
+/// The Redis a test runs against.
+pub enum TestServer {
+    Single(TestRedis),
+    Cluster(TestCluster),
+}
+
+impl TestServer {
+    pub fn start(backend: Backend) -> Self {
+        match backend {
+            Backend::Single(_) => TestServer::Single(TestRedis::start()),
+            Backend::Cluster(_) => TestServer::Cluster(TestCluster::start()),
+        }
+    }
+
+    /// The one `redis-server` (a test that crashes, pauses or replicates it runs on one).
+    pub fn single(&self) -> &TestRedis {
+        match self {
+            TestServer::Single(redis) => redis,
+            TestServer::Cluster(_) => panic!("this test needs one redis-server, not a cluster"),
+        }
+    }
+
+    pub fn single_mut(&mut self) -> &mut TestRedis {
+        match self {
+            TestServer::Single(redis) => redis,
+            TestServer::Cluster(_) => panic!("this test needs one redis-server, not a cluster"),
+        }
+    }
+
+    pub fn cluster_mut(&mut self) -> &mut TestCluster {
+        match self {
+            TestServer::Cluster(cluster) => cluster,
+            TestServer::Single(_) => panic!("this test needs a cluster"),
+        }
+    }
+
+    /// The variable a process reads to reach this server.
+    pub fn env(&self) -> (&'static str, String) {
+        match self {
+            TestServer::Single(redis) => ("REDIS_URL", redis.url.clone()),
+            TestServer::Cluster(cluster) => ("REDIS_CLUSTER_NODES", cluster.nodes_env()),
+        }
+    }
+}
+
+/// Settings tuned for tests on `server` with `partitions`: short blocks and idle times, fast
+/// backoff.
+pub fn settings_for(server: &TestServer, partitions: usize) -> TestSettings {
+    let (name, value) = server.env();
+    let mut s = Settings::from_lookup(move |n| (n == name).then(|| value.clone()))
+        .expect("test settings are valid");
+    s.stream.partitions = partitions;
+    tune_for_tests(s)
+}
+
+/// Settings tuned for tests on one Redis at `url`, one partition.
 pub fn test_settings(url: &str) -> TestSettings {
-    let mut s = Settings::for_redis(url);
+    tune_for_tests(Settings::for_redis(url))
+}
+
+fn tune_for_tests(mut s: Settings) -> TestSettings {
     s.stream.block_ms = 50;
     s.retry.min_idle_ms = 150;
     s.retry.interval_ms = 100;
@@ -186,7 +304,7 @@ pub struct Harness {
     pub http: reqwest::Client,
     api: Option<Pipeline>,
     // Dropped last: the server outlives every connection to it.
-    pub server: TestRedis,
+    pub server: TestServer,
 }
 
 impl Harness {
@@ -195,13 +313,33 @@ impl Harness {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut TestSettings)) -> Self {
-        Self::start_on(TestRedis::start(), tune).await
+        Self::on_with(Backend::Single(1), tune).await
+    }
+
+    /// The API on a fresh `backend`.
+    pub async fn on(backend: Backend) -> Self {
+        Self::on_with(backend, |_| {}).await
+    }
+
+    /// The API on a fresh `backend`, with these settings.
+    pub async fn on_with(backend: Backend, tune: impl FnOnce(&mut TestSettings)) -> Self {
+        let server = TestServer::start(backend);
+        let partitions = match backend {
+            Backend::Single(n) | Backend::Cluster(n) => n,
+        };
+        let mut settings = settings_for(&server, partitions);
+        tune(&mut settings);
+        Self::with_settings(server, settings).await
     }
 
     /// The API on this Redis, with these settings.
     pub async fn start_on(server: TestRedis, tune: impl FnOnce(&mut TestSettings)) -> Self {
         let mut settings = test_settings(&server.url);
         tune(&mut settings);
+        Self::with_settings(TestServer::Single(server), settings).await
+    }
+
+    async fn with_settings(server: TestServer, settings: TestSettings) -> Self {
         let redis = fulfillment_core::startup::prepare_redis(&settings)
             .await
             .expect("redis");
@@ -227,6 +365,22 @@ impl Harness {
             api: Some(api),
             server,
         }
+    }
+
+    /// Where everything lives.
+    pub fn layout(&self) -> &Layout {
+        self.redis.layout()
+    }
+
+    /// The variables a process needs to run against this test's Redis as the harness does.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            self.server.env(),
+            (
+                "STREAM_PARTITIONS",
+                self.settings.stream.partitions.to_string(),
+            ),
+        ]
     }
 
     /// Starts consumers (no API, no retry loop) with these settings.
@@ -298,7 +452,7 @@ impl Harness {
         RetryWorker::new(
             self.redis.clone(),
             settings.settings.clone(),
-            retry_worker::all_handlers(&self.redis, settings, &settings.services),
+            retry_worker::all_handlers(&self.redis, &settings.services),
         )
     }
 
@@ -403,15 +557,20 @@ impl Harness {
         body["stock"].as_i64().expect("stock")
     }
 
+    /// A durable counter, added up over the partitions.
     pub async fn counter(&self, name: &str) -> i64 {
-        let mut conn = self.redis.conn();
-        let value: Option<i64> = redis::cmd("HGET")
-            .arg(keys::counters())
-            .arg(name)
-            .query_async(&mut conn)
-            .await
-            .expect("counter");
-        value.unwrap_or(0)
+        let mut total = 0;
+        for partition in self.layout().partitions() {
+            let mut conn = self.redis.conn();
+            let value: Option<i64> = redis::cmd("HGET")
+                .arg(partition.keys.counters())
+                .arg(name)
+                .query_async(&mut conn)
+                .await
+                .expect("counter");
+            total += value.unwrap_or(0);
+        }
+        total
     }
 
     pub async fn hlen(&self, key: &str) -> i64 {
@@ -423,6 +582,16 @@ impl Harness {
             .expect("hlen")
     }
 
+    /// Charges the test gateway made.
+    pub async fn charges(&self) -> i64 {
+        self.hlen(&self.layout().gateway.gateway_charges()).await
+    }
+
+    /// Refunds the test gateway made.
+    pub async fn refunds(&self) -> i64 {
+        self.hlen(&self.layout().gateway.gateway_refunds()).await
+    }
+
     pub async fn xlen(&self, stream: &str) -> i64 {
         let mut conn = self.redis.conn();
         redis::cmd("XLEN")
@@ -430,6 +599,24 @@ impl Harness {
             .query_async(&mut conn)
             .await
             .expect("xlen")
+    }
+
+    /// Entries on every partition stream.
+    pub async fn stream_length(&self) -> i64 {
+        let mut total = 0;
+        for partition in self.layout().partitions() {
+            total += self.xlen(&partition.stream).await;
+        }
+        total
+    }
+
+    /// Entries on every dead-letter stream.
+    pub async fn dlq_length(&self) -> i64 {
+        let mut total = 0;
+        for partition in self.layout().partitions() {
+            total += self.xlen(&partition.dlq).await;
+        }
+        total
     }
 
     /// Every entry on a stream.
@@ -445,9 +632,38 @@ impl Harness {
         entries
     }
 
+    /// Every entry on every partition stream, partition by partition.
+    pub async fn all_entries(&self) -> Vec<RawEntry> {
+        let mut all = Vec::new();
+        for partition in self.layout().partitions() {
+            all.extend(self.entries(&partition.stream).await);
+        }
+        all
+    }
+
+    /// Every dead letter, with its id as the API and CLI name it.
+    pub async fn dead_letters(&self) -> Vec<(String, RawEntry)> {
+        let mut all = Vec::new();
+        for partition in self.layout().partitions() {
+            for entry in self.entries(&partition.dlq).await {
+                let id = fulfillment_core::dead_letter::DlqId {
+                    partition: partition.index,
+                    entry: entry.id.clone(),
+                };
+                all.push((id.render(self.layout()), entry));
+            }
+        }
+        all
+    }
+
+    /// The partition an order lives in.
+    pub fn partition_of(&self, order_id: &str) -> &Partition {
+        self.layout().of_order(order_id)
+    }
+
     /// Entries on the event stream of `event_type` for `order_id`.
     pub async fn events_of(&self, order_id: &str, event_type: &str) -> Vec<RawEntry> {
-        self.entries(&self.settings.stream.name)
+        self.entries(&self.partition_of(order_id).stream)
             .await
             .into_iter()
             .filter(|e| {
@@ -469,30 +685,33 @@ impl Harness {
             .expect("text")
     }
 
-    /// Adds `event` to the stream by hand, as its publisher would.
+    /// Adds `event` to its order's partition stream by hand, as its publisher would.
     pub async fn publish(&self, event: &fulfillment_core::Event) -> String {
         let fields: Vec<(Vec<u8>, Vec<u8>)> = event
             .to_fields()
             .into_iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
             .collect();
-        self.xadd(&fields).await
+        let stream = self.partition_of(&event.order_id).stream.clone();
+        self.xadd_to(&stream, &fields).await
     }
 
-    /// Reads every new entry of `group`'s stream as the consumer "holder", which never
+    /// Reads every new entry of `group` on every partition as the consumer "holder", which never
     /// acknowledges them: they stay pending, as with a consumer that died holding them.
     pub async fn read_as_holder(&self, group: &str) {
-        let mut conn = self.redis.conn();
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(group)
-            .arg("holder")
-            .arg("STREAMS")
-            .arg(&self.settings.stream.name)
-            .arg(">")
-            .query_async(&mut conn)
-            .await
-            .expect("read");
+        for partition in self.layout().partitions() {
+            let mut conn = self.redis.conn();
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(group)
+                .arg("holder")
+                .arg("STREAMS")
+                .arg(&partition.stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await
+                .expect("read");
+        }
     }
 
     /// Waits until the durable counter `name` reads `value`.
@@ -535,16 +754,20 @@ impl Harness {
     /// [`Harness::settled`] for these groups only (the others have no consumers running).
     pub async fn settled_in(&self, groups: &[&str]) {
         self.eventually(SECONDS_10, "groups settled", || async {
-            let figures = fulfillment_core::stream_stats::group_figures(
-                &self.redis,
-                &self.settings.stream.name,
-            )
-            .await
-            .expect("groups");
-            figures
-                .iter()
-                .filter(|g| groups.contains(&g.name.as_str()))
-                .all(|g| g.pending == 0 && g.lag == Some(0))
+            for partition in self.layout().partitions() {
+                let figures =
+                    fulfillment_core::stream_stats::group_figures(&self.redis, &partition.stream)
+                        .await
+                        .expect("groups");
+                let settled = figures
+                    .iter()
+                    .filter(|g| groups.contains(&g.name.as_str()))
+                    .all(|g| g.pending == 0 && g.lag == Some(0));
+                if !settled {
+                    return false;
+                }
+            }
+            true
         })
         .await;
     }
@@ -569,32 +792,42 @@ impl Harness {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Pending count of a group.
+    /// Pending count of a group, over the partitions.
     pub async fn pending(&self, group: &str) -> i64 {
-        let mut conn = self.redis.conn();
-        let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-            .arg(&self.settings.stream.name)
-            .arg(group)
-            .query_async(&mut conn)
-            .await
-            .expect("xpending");
-        reply.count() as i64
+        let mut total = 0;
+        for partition in self.layout().partitions() {
+            let mut conn = self.redis.conn();
+            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                .arg(&partition.stream)
+                .arg(group)
+                .query_async(&mut conn)
+                .await
+                .expect("xpending");
+            total += reply.count() as i64;
+        }
+        total
     }
 
     /// Runs the `fulfillment` command against this test's Redis.
     pub fn fulfillment(&self, args: &[&str]) -> std::process::Output {
         Command::new(workspace_binary("fulfillment"))
             .args(args)
-            .env("REDIS_URL", &self.server.url)
+            .envs(self.env())
             .env("LOG_FORMAT", "json")
             .output()
             .expect("run fulfillment")
     }
 
-    /// Adds an entry with these fields by hand.
+    /// Adds an entry with these fields by hand to the first partition's stream.
     pub async fn xadd(&self, fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+        let stream = self.layout().partitions()[0].stream.clone();
+        self.xadd_to(&stream, fields).await
+    }
+
+    /// Adds an entry with these fields by hand to `stream`.
+    pub async fn xadd_to(&self, stream: &str, fields: &[(Vec<u8>, Vec<u8>)]) -> String {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.settings.stream.name).arg("*");
+        cmd.arg(stream).arg("*");
         for (k, v) in fields {
             cmd.arg(k.as_slice()).arg(v.as_slice());
         }
@@ -614,12 +847,13 @@ pub struct Ledger {
 
 /// The test gateway's ledger as Redis holds it now.
 pub async fn ledger(redis: &Redis) -> Ledger {
+    let gateway = &redis.layout().gateway;
     let mut conn = redis.conn();
     let (charges, refunds) = redis::pipe()
         .cmd("HGETALL")
-        .arg(keys::gateway_charges())
+        .arg(gateway.gateway_charges())
         .cmd("HGETALL")
-        .arg(keys::gateway_refunds())
+        .arg(gateway.gateway_refunds())
         .query_async(&mut conn)
         .await
         .expect("ledger");
@@ -637,9 +871,9 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
         .expect("json")
 }
 
-/// A connection to the Redis at `url` (the test's own).
+/// A connection to the Redis at `url` (the test's own), one partition.
 pub async fn redis_at(url: &str) -> Redis {
-    Redis::connect(&Settings::for_redis(url).redis)
+    Redis::connect(&Settings::for_redis(url))
         .await
         .expect("redis")
 }

@@ -1,17 +1,25 @@
 //! Inventory: reserves an order's stock on `OrderPlaced` and releases it on `OrderCancelled`.
 //!
 //! Invariant: an order's items are reserved all together or not at all, at most once, in one
-//! script with the event that announces it (`reserve_stock.lua`); a release happens only after a
-//! reservation and only once (`release_stock.lua`). The service is deliberately unstable on demand:
+//! script that records the outcome with the reservation (`reserve_stock.lua`); a release happens
+//! only after a reservation and only once (`release_stock.lua`); no outcome is published without
+//! its effect, and none is lost. On one Redis with plain names the scripts publish the outcome in
+//! the same step. Otherwise stock (the catalog) and the order live in different slots, and
+//! inventory is an outbox: the script records the outcome where the stock is, the outcome is on
+//! enough replicas (`REDIS_WAIT_REPLICAS`), then it is published on the order's partition; a
+//! redelivery gets the stored outcome back and publishes it again (once, by its event id, for
+//! every reader downstream). The service is deliberately unstable on demand:
 //! `INVENTORY_FAILURE_RATE` fails a delivery before any side effect, `INVENTORY_ACK_LOSS_RATE`
 //! reserves and publishes, then withholds the acknowledgement so the entry is delivered again.
 
 use fulfillment_core::events::{OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved};
+use fulfillment_core::keys::Partition;
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::settings::{Env, SettingsError};
+use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    Settings, keys,
+    Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    keys,
 };
 use redis::{FromRedisValue, ParsingError, Script, Value};
 use std::collections::BTreeMap;
@@ -21,6 +29,13 @@ static RESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/reserve_stock.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_stock.lua")));
+
+/// States of the order's reservation hash in its partition (inventory's outbox record).
+mod state {
+    pub const RESERVED: &str = "reserved";
+    pub const FAILED: &str = "failed";
+    pub const RELEASED: &str = "released";
+}
 
 /// The failure injection of the seed's unstable inventory service.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -45,25 +60,31 @@ impl Instability {
 #[derive(Debug, Clone)]
 pub struct InventoryHandler {
     redis: Redis,
-    stream: String,
     instability: Instability,
 }
 
 impl InventoryHandler {
-    pub fn new(redis: Redis, settings: &Settings, instability: Instability) -> Self {
-        Self {
-            redis,
-            stream: settings.stream.name.clone(),
-            instability,
-        }
+    pub fn new(redis: Redis, instability: Instability) -> Self {
+        Self { redis, instability }
+    }
+
+    /// Whether the script publishes itself (one Redis, plain names: catalog and order together).
+    fn publishes_in_script(&self) -> bool {
+        self.redis.layout().is_plain()
     }
 
     async fn reserve(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
+        let partition = delivery.partition;
         let placed: OrderPlaced = event.payload_as()?;
         let lines = merge_lines(&placed);
         if lines.is_empty() {
             return Err(HandlerError::Permanent("OrderPlaced has no items".into()));
+        }
+        let in_script = self.publishes_in_script();
+        if !in_script && !self.order_exists(partition, &event.order_id).await? {
+            tracing::info!("order removed by retention; nothing reserved");
+            return Ok(Handled::Done);
         }
         let reserved = delivery.follow_up(&StockReserved {
             items: lines.clone(),
@@ -74,15 +95,18 @@ impl InventoryHandler {
         // The payload of StockFailed is filled in by the script, which knows the short product.
         let failed = delivery.follow_up_without_payload::<StockFailed>();
 
+        let catalog = &self.redis.layout().catalog;
         let mut invocation = RESERVE.prepare_invoke();
-        invocation
-            .key(&self.stream)
-            .key(keys::reservation(&event.order_id))
-            .key(keys::counters());
+        invocation.key(catalog.reservation(&event.order_id));
         for line in &lines {
-            invocation.key(keys::product(&line.product_id));
+            invocation.key(catalog.product(&line.product_id));
         }
-        invocation.key(keys::order(&event.order_id));
+        if in_script {
+            invocation
+                .key(&partition.stream)
+                .key(partition.keys.counters())
+                .key(partition.keys.order(&event.order_id));
+        }
         invocation.arg(lines.len());
         for line in &lines {
             invocation.arg(line.quantity);
@@ -95,57 +119,193 @@ impl InventoryHandler {
             .arg(reserved.to_fields_json())
             .arg(failed.header_fields_json());
         let mut conn = self.redis.conn();
-        match invocation.invoke_async(&mut conn).await? {
-            Reservation::Reserved => {
+        let reservation: Reservation = invocation.invoke_async(&mut conn).await?;
+        let outcome = match &reservation {
+            Reservation::Reserved { event } => {
                 tracing::info!(items = lines.len(), "stock reserved");
-                if roll(self.instability.ack_loss_rate) {
-                    return Ok(Handled::KeepPending);
-                }
+                Some((state::RESERVED, event.as_str()))
             }
-            Reservation::Failed { reason } => {
-                tracing::info!(reason = reason.as_str(), "stock not reserved")
+            Reservation::Failed { reason, event } => {
+                tracing::info!(reason = reason.as_str(), "stock not reserved");
+                Some((state::FAILED, event.as_str()))
             }
-            Reservation::Repeated { state } => tracing::info!(
-                state = state.as_str(),
-                "already handled; outcome published again"
-            ),
+            Reservation::Repeated { state, event } => {
+                tracing::info!(
+                    state = state.as_str(),
+                    "already handled; outcome published again"
+                );
+                let recorded = if state == state::FAILED {
+                    state::FAILED
+                } else {
+                    state::RESERVED
+                };
+                (!event.is_empty()).then_some((recorded, event.as_str()))
+            }
             Reservation::OrderGone => {
-                tracing::info!("order removed by retention; nothing reserved")
+                tracing::info!("order removed by retention; nothing reserved");
+                None
             }
             Reservation::CancelledFirst => {
-                tracing::info!("order cancelled before its reservation; nothing reserved")
+                tracing::info!("order cancelled before its reservation; nothing reserved");
+                None
             }
+        };
+        if !in_script && let Some((state, event)) = outcome {
+            self.publish(
+                partition,
+                &delivery.event.order_id,
+                &[ABSENT],
+                state,
+                "event",
+                event,
+                (state == state::RESERVED).then_some(keys::counter::RESERVATIONS),
+            )
+            .await?;
+        }
+        if matches!(reservation, Reservation::Reserved { .. })
+            && roll(self.instability.ack_loss_rate)
+        {
+            return Ok(Handled::KeepPending);
         }
         Ok(Handled::Done)
     }
 
     async fn release(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
+        let partition = delivery.partition;
+        let in_script = self.publishes_in_script();
+        if !in_script && !self.order_exists(partition, &event.order_id).await? {
+            tracing::info!("order removed by retention; nothing to release");
+            return Ok(Handled::Done);
+        }
         let released = delivery.follow_up_without_payload::<StockReleased>();
+        let catalog = &self.redis.layout().catalog;
+        let ledger = catalog.reservation(&event.order_id);
         let mut conn = self.redis.conn();
-        let outcome: Release = RELEASE
-            .key(&self.stream)
-            .key(keys::reservation(&event.order_id))
-            .key(keys::order(&event.order_id))
-            .arg(keys::product(""))
-            .arg(released.header_fields_json())
-            .invoke_async(&mut conn)
-            .await?;
+        // The reservation's products (fixed once reserved), so the script names every key it
+        // touches; a reservation made between this read and the script is read again.
+        let outcome = loop {
+            let items: Option<String> = redis::cmd("HGET")
+                .arg(&ledger)
+                .arg("items")
+                .query_async(&mut conn)
+                .await?;
+            let products: Vec<String> = items
+                .and_then(|json| serde_json::from_str::<Vec<StockLine>>(&json).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|line| line.product_id)
+                .collect();
+            let mut invocation = RELEASE.prepare_invoke();
+            invocation.key(&ledger);
+            for product in &products {
+                invocation.key(catalog.product(product));
+            }
+            if in_script {
+                invocation
+                    .key(&partition.stream)
+                    .key(partition.keys.order(&event.order_id));
+            }
+            invocation.arg(products.len());
+            for product in &products {
+                invocation.arg(product);
+            }
+            invocation.arg(released.header_fields_json());
+            match invocation.invoke_async(&mut conn).await? {
+                Release::StaleItems => continue,
+                outcome => break outcome,
+            }
+        };
         tracing::info!(?outcome, "cancellation handled");
+        if !in_script {
+            let stored = match &outcome {
+                Release::Released { event } | Release::Repeated { event } => event.as_str(),
+                _ => "",
+            };
+            if !stored.is_empty() {
+                self.publish(
+                    partition,
+                    &event.order_id,
+                    &[ABSENT, state::RESERVED],
+                    state::RELEASED,
+                    "release_event",
+                    stored,
+                    None,
+                )
+                .await?;
+            }
+        }
         Ok(Handled::Done)
+    }
+
+    async fn order_exists(
+        &self,
+        partition: &Partition,
+        order_id: &str,
+    ) -> redis::RedisResult<bool> {
+        redis::cmd("EXISTS")
+            .arg(partition.keys.order(order_id))
+            .query_async(&mut self.redis.conn())
+            .await
+    }
+
+    /// The outbox's second half: once the outcome recorded with the stock is on enough replicas,
+    /// records it in the order's partition and publishes it there, or publishes it again.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &self,
+        partition: &Partition,
+        order_id: &str,
+        from: &[&str],
+        to: &str,
+        event_field: &str,
+        stored: &str,
+        counter: Option<&str>,
+    ) -> Result<(), HandlerError> {
+        self.redis.replicated(&self.redis.layout().catalog).await?;
+        let event = Event::from_fields_json(stored)
+            .map_err(|e| HandlerError::Permanent(format!("stored outcome unreadable: {e}")))?;
+        let outcome = transition(
+            &self.redis,
+            partition,
+            &Step {
+                order_id,
+                key: partition.keys.reservation(order_id),
+                from,
+                to,
+                event: Some(&event),
+                event_field,
+                counter,
+                facts: &[],
+                guards: &[],
+            },
+        )
+        .await?;
+        if let StepOutcome::Skipped { state } = outcome {
+            tracing::info!(
+                state = state.as_str(),
+                to,
+                "outcome not published: the order moved on"
+            );
+        }
+        Ok(())
     }
 }
 
-/// What `reserve_stock.lua` did.
+/// What `reserve_stock.lua` did; each outcome with the event it recorded (fields as JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reservation {
-    Reserved,
+    Reserved {
+        event: String,
+    },
     Failed {
         reason: String,
+        event: String,
     },
-    /// Already handled: the stored outcome was published again.
+    /// Already handled: the stored outcome (published again when the script publishes).
     Repeated {
         state: String,
+        event: String,
     },
     /// The order was cancelled before its reservation: nothing reserved.
     CancelledFirst,
@@ -157,12 +317,16 @@ impl FromRedisValue for Reservation {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
         Ok(match reply.tag.as_str() {
-            "reserved" => Reservation::Reserved,
+            "reserved" => Reservation::Reserved {
+                event: reply.text(1)?,
+            },
             "failed" => Reservation::Failed {
                 reason: reply.text(0)?,
+                event: reply.text(1)?,
             },
             "repeated" => Reservation::Repeated {
                 state: reply.text(0)?,
+                event: reply.text(1)?,
             },
             "cancelled" => Reservation::CancelledFirst,
             "gone" => Reservation::OrderGone,
@@ -172,28 +336,39 @@ impl FromRedisValue for Reservation {
 }
 
 /// What `release_stock.lua` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Release {
-    Released,
-    /// Released before: `StockReleased` published again.
-    Repeated,
+    Released {
+        event: String,
+    },
+    /// Released before: the stored `StockReleased` (published again when the script publishes).
+    Repeated {
+        event: String,
+    },
     /// No reservation yet: a tombstone keeps a late `OrderPlaced` from reserving.
     Tombstoned,
     /// Nothing was reserved (the reservation failed, or was cancelled before).
     NothingHeld,
     /// The order is gone (retention): nothing to do, nothing written.
     OrderGone,
+    /// The products named were not the reservation's (it was made meanwhile): read again.
+    StaleItems,
 }
 
 impl FromRedisValue for Release {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
         Ok(match reply.tag.as_str() {
-            "released" => Release::Released,
-            "repeated" => Release::Repeated,
+            "released" => Release::Released {
+                event: reply.text(0)?,
+            },
+            "repeated" => Release::Repeated {
+                event: reply.text(0)?,
+            },
             "tombstoned" => Release::Tombstoned,
             "nothing" => Release::NothingHeld,
             "gone" => Release::OrderGone,
+            "stale_items" => Release::StaleItems,
             _ => return Err(reply.unknown("release_stock.lua")),
         })
     }
@@ -247,8 +422,8 @@ fn roll(rate: f64) -> bool {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings, instability: Instability) -> InventoryHandler {
-    InventoryHandler::new(redis, settings, instability)
+pub fn handler(redis: Redis, instability: Instability) -> InventoryHandler {
+    InventoryHandler::new(redis, instability)
 }
 
 #[cfg(test)]

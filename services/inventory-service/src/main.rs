@@ -9,9 +9,7 @@ async fn main() -> std::process::ExitCode {
     fulfillment_core::startup::main_for_worker(
         "inventory-service",
         inventory_service::Instability::read,
-        |redis, settings, instability| {
-            std::sync::Arc::new(inventory_service::handler(redis, settings, instability))
-        },
+        |redis, instability| std::sync::Arc::new(inventory_service::handler(redis, instability)),
     )
     .await
 }

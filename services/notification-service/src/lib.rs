@@ -10,8 +10,7 @@
 use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
 use fulfillment_core::transition::{ABSENT, Guard, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
 };
 
 pub use fulfillment_core::keys::notification_kind as kind;
@@ -20,15 +19,11 @@ pub use fulfillment_core::keys::notification_kind as kind;
 #[derive(Debug, Clone)]
 pub struct NotificationHandler {
     redis: Redis,
-    stream: String,
 }
 
 impl NotificationHandler {
-    pub fn new(redis: Redis, settings: &Settings) -> Self {
-        Self {
-            redis,
-            stream: settings.stream.name.clone(),
-        }
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
     }
 
     async fn notify(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
@@ -55,21 +50,21 @@ impl NotificationHandler {
             kind::ORDER_CONFIRMED
         };
         let mut guards = vec![Guard {
-            key: keys::notification(order_id, other_kind),
+            key: delivery.partition.keys.notification(order_id, other_kind),
             allowed: &[ABSENT],
         }];
         if kind == kind::ORDER_CONFIRMED {
             guards.push(Guard {
-                key: keys::shipment(order_id),
+                key: delivery.partition.keys.shipment(order_id),
                 allowed: &[keys::shipment_state::LABELLED],
             });
         }
         let outcome = transition(
             &self.redis,
-            &self.stream,
+            delivery.partition,
             &Step {
                 order_id: &event.order_id,
-                key: keys::notification(&event.order_id, kind),
+                key: delivery.partition.keys.notification(&event.order_id, kind),
                 from: &[ABSENT],
                 to: "sent",
                 event: Some(&sent),
@@ -124,8 +119,8 @@ pub fn mask_email(email: &str) -> String {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings) -> NotificationHandler {
-    NotificationHandler::new(redis, settings)
+pub fn handler(redis: Redis) -> NotificationHandler {
+    NotificationHandler::new(redis)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     fulfillment_core::startup::main_for_worker(
         "notification-service",
         |_| Ok(()),
-        |redis, settings, ()| std::sync::Arc::new(notification_service::handler(redis, settings)),
+        |redis, ()| std::sync::Arc::new(notification_service::handler(redis)),
     )
     .await
 }

@@ -11,7 +11,7 @@ use fulfillment_core::events::{EventDeadLettered, OrderCancelled, now_millis};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    Settings, keys, metrics,
+    keys, metrics,
 };
 use redis::{FromRedisValue, ParsingError, Script, Value};
 use serde::{Deserialize, Serialize};
@@ -142,15 +142,11 @@ impl FromRedisValue for Projected {
 #[derive(Debug, Clone)]
 pub struct OrderProjection {
     redis: Redis,
-    stream: String,
 }
 
 impl OrderProjection {
-    pub fn new(redis: Redis, settings: &Settings) -> Self {
-        Self {
-            redis,
-            stream: settings.stream.name.clone(),
-        }
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
     }
 
     async fn project(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
@@ -172,21 +168,27 @@ impl OrderProjection {
             recorded_by: delivery.consumer.to_owned(),
             attempt: delivery.attempt,
         };
+        let partition = delivery.partition;
+        let space = &partition.keys;
+        let mut invocation = PROJECT.prepare_invoke();
+        invocation
+            .key(space.order(&event.order_id))
+            .key(space.order_history(&event.order_id))
+            .key(&partition.stream)
+            .key(space.orders_finished())
+            .key(space.counters())
+            .key(space.completion_samples());
+        for index in space.status_indexes() {
+            invocation.key(index);
+        }
         let mut conn = self.redis.conn();
-        let projected: Projected = PROJECT
-            .key(keys::order(&event.order_id))
-            .key(keys::order_history(&event.order_id))
-            .key(&self.stream)
-            .key(keys::orders_finished())
-            .key(keys::counters())
-            .key(keys::completion_samples())
+        let projected: Projected = invocation
             .arg(event.event_type.as_str())
             .arg(event.event_id.to_string())
             .arg(serde_json::to_string(&entry).unwrap_or_default())
             .arg(&event.occurred_at)
             .arg(&reason)
             .arg(cancellation.map(|c| c.to_fields_json()).unwrap_or_default())
-            .arg(keys::orders_by_status(""))
             .arg(keys::status_channel())
             .arg(now_millis())
             .arg(keys::COMPLETION_SAMPLES)
@@ -216,7 +218,7 @@ impl OrderProjection {
         let event = delivery.event;
         let mut conn = self.redis.conn();
         let email: Option<String> = redis::cmd("HGET")
-            .arg(keys::order(&event.order_id))
+            .arg(delivery.partition.keys.order(&event.order_id))
             .arg("customer_email")
             .query_async(&mut conn)
             .await?;
@@ -278,8 +280,8 @@ impl EventHandler for OrderProjection {
 }
 
 /// Builds the projection as the order service does.
-pub fn handler(redis: Redis, settings: &Settings) -> OrderProjection {
-    OrderProjection::new(redis, settings)
+pub fn handler(redis: Redis) -> OrderProjection {
+    OrderProjection::new(redis)
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //!
 //! Stock is changed by inventory's scripts at any time, so the catalog API never overwrites it
 //! blindly: name and price edits leave it alone, stock moves by a delta, or is set only against
-//! the product's current [`Product::etag`] (`catalog_write.lua`).
+//! the product's current [`Product::etag`] (`catalog_write.lua`). The catalog has a hash slot of
+//! its own; a write is answered once it is on enough replicas (`REDIS_WAIT_REPLICAS`).
 
+use fulfillment_core::Redis;
+use fulfillment_core::keys::KeySpace;
 use fulfillment_core::script_reply::Tagged;
-use fulfillment_core::{Redis, keys};
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -128,11 +130,16 @@ impl FromRedisValue for Written {
     }
 }
 
+fn catalog(redis: &Redis) -> &KeySpace {
+    &redis.layout().catalog
+}
+
 /// Seeds [`SEED_PRODUCTS`] when the catalog is empty; true when it did.
 pub async fn seed_if_empty(redis: &Redis) -> RedisResult<bool> {
     let mut invocation = SEED.prepare_invoke();
-    invocation.key(keys::products()).arg(keys::product(""));
+    invocation.key(catalog(redis).products());
     for (id, name, price, stock) in SEED_PRODUCTS {
+        invocation.key(catalog(redis).product(id));
         invocation.arg(*id).arg(*name).arg(*price).arg(*stock);
     }
     let mut conn = redis.conn();
@@ -143,7 +150,7 @@ pub async fn seed_if_empty(redis: &Redis) -> RedisResult<bool> {
 pub async fn get(redis: &Redis, id: &str) -> RedisResult<Option<Product>> {
     let mut conn = redis.conn();
     let hash: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::product(id))
+        .arg(catalog(redis).product(id))
         .query_async(&mut conn)
         .await?;
     Ok(Product::from_hash(hash))
@@ -157,7 +164,7 @@ pub async fn get_many(redis: &Redis, ids: &[&str]) -> RedisResult<Vec<Option<Pro
     }
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGETALL").arg(keys::product(id));
+        pipe.cmd("HGETALL").arg(catalog(redis).product(id));
     }
     let mut conn = redis.conn();
     let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
@@ -168,7 +175,7 @@ pub async fn get_many(redis: &Redis, ids: &[&str]) -> RedisResult<Vec<Option<Pro
 pub async fn list(redis: &Redis) -> RedisResult<Vec<Product>> {
     let mut conn = redis.conn();
     let mut ids: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys::products())
+        .arg(catalog(redis).products())
         .query_async(&mut conn)
         .await?;
     ids.sort();
@@ -183,16 +190,25 @@ pub async fn list(redis: &Redis) -> RedisResult<Vec<Product>> {
 /// Creates a product with its stock; [`Written::Exists`] when the id is taken.
 pub async fn create(redis: &Redis, product: &Product) -> RedisResult<Written> {
     let mut conn = redis.conn();
-    WRITE
-        .key(keys::products())
-        .key(keys::product(&product.id))
+    let written = WRITE
+        .key(catalog(redis).products())
+        .key(catalog(redis).product(&product.id))
         .arg("create")
         .arg(&product.id)
         .arg(&product.name)
         .arg(product.price)
         .arg(product.stock)
         .invoke_async(&mut conn)
-        .await
+        .await?;
+    replicated(redis, written).await
+}
+
+/// A write's outcome, once it is on enough replicas.
+async fn replicated(redis: &Redis, written: Written) -> RedisResult<Written> {
+    if matches!(written, Written::Created { .. } | Written::Updated { .. }) {
+        redis.replicated(catalog(redis)).await?;
+    }
+    Ok(written)
 }
 
 /// Sets a product's name and price, creating it (with `stock`, or 0) when it does not exist.
@@ -207,9 +223,9 @@ pub async fn edit(
     expected: Option<&str>,
 ) -> RedisResult<Written> {
     let mut conn = redis.conn();
-    WRITE
-        .key(keys::products())
-        .key(keys::product(id))
+    let written = WRITE
+        .key(catalog(redis).products())
+        .key(catalog(redis).product(id))
         .arg("edit")
         .arg(id)
         .arg(name)
@@ -217,21 +233,23 @@ pub async fn edit(
         .arg(stock.map(|s| s.to_string()).unwrap_or_default())
         .arg(expected.unwrap_or_default())
         .invoke_async(&mut conn)
-        .await
+        .await?;
+    replicated(redis, written).await
 }
 
 /// Moves a product's stock by `delta` (a delivery received, a count corrected), atomically with
 /// reservations; refused when it would leave 0..=[`MAX_STOCK`].
 pub async fn adjust_stock(redis: &Redis, id: &str, delta: i64) -> RedisResult<Written> {
     let mut conn = redis.conn();
-    WRITE
-        .key(keys::products())
-        .key(keys::product(id))
+    let written = WRITE
+        .key(catalog(redis).products())
+        .key(catalog(redis).product(id))
         .arg("adjust")
         .arg(delta)
         .arg(MAX_STOCK)
         .invoke_async(&mut conn)
-        .await
+        .await?;
+    replicated(redis, written).await
 }
 
 /// Removes a product; false when there was none.
@@ -240,11 +258,14 @@ pub async fn delete(redis: &Redis, id: &str) -> RedisResult<bool> {
     let (removed, _): (i64, i64) = redis::pipe()
         .atomic()
         .cmd("SREM")
-        .arg(keys::products())
+        .arg(catalog(redis).products())
         .arg(id)
         .cmd("DEL")
-        .arg(keys::product(id))
+        .arg(catalog(redis).product(id))
         .query_async(&mut conn)
         .await?;
+    if removed > 0 {
+        redis.replicated(catalog(redis)).await?;
+    }
     Ok(removed > 0)
 }

@@ -55,7 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let state = prepare(settings.clone(), redis.clone()).await?;
-    let projection = Arc::new(order_projection::handler(redis.clone(), &settings));
+    let projection = Arc::new(order_projection::handler(redis.clone()));
     let serving = serve(state, listener, shutdown.clone());
     with_consumer(&settings, &redis, projection, &shutdown, serving).await
 }

@@ -1,12 +1,18 @@
 //! Orders as stored by the order service: placing one with its event, reading, listing, history
 //! and cancelling.
 //!
-//! An order is a hash; the indexes are sorted sets with every score 0 whose members
-//! (`<OrderPlaced entry id, zero-padded>:<order_id>`) sort lexicographically in stream order, so
-//! pages are exact and newest-first even for orders placed in the same millisecond
-//! (`ZRANGE ... BYLEX REV`).
+//! An order lives in its partition (a hash of its id, see [`new_order_id`]): its hash, its
+//! history, and its entries in the partition's indexes, sorted sets with every score 0 whose
+//! members (`<OrderPlaced entry id, zero-padded>:<order_id>`) sort lexicographically in stream
+//! order, so pages are exact and newest-first even for orders placed in the same millisecond
+//! (`ZRANGE ... BYLEX REV`). A page over several partitions merges theirs by the same order, and
+//! its cursor (the last member) stays valid whatever is placed meanwhile.
+//!
+//! With `REDIS_WAIT_REPLICAS`, an order is reported placed or cancelled only once that is on
+//! enough replicas.
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
+use fulfillment_core::keys::{Layout, Partition};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::stream_entry::entry_id_order;
 use fulfillment_core::{Event, Redis, keys};
@@ -129,10 +135,23 @@ impl FromRedisValue for Placement {
     }
 }
 
-/// Writes the order `order_id` and its `OrderPlaced` in one script.
+/// A new order id (a UUID v4). With several partitions and an `Idempotency-Key`, one in the
+/// key's partition, so a retried POST finds the key where its order lives; that takes as many
+/// tries as there are partitions, on average (microseconds).
+pub fn new_order_id(layout: &Layout, idempotency_key: Option<&str>) -> String {
+    let wanted = idempotency_key.map(|key| layout.index_of(key));
+    loop {
+        let id = uuid::Uuid::new_v4().to_string();
+        if wanted.is_none_or(|p| layout.index_of(&id) == p) {
+            return id;
+        }
+    }
+}
+
+/// Writes the order `order_id` and its `OrderPlaced` in one script, in the order's partition,
+/// and returns once that is on enough replicas.
 pub async fn place(
     redis: &Redis,
-    stream: &str,
     order_id: &str,
     new: NewOrder,
     idempotency: Option<&IdempotencyKey>,
@@ -171,16 +190,16 @@ pub async fn place(
     event.occurred_at = now.clone();
     event.traceparent = traceparent;
 
+    let partition = redis.layout().of_order(&order_id);
+    let space = &partition.keys;
     let mut invocation = PLACE.prepare_invoke();
     invocation
-        .key(stream)
-        .key(keys::order(&order_id))
-        .key(keys::orders_index())
-        .key(keys::orders_by_status(OrderStatus::Pending.as_str()))
-        .key(keys::idempotency(
-            idempotency.map(|i| i.key.as_str()).unwrap_or("-"),
-        ))
-        .key(keys::counters())
+        .key(&partition.stream)
+        .key(space.order(&order_id))
+        .key(space.orders_index())
+        .key(space.orders_by_status(OrderStatus::Pending.as_str()))
+        .key(space.idempotency(idempotency.map(|i| i.key.as_str()).unwrap_or("-")))
+        .key(space.counters())
         .arg(&order_id)
         .arg(if idempotency.is_some() { "1" } else { "0" })
         .arg(idempotency.map(|i| i.fingerprint.as_str()).unwrap_or(""))
@@ -193,7 +212,10 @@ pub async fn place(
         invocation.arg(k).arg(v);
     }
     let mut conn = redis.conn();
-    let id = match invocation.invoke_async(&mut conn).await? {
+    let placement = invocation.invoke_async(&mut conn).await?;
+    // The first order of a reused key may be another process's write: the wait covers it too.
+    redis.replicated(space).await?;
+    let id = match placement {
         Placement::Existing {
             order_id,
             fingerprint,
@@ -224,9 +246,10 @@ pub async fn place(
 }
 
 pub async fn get(redis: &Redis, order_id: &str) -> RedisResult<Option<Order>> {
+    let partition = redis.layout().of_order(order_id);
     let mut conn = redis.conn();
     let hash: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::order(order_id))
+        .arg(partition.keys.order(order_id))
         .query_async(&mut conn)
         .await?;
     Ok(Order::from_hash(&hash))
@@ -239,49 +262,61 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
-/// Orders newest first, optionally of one status, after `cursor` (from a previous page).
+/// Orders newest first, optionally of one status, after `cursor` (from a previous page): each
+/// partition's newest after the cursor, merged.
 pub async fn list(
     redis: &Redis,
     status: Option<OrderStatus>,
     limit: usize,
     cursor: Option<&str>,
 ) -> RedisResult<OrderPage> {
-    let index = match status {
-        Some(s) => keys::orders_by_status(s.as_str()),
-        None => keys::orders_index(),
-    };
     let max = match cursor {
         Some(c) => format!("({c}"),
         None => "+".to_owned(),
     };
-    let mut conn = redis.conn();
-    let mut members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(&index)
-        .arg(max)
-        .arg("-")
-        .arg("BYLEX")
-        .arg("REV")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(limit + 1)
-        .query_async(&mut conn)
-        .await?;
+    let reads = redis.layout().partitions().iter().map(|partition| {
+        let index = match status {
+            Some(s) => partition.keys.orders_by_status(s.as_str()),
+            None => partition.keys.orders_index(),
+        };
+        let max = max.clone();
+        async move {
+            redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(max)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit + 1)
+                .query_async::<Vec<String>>(&mut redis.conn())
+                .await
+        }
+    });
+    let mut members: Vec<String> = futures_util::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    members.sort_unstable_by(|a, b| b.cmp(a));
     let next_cursor = if members.len() > limit {
         members.truncate(limit);
         members.last().cloned()
     } else {
         None
     };
-    let mut pipe = redis::pipe();
-    for member in &members {
+    let reads = members.iter().map(|member| {
         let id = member.split_once(':').map(|(_, id)| id).unwrap_or(member);
-        pipe.cmd("HGETALL").arg(keys::order(id));
-    }
-    let hashes: Vec<HashMap<String, String>> = if members.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut conn).await?
-    };
+        let key = redis.layout().of_order(id).keys.order(id);
+        async move {
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async::<HashMap<String, String>>(&mut redis.conn())
+                .await
+        }
+    });
+    let hashes = futures_util::future::try_join_all(reads).await?;
     Ok(OrderPage {
         orders: hashes.iter().filter_map(Order::from_hash).collect(),
         next_cursor,
@@ -302,9 +337,10 @@ pub fn is_cursor(cursor: &str) -> bool {
 
 /// The order's events in stream order.
 pub async fn history(redis: &Redis, order_id: &str) -> RedisResult<Vec<HistoryEntry>> {
+    let partition = redis.layout().of_order(order_id);
     let mut conn = redis.conn();
     let raw: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::order_history(order_id))
+        .arg(partition.keys.order_history(order_id))
         .query_async(&mut conn)
         .await?;
     let mut entries: Vec<HistoryEntry> = raw
@@ -353,13 +389,9 @@ impl FromRedisValue for Cancelled {
     }
 }
 
-/// Cancels an order that is not final, publishing `OrderCancelled` in the same step.
-pub async fn cancel(
-    redis: &Redis,
-    stream: &str,
-    order: &Order,
-    reason: &str,
-) -> RedisResult<Cancelled> {
+/// Cancels an order that is not final, publishing `OrderCancelled` in the same step, and returns
+/// once that is on enough replicas.
+pub async fn cancel(redis: &Redis, order: &Order, reason: &str) -> RedisResult<Cancelled> {
     let event = Event::of(
         &order.id,
         &OrderCancelled {
@@ -368,24 +400,31 @@ pub async fn cancel(
         },
     )
     .with_producer("order/api");
+    let partition: &Partition = redis.layout().of_order(&order.id);
+    let space = &partition.keys;
+    let mut invocation = CANCEL.prepare_invoke();
+    invocation
+        .key(space.order(&order.id))
+        .key(&partition.stream)
+        .key(space.orders_finished())
+        .key(space.shipment(&order.id))
+        .key(space.counters())
+        .key(space.completion_samples());
+    for index in space.status_indexes() {
+        invocation.key(index);
+    }
     let mut conn = redis.conn();
-    let outcome: Cancelled = CANCEL
-        .key(keys::order(&order.id))
-        .key(stream)
-        .key(keys::orders_finished())
-        .key(keys::shipment(&order.id))
-        .key(keys::counters())
-        .key(keys::completion_samples())
+    let outcome: Cancelled = invocation
         .arg(reason)
         .arg(&event.occurred_at)
         .arg(event.to_fields_json())
-        .arg(keys::orders_by_status(""))
         .arg(keys::status_channel())
         .arg(now_millis())
         .arg(keys::COMPLETION_SAMPLES)
         .invoke_async(&mut conn)
         .await?;
     if let Cancelled::Cancelled { created_ms, .. } = &outcome {
+        redis.replicated(space).await?;
         observe_completion(OrderStatus::Cancelled, created_ms);
     }
     Ok(outcome)

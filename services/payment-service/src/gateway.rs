@@ -6,11 +6,13 @@
 //! with the same key never moves money twice. A void gives the payment up: a charge under that key
 //! is refused afterwards, and a void after a charge is refused (like cancelling a payment intent),
 //! so "failed" and "charged" can never both be true of one payment. `PAYMENT_FAILURE_RATE` makes
-//! charges fail transiently.
+//! charges fail transiently. The ledger has a hash slot of its own; an answer is given only once
+//! what it records is on enough replicas (`REDIS_WAIT_REPLICAS`), as a real processor answers only
+//! what it has durably recorded.
 
+use fulfillment_core::Redis;
 use fulfillment_core::events::{PAYMENT_TOKENS, now_rfc3339};
 use fulfillment_core::script_reply::Tagged;
-use fulfillment_core::{Redis, keys};
 use redis::Script;
 use std::sync::LazyLock;
 
@@ -120,26 +122,38 @@ impl TestGateway {
         let record = serde_json::json!({
             "payment_id": payment_id, "amount": amount, "at": now_rfc3339(),
         });
+        let gateway = &self.redis.layout().gateway;
         let mut conn = self.redis.conn();
         redis::cmd("HSETNX")
-            .arg(keys::gateway_refunds())
+            .arg(gateway.gateway_refunds())
             .arg(idempotency_key)
             .arg(record.to_string())
             .query_async::<u8>(&mut conn)
             .await
-            .map(|_| ())
-            .map_err(|e| format!("gateway unreachable: {e}"))
+            .map_err(|e| format!("gateway unreachable: {e}"))?;
+        self.recorded().await
+    }
+
+    /// Once what the gateway recorded is on enough replicas.
+    async fn recorded(&self) -> Result<(), String> {
+        self.redis
+            .replicated(&self.redis.layout().gateway)
+            .await
+            .map_err(|e| format!("gateway record not on replicas: {e}"))
     }
 
     async fn call(&self, script: &Script, key: &str, record: &str) -> Result<Tagged, String> {
+        let gateway = &self.redis.layout().gateway;
         let mut conn = self.redis.conn();
-        script
-            .key(keys::gateway_charges())
-            .key(keys::gateway_voids())
+        let reply = script
+            .key(gateway.gateway_charges())
+            .key(gateway.gateway_voids())
             .arg(key)
             .arg(record)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| format!("gateway unreachable: {e}"))
+            .map_err(|e| format!("gateway unreachable: {e}"))?;
+        self.recorded().await?;
+        Ok(reply)
     }
 }

@@ -16,11 +16,11 @@ use fulfillment_core::backoff::Backoff;
 use fulfillment_core::events::{
     OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
 };
+use fulfillment_core::keys::Partition;
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    Settings, keys,
 };
 use gateway::{ChargeError, TestGateway, Void};
 use std::time::Duration;
@@ -76,65 +76,75 @@ impl ChargeSettings {
 #[derive(Debug, Clone)]
 pub struct PaymentHandler {
     redis: Redis,
-    stream: String,
     gateway: TestGateway,
     charges: ChargeSettings,
 }
 
 impl PaymentHandler {
-    pub fn new(redis: Redis, settings: &Settings, charges: ChargeSettings) -> Self {
+    pub fn new(redis: Redis, charges: ChargeSettings) -> Self {
         Self {
             gateway: TestGateway::new(redis.clone(), charges.failure_rate),
             redis,
-            stream: settings.stream.name.clone(),
             charges,
         }
     }
 
-    async fn step(&self, step: Step<'_>) -> Result<StepOutcome, HandlerError> {
-        Ok(transition(&self.redis, &self.stream, &step).await?)
+    async fn step(
+        &self,
+        partition: &Partition,
+        step: Step<'_>,
+    ) -> Result<StepOutcome, HandlerError> {
+        Ok(transition(&self.redis, partition, &step).await?)
     }
 
     /// Publishes the stored event of a finished payment again (a repeated delivery).
     async fn announce_again(
         &self,
+        partition: &Partition,
         order_id: &str,
         state: &str,
         field: &str,
     ) -> Result<(), HandlerError> {
-        self.step(Step {
-            order_id,
-            key: keys::payment(order_id),
-            from: &[],
-            to: state,
-            event: None,
-            event_field: field,
-            counter: None,
-            facts: &[],
-            guards: &[],
-        })
+        self.step(
+            partition,
+            Step {
+                order_id,
+                key: partition.keys.payment(order_id),
+                from: &[],
+                to: state,
+                event: None,
+                event_field: field,
+                counter: None,
+                facts: &[],
+                guards: &[],
+            },
+        )
         .await?;
         Ok(())
     }
 
     async fn charge(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
+        let partition = delivery.partition;
         let order_id = event.order_id.as_str();
         let reserved: StockReserved = event.payload_as()?;
         let payment_id = payment_id(order_id);
         let amount = reserved.amount.to_string();
         let begun = self
-            .step(Step {
-                order_id,
-                key: keys::payment(order_id),
-                from: &[ABSENT, state::CHARGING],
-                to: state::CHARGING,
-                event: None,
-                event_field: "",
-                counter: None,
-                facts: &[("payment_id", &payment_id), ("amount", &amount)],
-                guards: &[],
-            })
+            .step(
+                partition,
+                Step {
+                    order_id,
+                    key: partition.keys.payment(order_id),
+                    from: &[ABSENT, state::CHARGING],
+                    to: state::CHARGING,
+                    event: None,
+                    event_field: "",
+                    counter: None,
+                    facts: &[("payment_id", &payment_id), ("amount", &amount)],
+                    guards: &[],
+                },
+            )
             .await?;
         if begun == StepOutcome::OrderGone {
             tracing::info!("order removed by retention; nothing charged");
@@ -142,7 +152,8 @@ impl PaymentHandler {
         }
         if let StepOutcome::Skipped { state } = begun {
             if state == state::CHARGED || state == state::FAILED {
-                self.announce_again(order_id, &state, "event").await?;
+                self.announce_again(partition, order_id, &state, "event")
+                    .await?;
             }
             tracing::info!(state = state.as_str(), "payment already settled");
             return Ok(Handled::Done);
@@ -193,17 +204,20 @@ impl PaymentHandler {
             ),
         };
         let finished = self
-            .step(Step {
-                order_id,
-                key: keys::payment(order_id),
-                from: &[state::CHARGING],
-                to,
-                event: Some(&outcome),
-                event_field: "event",
-                counter: None,
-                facts: &[],
-                guards: &[],
-            })
+            .step(
+                partition,
+                Step {
+                    order_id,
+                    key: partition.keys.payment(order_id),
+                    from: &[state::CHARGING],
+                    to,
+                    event: Some(&outcome),
+                    event_field: "event",
+                    counter: None,
+                    facts: &[],
+                    guards: &[],
+                },
+            )
             .await?;
         match finished {
             StepOutcome::Skipped { state } if to == state::CHARGED => {
@@ -246,17 +260,20 @@ impl PaymentHandler {
             payment_id: payment_id.to_owned(),
             amount,
         });
-        self.step(Step {
-            order_id,
-            key: keys::payment(order_id),
-            from,
-            to: state::REFUNDED,
-            event: Some(&refunded),
-            event_field: "refund_event",
-            counter: None,
-            facts: &[],
-            guards: &[],
-        })
+        self.step(
+            delivery.partition,
+            Step {
+                order_id,
+                key: delivery.partition.keys.payment(order_id),
+                from,
+                to: state::REFUNDED,
+                event: Some(&refunded),
+                event_field: "refund_event",
+                counter: None,
+                facts: &[],
+                guards: &[],
+            },
+        )
         .await?;
         tracing::info!(amount, "payment refunded");
         Ok(())
@@ -293,20 +310,24 @@ impl PaymentHandler {
 
     async fn refund(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
+        let partition = delivery.partition;
         let order_id = event.order_id.as_str();
         let _: OrderCancelled = event.payload_as()?;
         let cancelled = self
-            .step(Step {
-                order_id,
-                key: keys::payment(order_id),
-                from: &[ABSENT],
-                to: state::CANCELLED,
-                event: None,
-                event_field: "",
-                counter: None,
-                facts: &[],
-                guards: &[],
-            })
+            .step(
+                partition,
+                Step {
+                    order_id,
+                    key: partition.keys.payment(order_id),
+                    from: &[ABSENT],
+                    to: state::CANCELLED,
+                    event: None,
+                    event_field: "",
+                    counter: None,
+                    facts: &[],
+                    guards: &[],
+                },
+            )
             .await?;
         let state = match cancelled {
             StepOutcome::Skipped { state } => state,
@@ -326,7 +347,7 @@ impl PaymentHandler {
             state::CHARGED | state::REFUNDED => {
                 let mut conn = self.redis.conn();
                 let (payment_id, amount): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-                    .arg(keys::payment(order_id))
+                    .arg(partition.keys.payment(order_id))
                     .arg("payment_id")
                     .arg("amount")
                     .query_async(&mut conn)
@@ -374,8 +395,8 @@ pub fn payment_id(order_id: &str) -> String {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings, charges: ChargeSettings) -> PaymentHandler {
-    PaymentHandler::new(redis, settings, charges)
+pub fn handler(redis: Redis, charges: ChargeSettings) -> PaymentHandler {
+    PaymentHandler::new(redis, charges)
 }
 
 #[cfg(test)]

@@ -9,9 +9,7 @@ async fn main() -> std::process::ExitCode {
     fulfillment_core::startup::main_for_worker(
         "payment-service",
         payment_service::ChargeSettings::read,
-        |redis, settings, charges| {
-            std::sync::Arc::new(payment_service::handler(redis, settings, charges))
-        },
+        |redis, charges| std::sync::Arc::new(payment_service::handler(redis, charges)),
     )
     .await
 }

@@ -1,6 +1,6 @@
 //! The retry worker: one pass over every group's pending entries, as a CronJob runs it, or a loop.
 //!
-//! A pass, per group: `XPENDING ... IDLE` finds entries idle at least `RETRY_MIN_IDLE_MS`;
+//! A pass covers every partition. Per partition and group: `XPENDING ... IDLE` finds entries idle at least `RETRY_MIN_IDLE_MS`;
 //! `XCLAIM` with the same min-idle takes them (so two workers never both take one); the group's
 //! own handler runs again. An entry whose retry fails stays pending for the next pass until it
 //! has failed `RETRY_MAX_RETRIES` retries; then it goes to the DLQ. Permanent errors go to the DLQ
@@ -13,6 +13,7 @@
 use fulfillment_core::consumer::{Disposition, acknowledge, decide, resolve_replayed};
 use fulfillment_core::dead_letter::{self, DeadLetter};
 use fulfillment_core::events::now_millis;
+use fulfillment_core::keys::Partition;
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::stream_entry::{Entries, RawEntry};
@@ -59,31 +60,22 @@ impl ServiceSettings {
 
 /// The handler of a service's group, built as the service's binary builds it: the one registry
 /// of services and handlers (the retry worker and `fulfillment up` both need every one).
-pub fn handler(
-    service: Service,
-    redis: &Redis,
-    settings: &Settings,
-    own: &ServiceSettings,
-) -> Arc<dyn EventHandler> {
+pub fn handler(service: Service, redis: &Redis, own: &ServiceSettings) -> Arc<dyn EventHandler> {
     let redis = redis.clone();
     match service {
-        Service::Order => Arc::new(order_projection::handler(redis, settings)),
-        Service::Inventory => Arc::new(inventory_service::handler(redis, settings, own.inventory)),
-        Service::Payment => Arc::new(payment_service::handler(redis, settings, own.payment)),
-        Service::Shipping => Arc::new(shipping_service::handler(redis, settings)),
-        Service::Notification => Arc::new(notification_service::handler(redis, settings)),
+        Service::Order => Arc::new(order_projection::handler(redis)),
+        Service::Inventory => Arc::new(inventory_service::handler(redis, own.inventory)),
+        Service::Payment => Arc::new(payment_service::handler(redis, own.payment)),
+        Service::Shipping => Arc::new(shipping_service::handler(redis)),
+        Service::Notification => Arc::new(notification_service::handler(redis)),
     }
 }
 
 /// Every group's handler.
-pub fn all_handlers(
-    redis: &Redis,
-    settings: &Settings,
-    own: &ServiceSettings,
-) -> Vec<Arc<dyn EventHandler>> {
+pub fn all_handlers(redis: &Redis, own: &ServiceSettings) -> Vec<Arc<dyn EventHandler>> {
     Service::ALL
         .iter()
-        .map(|s| handler(*s, redis, settings, own))
+        .map(|s| handler(*s, redis, own))
         .collect()
 }
 
@@ -143,35 +135,43 @@ impl RetryWorker {
         }
     }
 
-    /// One pass over every group, then consumer clean-up and trimming.
+    /// One pass over every partition: every group's retries, then consumer clean-up, trimming
+    /// and lag repair; then the retention sweep.
     pub async fn run_pass(&self) -> RedisResult<PassReport> {
         let mut report = PassReport::default();
-        for handler in &self.handlers {
-            let group_report = self.retry_group(handler.as_ref()).await?;
-            report.add(&group_report);
+        for partition in self.redis.layout().partitions() {
+            for handler in &self.handlers {
+                let group_report = self.retry_group(partition, handler.as_ref()).await?;
+                report.add(&group_report);
+            }
+            report.consumers_removed += self.remove_gone_consumers(partition).await?;
+            report.trimmed += self.trim_stream(partition).await?;
+            report.lags_repaired += self.repair_lags(partition).await?;
         }
-        report.consumers_removed = self.remove_gone_consumers().await?;
-        report.trimmed = self.trim_stream().await?;
         report.orders_removed = self.sweep_orders().await?;
-        report.lags_repaired = self.repair_lags().await?;
         self.record_pass().await?;
         Ok(report)
     }
 
     /// Sets each group's read counter right where Redis lost count (see `repair_lag.lua`).
-    async fn repair_lags(&self) -> RedisResult<usize> {
+    async fn repair_lags(&self, partition: &Partition) -> RedisResult<usize> {
         let mut conn = self.redis.conn();
         let mut repaired = 0;
         for group in fulfillment_core::service::all_groups() {
             let reply: Tagged = REPAIR_LAG
-                .key(&self.settings.stream.name)
+                .key(&partition.stream)
                 .arg(group)
                 .arg(LAG_REPAIR_MAX_COUNT)
                 .invoke_async(&mut conn)
                 .await?;
             match reply.tag.as_str() {
                 "repaired" => {
-                    tracing::warn!(group, lag = reply.text(0)?, "group lag was wrong; repaired");
+                    tracing::warn!(
+                        group,
+                        stream = partition.stream,
+                        lag = reply.text(0)?,
+                        "group lag was wrong; repaired"
+                    );
                     repaired += 1;
                 }
                 "right" | "too_far" | "no_group" => {}
@@ -185,7 +185,7 @@ impl RetryWorker {
     async fn record_pass(&self) -> RedisResult<()> {
         let mut conn = self.redis.conn();
         redis::cmd("HSET")
-            .arg(keys::counters())
+            .arg(self.redis.layout().global.counters())
             .arg(keys::counter::RETRY_WORKER_LAST_PASS_MS)
             .arg(now_millis())
             .query_async(&mut conn)
@@ -210,12 +210,16 @@ impl RetryWorker {
         }
     }
 
-    async fn retry_group(&self, handler: &dyn EventHandler) -> RedisResult<PassReport> {
+    async fn retry_group(
+        &self,
+        partition: &Partition,
+        handler: &dyn EventHandler,
+    ) -> RedisResult<PassReport> {
         let group = handler.group();
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&s.stream.name)
+            .arg(&partition.stream)
             .arg(group)
             .arg("IDLE")
             .arg(s.retry.min_idle_ms)
@@ -228,6 +232,12 @@ impl RetryWorker {
         if pending.ids.is_empty() {
             return Ok(report);
         }
+        // As the consumers do: nothing is acted on before it is on enough replicas
+        // (REDIS_WAIT_REPLICAS). Not yet: left for a later pass, unclaimed, so not a retry.
+        if let Err(e) = self.redis.replicated(&partition.keys).await {
+            tracing::warn!(group, stream = partition.stream, error = %e, "pending entries not on enough replicas; left for a later pass");
+            return Ok(report);
+        }
         let deliveries: HashMap<&str, u64> = pending
             .ids
             .iter()
@@ -235,7 +245,7 @@ impl RetryWorker {
             .collect();
         let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
         let Entries(claimed) = redis::cmd("XCLAIM")
-            .arg(&s.stream.name)
+            .arg(&partition.stream)
             .arg(group)
             .arg(&s.consumer_name)
             .arg(s.retry.min_idle_ms)
@@ -245,21 +255,14 @@ impl RetryWorker {
         let (gone, live): (Vec<RawEntry>, Vec<RawEntry>) =
             claimed.into_iter().partition(|e| e.fields.is_empty());
         let gone_ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
-        acknowledge(
-            &self.redis,
-            &s.stream.name,
-            group,
-            &s.consumer_name,
-            &gone_ids,
-        )
-        .await?;
+        acknowledge(&self.redis, partition, group, &s.consumer_name, &gone_ids).await?;
         report.gone_acknowledged = gone_ids.len();
 
         if live.is_empty() {
             return Ok(report);
         }
         redis::cmd("HINCRBY")
-            .arg(keys::counters())
+            .arg(partition.keys.counters())
             .arg(keys::counter::retries(group))
             .arg(live.len())
             .query_async::<i64>(&mut conn)
@@ -271,11 +274,9 @@ impl RetryWorker {
             .iter()
             .map(|e| deliveries.get(e.id.as_str()).copied().unwrap_or(1))
             .collect();
-        let outcomes = join_all(
-            live.iter()
-                .zip(&before)
-                .map(|(entry, before)| decide(handler, entry, &s.consumer_name, before + 1)),
-        )
+        let outcomes = join_all(live.iter().zip(&before).map(|(entry, before)| {
+            decide(handler, partition, entry, &s.consumer_name, before + 1)
+        }))
         .await;
         let mut acks = Vec::new();
         for ((entry, before), (disposition, event)) in live.iter().zip(before).zip(outcomes) {
@@ -287,7 +288,8 @@ impl RetryWorker {
                     None
                 }
                 Disposition::ResolveAndAck => {
-                    if resolve_replayed(&self.redis, group, entry, event.as_ref()).await {
+                    if resolve_replayed(&self.redis, partition, group, entry, event.as_ref()).await
+                    {
                         report.recovered += 1;
                         acks.push(entry.id.as_str());
                     } else {
@@ -315,32 +317,31 @@ impl RetryWorker {
                     error: &error,
                     poison,
                 };
-                dead_letter::dead_letter(&self.redis, &s.stream.name, &s.stream.dlq, &letter)
-                    .await?;
+                dead_letter::dead_letter(&self.redis, partition, &letter).await?;
                 report.dead_lettered += 1;
             }
         }
-        acknowledge(&self.redis, &s.stream.name, group, &s.consumer_name, &acks).await?;
+        acknowledge(&self.redis, partition, group, &s.consumer_name, &acks).await?;
         Ok(report)
     }
 
     /// Removes consumers unseen (no read with entries, no heartbeat) for `CONSUMER_GONE_AFTER_MS`
     /// with nothing pending; never one with pending entries.
-    async fn remove_gone_consumers(&self) -> RedisResult<usize> {
+    async fn remove_gone_consumers(&self, partition: &Partition) -> RedisResult<usize> {
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let mut removed = 0;
         for group in fulfillment_core::service::all_groups() {
-            for consumer in consumer_figures(&self.redis, &s.stream.name, group).await? {
+            for consumer in consumer_figures(&self.redis, partition, group).await? {
                 if consumer.pending > 0
                     || (consumer.unseen_ms as u64) < s.retry.consumer_gone_after_ms
                 {
                     continue;
                 }
                 let gone: i64 = REMOVE_GONE_CONSUMER
-                    .key(&s.stream.name)
-                    .key(keys::heartbeats(group))
-                    .key(keys::handled(group))
+                    .key(&partition.stream)
+                    .key(partition.keys.heartbeats(group))
+                    .key(partition.keys.handled(group))
                     .arg(group)
                     .arg(&consumer.name)
                     .arg(s.retry.consumer_gone_after_ms)
@@ -348,7 +349,12 @@ impl RetryWorker {
                     .invoke_async(&mut conn)
                     .await?;
                 if gone == 1 {
-                    tracing::info!(group, consumer = consumer.name, "removed gone consumer");
+                    tracing::info!(
+                        group,
+                        stream = partition.stream,
+                        consumer = consumer.name,
+                        "removed gone consumer"
+                    );
                     removed += 1;
                 }
             }
@@ -369,9 +375,9 @@ impl RetryWorker {
 
     /// Trims entries older than `STREAM_RETENTION_MS`, never at or above the oldest entry some
     /// group has pending or not yet read.
-    async fn trim_stream(&self) -> RedisResult<u64> {
+    async fn trim_stream(&self, partition: &Partition) -> RedisResult<u64> {
         let s = &self.settings;
-        let Some(safe) = self.oldest_unacknowledged().await? else {
+        let Some(safe) = self.oldest_unacknowledged(partition).await? else {
             return Ok(0);
         };
         let cut = (now_millis().saturating_sub(s.stream.retention_ms), 0);
@@ -381,7 +387,7 @@ impl RetryWorker {
         }
         let mut conn = self.redis.conn();
         redis::cmd("XTRIM")
-            .arg(&s.stream.name)
+            .arg(&partition.stream)
             .arg("MINID")
             .arg(format!("{}-{}", min_id.0, min_id.1))
             .query_async(&mut conn)
@@ -390,16 +396,18 @@ impl RetryWorker {
 
     /// The lowest id that some group still needs: its oldest pending entry, or the entry after
     /// its last delivered one. `None` when the stream has no groups.
-    async fn oldest_unacknowledged(&self) -> RedisResult<Option<(u64, u64)>> {
-        let s = &self.settings;
-        let groups = group_figures(&self.redis, &s.stream.name).await?;
+    async fn oldest_unacknowledged(
+        &self,
+        partition: &Partition,
+    ) -> RedisResult<Option<(u64, u64)>> {
+        let stream = &partition.stream;
+        let groups = group_figures(&self.redis, stream).await?;
         let mut oldest: Option<(u64, u64)> = None;
         for g in &groups {
-            let needed =
-                match oldest_pending_id(&self.redis, &s.stream.name, &g.name, g.pending).await? {
-                    Some(id) => id,
-                    None => parse_entry_id(&g.last_delivered_id),
-                };
+            let needed = match oldest_pending_id(&self.redis, stream, &g.name, g.pending).await? {
+                Some(id) => id,
+                None => parse_entry_id(&g.last_delivered_id),
+            };
             oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
         }
         Ok(oldest)

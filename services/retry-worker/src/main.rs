@@ -31,11 +31,7 @@ async fn main() -> std::process::ExitCode {
     let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "retry-worker");
     let result = async {
         let redis = prepare_redis(&settings).await?;
-        let worker = RetryWorker::new(
-            redis.clone(),
-            settings.clone(),
-            all_handlers(&redis, &settings, &own),
-        );
+        let worker = RetryWorker::new(redis.clone(), settings.clone(), all_handlers(&redis, &own));
         if !args.run_loop {
             let report = worker.run_pass().await?;
             println!("{}", serde_json::to_string(&report)?);
@@ -43,7 +39,7 @@ async fn main() -> std::process::ExitCode {
         }
         let shutdown = fulfillment_core::shutdown::on_signal();
         let listener = bind(&settings).await?;
-        let app = ops_router(ops_state(&settings, &redis));
+        let app = ops_router(ops_state(&redis));
         let server = tokio::spawn(serve(listener, app, shutdown.clone()));
         worker.run_loop(shutdown).await;
         server.await??;

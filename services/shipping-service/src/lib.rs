@@ -10,8 +10,7 @@
 use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    Settings, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
 };
 use uuid::Uuid;
 
@@ -21,15 +20,11 @@ use keys::shipment_state as state;
 #[derive(Debug, Clone)]
 pub struct ShippingHandler {
     redis: Redis,
-    stream: String,
 }
 
 impl ShippingHandler {
-    pub fn new(redis: Redis, settings: &Settings) -> Self {
-        Self {
-            redis,
-            stream: settings.stream.name.clone(),
-        }
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
     }
 
     async fn prepare_label(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
@@ -44,10 +39,10 @@ impl ShippingHandler {
         });
         let outcome = transition(
             &self.redis,
-            &self.stream,
+            delivery.partition,
             &Step {
                 order_id: &event.order_id,
-                key: keys::shipment(&event.order_id),
+                key: delivery.partition.keys.shipment(&event.order_id),
                 from: &[ABSENT],
                 to: state::LABELLED,
                 event: Some(&prepared),
@@ -78,7 +73,7 @@ impl ShippingHandler {
         let order_id = delivery.event.order_id.as_str();
         let step = |from, to| Step {
             order_id,
-            key: keys::shipment(order_id),
+            key: delivery.partition.keys.shipment(order_id),
             from,
             to,
             event: None,
@@ -89,7 +84,7 @@ impl ShippingHandler {
         };
         let first = transition(
             &self.redis,
-            &self.stream,
+            delivery.partition,
             &step(&[ABSENT], state::CANCELLED),
         )
         .await?;
@@ -98,7 +93,7 @@ impl ShippingHandler {
         {
             transition(
                 &self.redis,
-                &self.stream,
+                delivery.partition,
                 &step(&[state::LABELLED], state::VOIDED),
             )
             .await?;
@@ -136,8 +131,8 @@ fn tracking_number() -> String {
 }
 
 /// Builds the handler as the service binary does.
-pub fn handler(redis: Redis, settings: &Settings) -> ShippingHandler {
-    ShippingHandler::new(redis, settings)
+pub fn handler(redis: Redis) -> ShippingHandler {
+    ShippingHandler::new(redis)
 }
 
 #[cfg(test)]

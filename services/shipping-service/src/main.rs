@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     fulfillment_core::startup::main_for_worker(
         "shipping-service",
         |_| Ok(()),
-        |redis, settings, ()| std::sync::Arc::new(shipping_service::handler(redis, settings)),
+        |redis, ()| std::sync::Arc::new(shipping_service::handler(redis)),
     )
     .await
 }

@@ -1,6 +1,6 @@
-//! `fulfillment-e2e`: the black-box end-to-end suite. It knows only the API URL and the Redis
-//! URL, so it runs the same against `fulfillment up`, a kind cluster (as the chart's `helm test`
-//! Job) or any deployment. Each scenario uses products and customers of its own, so the suite can
+//! `fulfillment-e2e`: the black-box end-to-end suite. It knows only the API URL and where Redis
+//! is (`REDIS_URL`, or `REDIS_CLUSTER_NODES` with `STREAM_PARTITIONS`), so it runs the same against
+//! `fulfillment up`, a kind cluster (as the chart's `helm test` Job) or any deployment. Each scenario uses products and customers of its own, so the suite can
 //! run again and again against a live system. Prints one line per scenario and a closing
 //! `N passed, N failed`; exits 0 only when every scenario passed.
 
@@ -19,6 +19,12 @@ struct Args {
     /// Redis URL of the deployment (for the poison entry and stream checks).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Seed URLs of the deployment's Redis Cluster, comma-separated (then --redis-url is unused).
+    #[arg(long, env = "REDIS_CLUSTER_NODES", hide_env_values = true)]
+    redis_cluster_nodes: Option<String>,
+    /// The deployment's STREAM_PARTITIONS.
+    #[arg(long, env = "STREAM_PARTITIONS", default_value_t = 1)]
+    stream_partitions: usize,
     /// Admin token, when the deployment sets ADMIN_TOKEN.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -42,7 +48,7 @@ struct Args {
 struct Suite {
     args: Args,
     http: reqwest::Client,
-    redis: redis::aio::MultiplexedConnection,
+    redis: fulfillment_core::Redis,
     run_id: String,
 }
 
@@ -57,6 +63,27 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The deployment's Redis settings, as its processes read them.
+fn deployment_settings(args: &Args) -> Result<fulfillment_core::Settings> {
+    let mut vars = vec![
+        ("REDIS_URL", args.redis_url.clone()),
+        ("STREAM", args.stream.clone()),
+        ("STREAM_PARTITIONS", args.stream_partitions.to_string()),
+    ];
+    if let Some(nodes) = &args.redis_cluster_nodes {
+        vars.push(("REDIS_CLUSTER_NODES", nodes.clone()));
+    }
+    if let Some(password) = &args.redis_password {
+        vars.push(("REDIS_PASSWORD", password.clone()));
+    }
+    fulfillment_core::Settings::from_lookup(move |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn run(args: Args) -> Result<bool> {
@@ -77,15 +104,9 @@ async fn run(args: Args) -> Result<bool> {
         .default_headers(headers)
         .build()?;
     wait_ready(&http, &args).await?;
-    let mut info = redis::IntoConnectionInfo::into_connection_info(args.redis_url.as_str())?;
-    if let Some(password) = &args.redis_password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    let redis = redis::Client::open(info)?
-        .get_multiplexed_async_connection()
+    let redis = fulfillment_core::Redis::connect(&deployment_settings(&args)?)
         .await
-        .context("cannot reach Redis at --redis-url")?;
+        .context("cannot reach the deployment's Redis")?;
     let suite = Suite {
         run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
         args,
@@ -332,9 +353,10 @@ impl Suite {
     }
 
     async fn poison_entry(&self) -> Result<()> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis.conn();
+        let stream = &self.redis.layout().partitions()[0].stream;
         let poison_id: String = redis::cmd("XADD")
-            .arg(&self.args.stream)
+            .arg(stream)
             .arg("*")
             .arg("e2e_poison")
             .arg(&self.run_id)
@@ -403,15 +425,19 @@ impl Suite {
 
     async fn bad_input(&self) -> Result<()> {
         let customer = format!("e2e-bad-{}", self.run_id);
-        let mut redis = self.redis.clone();
-        let before: Vec<redis::Value> = redis::cmd("XREVRANGE")
-            .arg(&self.args.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut redis)
-            .await?;
+        let mut redis = self.redis.conn();
+        let mut before = Vec::new();
+        for partition in self.redis.layout().partitions() {
+            let last: Vec<redis::Value> = redis::cmd("XREVRANGE")
+                .arg(&partition.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut redis)
+                .await?;
+            before.push(last);
+        }
         let order = |items: Value| {
             json!({"customer_id": customer, "customer_email": "bad@example.com", "items": items})
                 .to_string()
@@ -494,23 +520,31 @@ impl Suite {
                 "{what}: no JSON error code: {error}"
             );
         }
-        let since = match before.first() {
-            Some(redis::Value::Array(entry)) => match entry.first() {
-                Some(redis::Value::BulkString(id)) => format!("({}", String::from_utf8_lossy(id)),
+        for (partition, last) in self.redis.layout().partitions().iter().zip(before) {
+            let since = match last.first() {
+                Some(redis::Value::Array(entry)) => match entry.first() {
+                    Some(redis::Value::BulkString(id)) => {
+                        format!("({}", String::from_utf8_lossy(id))
+                    }
+                    _ => "-".to_owned(),
+                },
                 _ => "-".to_owned(),
-            },
-            _ => "-".to_owned(),
-        };
-        let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(&self.args.stream)
-            .arg(since)
-            .arg("+")
-            .query_async(&mut redis)
-            .await?;
-        let leaked = after
-            .iter()
-            .any(|(_, fields)| fields.iter().any(|(_, v)| v.contains(&customer)));
-        ensure!(!leaked, "bad input published an event");
+            };
+            let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&partition.stream)
+                .arg(since)
+                .arg("+")
+                .query_async(&mut redis)
+                .await?;
+            let leaked = after
+                .iter()
+                .any(|(_, fields)| fields.iter().any(|(_, v)| v.contains(&customer)));
+            ensure!(
+                !leaked,
+                "bad input published an event on {}",
+                partition.stream
+            );
+        }
         Ok(())
     }
 

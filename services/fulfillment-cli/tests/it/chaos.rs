@@ -11,7 +11,7 @@
 //! history, every dead letter's order shows it, and once the dead letters are replayed against
 //! healthy services, stock is back exactly.
 
-use fulfillment_core::keys;
+use fulfillment_core::Redis;
 use fulfillment_testing::{TestRedis, free_port, terminate, workspace_binary};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -327,13 +327,14 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
 
     // Let compensation and notifications settle, then check the books.
     let store = fulfillment_testing::redis_at(&redis.url).await;
+    let keys = store.layout().partitions()[0].keys.clone();
     let mut conn = store.conn();
     drained(&store, Duration::from_secs(60)).await;
 
     // All orders Redis holds, accepted or not (a reply lost in the crash still placed one).
-    let ids = all_orders(&mut conn).await;
+    let ids = all_orders(&store).await;
     let stock: i64 = redis::cmd("HGET")
-        .arg(keys::product("chaos"))
+        .arg(store.layout().catalog.product("chaos"))
         .arg("stock")
         .query_async(&mut conn)
         .await
@@ -341,9 +342,9 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
     let mut held = 0i64;
     let mut completed = 0i64;
     for id in &ids {
-        let (state, holds) = reservation(&mut conn, id).await;
+        let (state, holds) = reservation(&store, id).await;
         let status: Option<String> = redis::cmd("HGET")
-            .arg(keys::order(id))
+            .arg(keys.order(id))
             .arg("status")
             .query_async(&mut conn)
             .await
@@ -361,20 +362,20 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
     assert_eq!(INITIAL_STOCK, stock + held, "stock is conserved");
 
     let counters: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(keys::counters())
+        .arg(keys.counters())
         .query_async(&mut conn)
         .await
         .expect("counters");
     assert_eq!(
         counters
-            .get(keys::counter::LABELS_CREATED)
+            .get(fulfillment_core::keys::counter::LABELS_CREATED)
             .copied()
             .unwrap_or(0),
         completed,
         "one label per completed order, none for others"
     );
     let charges: i64 = redis::cmd("HLEN")
-        .arg(keys::gateway_charges())
+        .arg(store.layout().gateway.gateway_charges())
         .query_async(&mut conn)
         .await
         .expect("charges");
@@ -429,31 +430,34 @@ where
 }
 
 /// Every entry of every group acknowledged (or dead-lettered), within `within`.
-async fn drained(store: &fulfillment_core::Redis, within: Duration) {
+async fn drained(store: &Redis, within: Duration) {
     until_none(within, "entries never acknowledged", || async {
         let mut conn = store.conn();
         let mut pending = 0;
-        for group in fulfillment_core::service::all_groups() {
-            let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-                .arg("order_events")
-                .arg(group)
-                .query_async(&mut conn)
-                .await
-                .expect("xpending");
-            pending += reply.count() as i64;
+        for partition in store.layout().partitions() {
+            for group in fulfillment_core::service::all_groups() {
+                let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+                    .arg(&partition.stream)
+                    .arg(group)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("xpending");
+                pending += reply.count() as i64;
+            }
         }
         pending
     })
     .await;
 }
 
-/// An order's reservation: its state, and the units it holds (none unless `reserved`).
-async fn reservation(conn: &mut redis::aio::ConnectionManager, id: &str) -> (Option<String>, i64) {
+/// An order's reservation in the catalog's ledger: its state, and the units it holds (none
+/// unless `reserved`).
+async fn reservation(store: &Redis, id: &str) -> (Option<String>, i64) {
     let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
-        .arg(keys::reservation(id))
+        .arg(store.layout().catalog.reservation(id))
         .arg("state")
         .arg("items")
-        .query_async(conn)
+        .query_async(&mut store.conn())
         .await
         .expect("reservation");
     if state.as_deref() != Some("reserved") {
@@ -467,19 +471,24 @@ async fn reservation(conn: &mut redis::aio::ConnectionManager, id: &str) -> (Opt
     (state, held)
 }
 
-/// The ids of every order Redis holds.
-async fn all_orders(conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
-    let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys::orders_index())
-        .arg(0)
-        .arg(-1)
-        .query_async(conn)
-        .await
-        .expect("orders");
-    members
-        .iter()
-        .filter_map(|m| m.split_once(':').map(|(_, id)| id.to_owned()))
-        .collect()
+/// The ids of every order Redis holds, on every partition.
+async fn all_orders(store: &Redis) -> Vec<String> {
+    let mut ids = Vec::new();
+    for partition in store.layout().partitions() {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(partition.keys.orders_index())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut store.conn())
+            .await
+            .expect("orders");
+        ids.extend(
+            members
+                .iter()
+                .filter_map(|m| m.split_once(':').map(|(_, id)| id.to_owned())),
+        );
+    }
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,6 +549,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     assert!(placed > 500, "only {placed} orders placed");
 
     let store = fulfillment_testing::redis_at(&url).await;
+    let keys = store.layout().partitions()[0].keys.clone();
     let mut conn = store.conn();
     drained(&store, Duration::from_secs(90)).await;
 
@@ -586,7 +596,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
         "orders still have dead letters after replay",
         || async {
             redis::cmd("SCARD")
-                .arg(keys::orders_dead_lettered())
+                .arg(keys.orders_dead_lettered())
                 .query_async::<i64>(&mut store.conn())
                 .await
                 .expect("flagged")
@@ -594,9 +604,9 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     )
     .await;
 
-    let ids = all_orders(&mut conn).await;
+    let ids = all_orders(&store).await;
     let stock: i64 = redis::cmd("HGET")
-        .arg(keys::product("storm"))
+        .arg(store.layout().catalog.product("storm"))
         .arg("stock")
         .query_async(&mut conn)
         .await
@@ -606,7 +616,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     let (mut held, mut cancelled, mut completed, mut confirmed_and_cancelled) = (0i64, 0, 0, 0);
     for id in &ids {
         let (status, dead_letters): (Option<String>, Option<i64>) = redis::cmd("HMGET")
-            .arg(keys::order(id))
+            .arg(keys.order(id))
             .arg("status")
             .arg("dead_letters")
             .query_async(&mut conn)
@@ -622,7 +632,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
             "order {id} is {status}"
         );
         assert_eq!(dead_letters.unwrap_or(0), 0, "order {id} still flagged");
-        let (state, holds) = reservation(&mut conn, id).await;
+        let (state, holds) = reservation(&store, id).await;
         if state.as_deref() == Some("reserved") {
             assert_eq!(
                 status, "COMPLETED",
@@ -631,7 +641,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
         }
         held += holds;
         let history: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(keys::order_history(id))
+            .arg(keys.order_history(id))
             .query_async(&mut conn)
             .await
             .expect("history");

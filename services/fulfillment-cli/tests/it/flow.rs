@@ -1,8 +1,9 @@
 //! The whole pipeline: an order from POST to its confirmation; duplicates and lost acks have their
-//! effects once.
+//! effects once. Each scenario runs on one Redis, on one Redis with four partitions, and on a
+//! Redis Cluster with twelve.
 
 use fulfillment_core::keys;
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use serde_json::json;
 
 fn types(history: &serde_json::Value) -> Vec<String> {
@@ -14,10 +15,16 @@ fn types(history: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+on_every_backend!(
+    an_order_completes_with_one_label_and_one_confirmation,
+    a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one_effect,
+    the_same_entry_added_twice_by_hand_has_its_effects_once,
+    an_idempotency_key_returns_the_first_order,
+);
+
 /// 1. Happy path.
-#[tokio::test]
-async fn an_order_completes_with_one_label_and_one_confirmation() {
-    let h = Harness::start().await;
+async fn an_order_completes_with_one_label_and_one_confirmation(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     let id = h.place("product-A", 3, "tok_visa").await;
     let order = h.wait_status(&id, "COMPLETED", SECONDS_10).await;
@@ -27,7 +34,7 @@ async fn an_order_completes_with_one_label_and_one_confirmation() {
     h.wait_counter(&keys::counter::notifications("order_confirmed"), 1)
         .await;
     assert_eq!(h.events_of(&id, "ShipmentPrepared").await.len(), 1);
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1);
+    assert_eq!(h.charges().await, 1);
 
     h.eventually(SECONDS_10, "history complete", || async {
         let (_, history) = h.get(&format!("/orders/{id}/events")).await;
@@ -70,7 +77,7 @@ async fn assert_effects_once(h: &Harness, id: &str) {
         1,
         "one reservation"
     );
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1, "one charge");
+    assert_eq!(h.charges().await, 1, "one charge");
     assert_eq!(
         h.counter(keys::counter::LABELS_CREATED).await,
         1,
@@ -105,9 +112,10 @@ async fn assert_effects_once(h: &Harness, id: &str) {
     assert_eq!(ids.len(), unique.len(), "history has each event once");
 }
 
-#[tokio::test]
-async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one_effect() {
-    let h = Harness::start().await;
+async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one_effect(
+    backend: Backend,
+) {
+    let h = Harness::on(backend).await;
     let mut lossy = h.settings.clone();
     lossy.services.inventory.ack_loss_rate = 1.0;
     let consumers = h.consumers_with("", &lossy).await;
@@ -135,13 +143,13 @@ async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one
     h.stop().await;
 }
 
-#[tokio::test]
-async fn the_same_entry_added_twice_by_hand_has_its_effects_once() {
-    let h = Harness::start().await;
+async fn the_same_entry_added_twice_by_hand_has_its_effects_once(backend: Backend) {
+    let h = Harness::on(backend).await;
     let id = h.place("product-A", 1, "tok_visa").await;
     let placed = h.events_of(&id, "OrderPlaced").await;
     assert_eq!(placed.len(), 1);
-    h.xadd(&placed[0].fields).await;
+    h.xadd_to(&h.partition_of(&id).stream, &placed[0].fields)
+        .await;
     let consumers = h
         .consumers_with(
             "inventory=2,payment=2,shipping=2,notification=2",
@@ -153,9 +161,8 @@ async fn the_same_entry_added_twice_by_hand_has_its_effects_once() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn an_idempotency_key_returns_the_first_order() {
-    let h = Harness::start().await;
+async fn an_idempotency_key_returns_the_first_order(backend: Backend) {
+    let h = Harness::on(backend).await;
     let body = json!({
         "customer_id": "c", "customer_email": "c@example.com",
         "items": [{"product_id": "product-A", "quantity": 1}],
@@ -175,7 +182,7 @@ async fn an_idempotency_key_returns_the_first_order() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: serde_json::Value = again.json().await.expect("json");
     assert_eq!(first["id"], again["id"]);
-    assert_eq!(h.xlen(&h.settings.stream.name).await, 1, "one OrderPlaced");
+    assert_eq!(h.stream_length().await, 1, "one OrderPlaced");
 
     let mut other = body;
     other["items"][0]["quantity"] = json!(2);
@@ -183,6 +190,6 @@ async fn an_idempotency_key_returns_the_first_order() {
     assert_eq!(reused.status(), 422);
     let reused: serde_json::Value = reused.json().await.expect("json");
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
-    assert_eq!(h.xlen(&h.settings.stream.name).await, 1);
+    assert_eq!(h.stream_length().await, 1);
     h.stop().await;
 }

@@ -1,8 +1,9 @@
 //! The whole pipeline: the saga end to end, the binaries as real processes, the chaos suite,
-//! traces.
+//! scale-out on Redis Cluster (spread, replica waits, failover), traces.
 //! One test binary for the crate (`cargo test -p fulfillment-cli`), a module per area.
 
 mod chaos;
 mod flow;
 mod processes;
+mod scale_out;
 mod traces;

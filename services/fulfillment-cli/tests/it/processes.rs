@@ -2,7 +2,9 @@
 //! the DLQ commands.
 
 use fulfillment_core::Service;
-use fulfillment_testing::{Harness, SECONDS_10, free_port, terminate, workspace_binary};
+use fulfillment_testing::{
+    Backend, Harness, SECONDS_10, free_port, on_every_backend, terminate, workspace_binary,
+};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,7 +66,7 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
         h.place("bulk", 1, "tok_visa").await;
     }
     let mut child = Command::new(workspace_binary("inventory-service"))
-        .env("REDIS_URL", &h.server.url)
+        .envs(h.env())
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CONSUMER_NAME", "inventory-proc")
         .env("BATCH_SIZE", "10")
@@ -101,17 +103,18 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn the_dlq_commands_list_replay_and_delete() {
-    let h = Harness::start().await;
+on_every_backend!(the_dlq_commands_list_replay_and_delete);
+
+async fn the_dlq_commands_list_replay_and_delete(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     h.xadd(&[(b"type".to_vec(), b"Nonsense".to_vec())]).await;
     h.eventually(SECONDS_10, "dead-lettered", || async {
-        h.xlen(&h.settings.stream.dlq).await == 1
+        h.dlq_length().await == 1
     })
     .await;
     consumers.stop().await;
-    let id = h.entries(&h.settings.stream.dlq).await[0].id.clone();
+    let id = h.dead_letters().await[0].0.clone();
     let run = |args: &[&str]| h.fulfillment(args);
     let listed = run(&["dlq", "list"]);
     assert!(listed.status.success());
@@ -133,16 +136,16 @@ async fn the_dlq_commands_list_replay_and_delete() {
         "{}",
         String::from_utf8_lossy(&replayed.stderr)
     );
-    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
+    assert_eq!(h.dlq_length().await, 0);
     let again = h.consumers().await;
     h.eventually(SECONDS_10, "dead-lettered again", || async {
-        h.xlen(&h.settings.stream.dlq).await == 1
+        h.dlq_length().await == 1
     })
     .await;
     again.stop().await;
-    let id = h.entries(&h.settings.stream.dlq).await[0].id.clone();
+    let id = h.dead_letters().await[0].0.clone();
     assert!(run(&["dlq", "delete", &id]).status.success());
-    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
+    assert_eq!(h.dlq_length().await, 0);
     let empty = run(&["dlq", "list"]);
     assert!(String::from_utf8_lossy(&empty.stdout).contains("is empty"));
     h.stop().await;
@@ -155,7 +158,7 @@ async fn the_retry_worker_binary_makes_one_pass_and_reports_it() {
     consumers.stop().await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let output = Command::new(workspace_binary("retry-worker"))
-        .env("REDIS_URL", &h.server.url)
+        .envs(h.env())
         .env("RETRY_MIN_IDLE_MS", "100")
         .env("LOG_FORMAT", "json")
         .output()
@@ -181,7 +184,7 @@ async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
     h.retry_pass(&failing).await;
     h.xadd(&[(b"junk".to_vec(), b"1".to_vec())]).await;
     h.eventually(SECONDS_10, "poison dead-lettered", || async {
-        h.xlen(&h.settings.stream.dlq).await == 1
+        h.dlq_length().await == 1
     })
     .await;
     let run = |args: &[&str]| h.fulfillment(args);
@@ -242,7 +245,7 @@ async fn json_handler_lines_carry_order_event_group_consumer_and_trace_ids() {
     let id = order["id"].as_str().expect("id").to_owned();
     let log = std::env::temp_dir().join(format!("inventory-{}.log", uuid::Uuid::new_v4().simple()));
     let mut child = Command::new(workspace_binary("inventory-service"))
-        .env("REDIS_URL", &h.server.url)
+        .envs(h.env())
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CONSUMER_NAME", "inventory-logs")
         .env("LOG_FORMAT", "json")
@@ -293,7 +296,7 @@ async fn scaling_inventory_down_loses_nothing() {
         .await;
     let spawn = |name: &str| {
         Command::new(workspace_binary("inventory-service"))
-            .env("REDIS_URL", &h.server.url)
+            .envs(h.env())
             .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("CONSUMER_NAME", name)
             .env("BATCH_SIZE", "50")
@@ -332,14 +335,14 @@ async fn scaling_inventory_down_loses_nothing() {
             .arg("COUNT")
             .arg(10)
             .arg("STREAMS")
-            .arg(&h.settings.stream.name)
+            .arg(&h.layout().partitions()[0].stream)
             .arg(">")
             .query_async(&mut conn)
             .await
             .expect("read");
         held = fulfillment_core::stream_stats::consumer_figures(
             &h.redis,
-            &h.settings.stream.name,
+            &h.layout().partitions()[0],
             "inventory_group",
         )
         .await
@@ -360,7 +363,7 @@ async fn scaling_inventory_down_loses_nothing() {
 
     let retry = |gone_after: &str| {
         Command::new(workspace_binary("retry-worker"))
-            .env("REDIS_URL", &h.server.url)
+            .envs(h.env())
             .env("RETRY_MIN_IDLE_MS", "200")
             .env("CONSUMER_NAME", "retry-worker")
             .env("CONSUMER_GONE_AFTER_MS", gone_after)
@@ -405,7 +408,7 @@ async fn scaling_inventory_down_loses_nothing() {
     );
     let consumers = fulfillment_core::stream_stats::consumer_figures(
         &h.redis,
-        &h.settings.stream.name,
+        &h.layout().partitions()[0],
         "inventory_group",
     )
     .await
@@ -604,8 +607,8 @@ async fn bench_places_orders_follows_them_and_reports() {
             "--json",
         ])
         .args(["--pid", &std::process::id().to_string()])
-        .args(["--redis-url", &h.server.url])
-        .env("REDIS_URL", &h.server.url)
+        .args(["--redis-url", &h.server.single().url])
+        .envs(h.env())
         .env("LOG_FORMAT", "json")
         .output()
         .await

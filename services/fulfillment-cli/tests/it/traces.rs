@@ -85,7 +85,7 @@ async fn an_order_is_one_trace_across_every_service_retries_included() {
         "each continues a parent"
     );
 
-    for entry in h.entries(&h.settings.stream.name).await {
+    for entry in h.all_entries().await {
         let traceparent = entry
             .text("traceparent")
             .expect("every entry carries a traceparent");

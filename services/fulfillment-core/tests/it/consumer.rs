@@ -3,7 +3,7 @@
 
 use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
 use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +52,6 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
         h.redis.clone(),
         slow.clone(),
         ConsumerConfig {
-            stream: h.settings.stream.name.clone(),
-            dlq_stream: h.settings.stream.dlq.clone(),
             consumer: "inventory-slow".into(),
             batch_size: 10,
             max_in_flight: 30,
@@ -91,7 +89,7 @@ async fn quiet_live_consumers_stay_active_and_are_not_removed() {
     for group in fulfillment_core::service::all_groups() {
         let figures = fulfillment_core::stream_stats::consumer_figures(
             &h.redis,
-            &h.settings.stream.name,
+            &h.layout().partitions()[0],
             group,
         )
         .await
@@ -113,10 +111,14 @@ async fn quiet_live_consumers_stay_active_and_are_not_removed() {
     h.stop().await;
 }
 
+on_every_backend!(
+    a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going,
+    three_inventory_consumers_share_three_hundred_orders_each_reserved_once,
+);
+
 /// 7. Poison entries go to the DLQ at once; consumers keep going.
-#[tokio::test]
-async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
-    let h = Harness::start().await;
+async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     let garbage = h
         .xadd(&[
@@ -139,10 +141,10 @@ async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
     let id = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     h.eventually(SECONDS_10, "poison dead-lettered", || async {
-        h.xlen(&h.settings.stream.dlq).await == 3
+        h.dlq_length().await == 3
     })
     .await;
-    let dlq = h.entries(&h.settings.stream.dlq).await;
+    let dlq: Vec<_> = h.dead_letters().await.into_iter().map(|(_, e)| e).collect();
     let from_garbage: Vec<_> = dlq
         .iter()
         .filter(|e| e.text("dlq_source_id").as_deref() == Some(garbage.as_str()))
@@ -177,9 +179,10 @@ async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn three_inventory_consumers_share_three_hundred_orders_each_reserved_once() {
-    let h = Harness::start().await;
+/// Replicas share a group's work on every partition: each of three inventory consumers reserves
+/// some of the orders, each order once.
+async fn three_inventory_consumers_share_three_hundred_orders_each_reserved_once(backend: Backend) {
+    let h = Harness::on(backend).await;
     h.create_product("bulk", 10_000).await;
     let consumers = h.consumers_with("inventory=3", &h.settings).await;
     let mut ids = Vec::new();
@@ -196,11 +199,17 @@ async fn three_inventory_consumers_share_three_hundred_orders_each_reserved_once
             .await;
     }
     let mut per_consumer: HashMap<String, usize> = HashMap::new();
-    for entry in h.entries(&h.settings.stream.name).await {
-        if entry.text("type").as_deref() == Some("StockReserved") {
-            *per_consumer
-                .entry(entry.text("producer").unwrap_or_default())
-                .or_default() += 1;
+    let mut partitions_read: HashMap<String, std::collections::HashSet<usize>> = HashMap::new();
+    for partition in h.layout().partitions() {
+        for entry in h.entries(&partition.stream).await {
+            if entry.text("type").as_deref() == Some("StockReserved") {
+                let producer = entry.text("producer").unwrap_or_default();
+                partitions_read
+                    .entry(producer.clone())
+                    .or_default()
+                    .insert(partition.index);
+                *per_consumer.entry(producer).or_default() += 1;
+            }
         }
     }
     assert_eq!(
@@ -214,6 +223,15 @@ async fn three_inventory_consumers_share_three_hundred_orders_each_reserved_once
             .copied()
             .unwrap_or(0);
         assert!(handled > 0, "inventory-{i} handled none: {per_consumer:?}");
+    }
+    // Every consumer reads every partition: with several, each consumer's share spans many.
+    let partitions = h.layout().partitions().len();
+    for (consumer, read) in &partitions_read {
+        assert!(
+            read.len() * 2 >= partitions,
+            "{consumer} reserved on {} of {partitions} partitions",
+            read.len()
+        );
     }
     assert_eq!(h.counter(keys::counter::RESERVATIONS).await, 300);
     assert_eq!(h.stock("bulk").await, 10_000 - 300);
@@ -231,7 +249,7 @@ async fn a_backlog_of_five_hundred_orders_drains_when_consumers_start() {
             futures_util::future::join_all((0..10).map(|_| h.place("bulk", 1, "tok_visa"))).await,
         );
     }
-    assert_eq!(h.xlen(&h.settings.stream.name).await, 500);
+    assert_eq!(h.stream_length().await, 500);
     let consumers = h.consumers_with("inventory=2,payment=2", &h.settings).await;
     for id in &ids {
         h.wait_status(id, "COMPLETED", Duration::from_secs(60))

@@ -1,8 +1,8 @@
 //! Dead letters flag their order: kept from retention until resolved, resolved by a handled replay
 //! or a delete; late deliveries create no state.
 
-use fulfillment_core::{Service, keys};
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_core::Service;
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -33,7 +33,7 @@ async fn a_dead_lettered_compensation_is_visible_kept_and_completed_by_its_repla
     for _ in 0..3 {
         h.retry_pass(&failing).await;
     }
-    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 1, "dead-lettered");
+    assert_eq!(h.dlq_length().await, 1, "dead-lettered");
     h.settled_in(&["order_group", "inventory_group"]).await;
 
     let order = h.order(&id).await;
@@ -123,10 +123,12 @@ async fn an_order_finished_with_a_dead_letter_is_kept_until_the_letter_is_delete
     h.stop().await;
 }
 
-/// A late `OrderCancelled` for an order that no longer exists writes no state at all.
-#[tokio::test]
-async fn a_late_delivery_for_a_removed_order_creates_no_state() {
-    let h = Harness::start().await;
+on_every_backend!(a_late_delivery_for_a_removed_order_creates_no_state);
+
+/// A late `OrderCancelled` for an order that no longer exists writes no state at all, in its
+/// partition or in the catalog's ledger.
+async fn a_late_delivery_for_a_removed_order_creates_no_state(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     let ghost = "00000000-0000-0000-0000-00000000dead";
     let late = fulfillment_core::Event::new(
@@ -137,7 +139,9 @@ async fn a_late_delivery_for_a_removed_order_creates_no_state() {
     h.publish(&late).await;
     h.settled().await;
     let mut conn = h.redis.conn();
-    for key in keys::order_state(ghost) {
+    let mut keys = h.partition_of(ghost).keys.order_state(ghost);
+    keys.push(h.layout().catalog.reservation(ghost));
+    for key in keys {
         let exists: i64 = redis::cmd("EXISTS")
             .arg(&key)
             .query_async(&mut conn)

@@ -32,7 +32,7 @@ async fn lag_is_right_after_redis_restarts_from_its_append_only_file() {
     }
     h.settled().await;
     consumers.stop().await;
-    h.server.crash_and_restart();
+    h.server.single_mut().crash_and_restart();
     h.eventually(SECONDS_10, "reconnected", || async {
         h.get("/readyz").await.0 == 200
     })
@@ -46,7 +46,7 @@ async fn lag_is_right_after_redis_restarts_from_its_append_only_file() {
     h.place("product-B", 1, "tok_visa").await;
     let raw: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(&h.settings.stream.name)
+        .arg(&h.layout().partitions()[0].stream)
         .query_async(&mut h.redis.conn())
         .await
         .expect("xinfo");

@@ -1,22 +1,30 @@
 -- Reserves every item of one order, all or nothing, once per order however often OrderPlaced is
--- delivered, and publishes StockReserved or StockFailed in the same step. A repeated delivery
--- publishes the stored outcome again (downstream is idempotent); an order cancelled before its
--- reservation is never reserved, and so is an order removed by retention (a late delivery).
--- KEYS[1] stream, KEYS[2] reservation hash, KEYS[3] counters hash, KEYS[4 .. 3+n] product hashes,
--- KEYS[4+n] order hash
+-- delivered, and records the outcome (StockReserved or StockFailed) with the reservation in the
+-- catalog's ledger. A repeated delivery gets the stored outcome back; an order cancelled before
+-- its reservation is never reserved.
+-- With one Redis and plain names (the ledger is then the order's reservation hash) the script
+-- also publishes the outcome in the same step, and reserves nothing for an order removed by
+-- retention (a late delivery): KEYS then go on with the stream, the counters and the order hash.
+-- Otherwise the catalog lives in another slot than the order: the caller publishes the stored
+-- outcome on the order's partition afterwards (inventory's outbox), and checked the order first.
+-- KEYS[1] ledger hash, KEYS[2 .. 1+n] product hashes, then optionally KEYS[2+n] stream,
+-- KEYS[3+n] counters hash, KEYS[4+n] order hash
 -- ARGV[1] n, ARGV[2 .. 1+n] quantities, ARGV[2+n .. 1+2n] product ids, ARGV[2+2n] items JSON,
 -- ARGV[3+2n] StockReserved fields (JSON array), ARGV[4+2n] StockFailed fields without payload
+-- Replies {'reserved', '', event}, {'failed', reason, event}, {'repeated', state, event or ''},
+-- {'cancelled', '', ''}, {'gone', '', ''}
 local n = tonumber(ARGV[1])
-local state = redis.call('HGET', KEYS[2], 'state')
+local publish = #KEYS > 1 + n
+local state = redis.call('HGET', KEYS[1], 'state')
 if state then
-  if state == 'cancelled' then return {'cancelled', ''} end
-  local stored = redis.call('HGET', KEYS[2], 'event')
-  if stored then redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(stored))) end
-  return {'repeated', state}
+  if state == 'cancelled' then return {'cancelled', '', ''} end
+  local stored = redis.call('HGET', KEYS[1], 'event')
+  if stored and publish then redis.call('XADD', KEYS[2 + n], '*', unpack(cjson.decode(stored))) end
+  return {'repeated', state, stored or ''}
 end
-if redis.call('EXISTS', KEYS[4 + n]) == 0 then return {'gone', ''} end
+if publish and redis.call('EXISTS', KEYS[4 + n]) == 0 then return {'gone', '', ''} end
 for i = 1, n do
-  local stock = redis.call('HGET', KEYS[3 + i], 'stock')
+  local stock = redis.call('HGET', KEYS[1 + i], 'stock')
   local reason = nil
   if not stock then
     reason = 'unknown_product'
@@ -28,15 +36,17 @@ for i = 1, n do
     event[#event + 1] = 'payload'
     event[#event + 1] = cjson.encode({reason = reason, product_id = ARGV[1 + n + i]})
     local encoded = cjson.encode(event)
-    redis.call('HSET', KEYS[2], 'state', 'failed', 'reason', reason, 'event', encoded)
-    redis.call('XADD', KEYS[1], '*', unpack(event))
-    return {'failed', reason}
+    redis.call('HSET', KEYS[1], 'state', 'failed', 'reason', reason, 'event', encoded)
+    if publish then redis.call('XADD', KEYS[2 + n], '*', unpack(event)) end
+    return {'failed', reason, encoded}
   end
 end
 for i = 1, n do
-  redis.call('HINCRBY', KEYS[3 + i], 'stock', -tonumber(ARGV[1 + i]))
+  redis.call('HINCRBY', KEYS[1 + i], 'stock', -tonumber(ARGV[1 + i]))
 end
-redis.call('HSET', KEYS[2], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event', ARGV[3 + 2 * n])
-redis.call('HINCRBY', KEYS[3], 'reservations', 1)
-redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(ARGV[3 + 2 * n])))
-return {'reserved', ''}
+redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event', ARGV[3 + 2 * n])
+if publish then
+  redis.call('HINCRBY', KEYS[3 + n], 'reservations', 1)
+  redis.call('XADD', KEYS[2 + n], '*', unpack(cjson.decode(ARGV[3 + 2 * n])))
+end
+return {'reserved', '', ARGV[3 + 2 * n]}

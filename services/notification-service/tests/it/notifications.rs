@@ -22,7 +22,7 @@ async fn a_voided_label_confirms_nothing_and_no_customer_is_told_both() {
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     let mut conn = h.redis.conn();
     let _: () = redis::cmd("HSET")
-        .arg(keys::shipment(&id))
+        .arg(h.partition_of(&id).keys.shipment(&id))
         .arg("state")
         .arg(keys::shipment_state::VOIDED)
         .query_async(&mut conn)

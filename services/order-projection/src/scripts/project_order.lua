@@ -4,12 +4,20 @@
 -- letter) holds until progress grows again after a replay. A StockFailed or PaymentFailed cancels
 -- the order and publishes OrderCancelled in the same step.
 -- A finished order (COMPLETED, CANCELLED) is recorded with the time it finished for the
--- retention sweep, counted, and its placed-to-final time kept among the last ARGV[10].
+-- retention sweep, counted, and its placed-to-final time kept among the last ARGV[9].
 -- KEYS[1] order hash, KEYS[2] history hash, KEYS[3] stream, KEYS[4] finished orders,
--- KEYS[5] counters hash, KEYS[6] completion times (list)
+-- KEYS[5] counters hash, KEYS[6] completion times (list), KEYS[7 ..] the status indexes (each
+-- ends in ':status:<STATUS>')
 -- ARGV[1] event type, ARGV[2] event_id, ARGV[3] history entry JSON, ARGV[4] now (RFC 3339),
--- ARGV[5] reason, ARGV[6] OrderCancelled fields JSON or '', ARGV[7] status index prefix,
--- ARGV[8] status channel, ARGV[9] now (ms since the epoch), ARGV[10] completion times kept
+-- ARGV[5] reason, ARGV[6] OrderCancelled fields JSON or '', ARGV[7] status channel,
+-- ARGV[8] now (ms since the epoch), ARGV[9] completion times kept
+local function status_index(status)
+  local suffix = ':status:' .. status
+  for i = 7, #KEYS do
+    if string.sub(KEYS[i], -#suffix) == suffix then return KEYS[i] end
+  end
+  return error('no status index for ' .. tostring(status))
+end
 local o = redis.call('HMGET', KEYS[1], 'status', 'progress', 'failed', 'index_member', 'id',
   'status_reason', 'created_ms')
 if not o[5] then return {'unknown', '', ''} end
@@ -43,17 +51,17 @@ if new_status == status then
 end
 redis.call('HSET', KEYS[1], 'progress', new_progress, 'failed', flag, 'status', new_status,
   'status_reason', reason or '', 'updated_at', ARGV[4])
-redis.call('ZREM', ARGV[7] .. status, o[4])
-redis.call('ZADD', ARGV[7] .. new_status, 0, o[4])
+redis.call('ZREM', status_index(status), o[4])
+redis.call('ZADD', status_index(new_status), 0, o[4])
 if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
-  redis.call('ZADD', KEYS[4], ARGV[9], o[5])
+  redis.call('ZADD', KEYS[4], ARGV[8], o[5])
   redis.call('HINCRBY', KEYS[5], 'orders_' .. string.lower(new_status), 1)
   if o[7] then
-    redis.call('LPUSH', KEYS[6], tonumber(ARGV[9]) - tonumber(o[7]))
-    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[10]) - 1)
+    redis.call('LPUSH', KEYS[6], tonumber(ARGV[8]) - tonumber(o[7]))
+    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1)
   end
 end
 if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
-redis.call('PUBLISH', ARGV[8], cjson.encode({order_id = o[5], status = new_status,
+redis.call('PUBLISH', ARGV[7], cjson.encode({order_id = o[5], status = new_status,
   status_reason = reason or '', previous_status = status, event_type = t, updated_at = ARGV[4]}))
 return {'changed', new_status, o[7] or ''}

@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/", get(console))
         .route("/assets/{file}", get(console_asset))
-        .merge(ops_router(ops_state(&state.settings, &state.redis)));
+        .merge(ops_router(ops_state(&state.redis)));
     limited
         .merge(open)
         .fallback(not_found)
@@ -183,13 +183,7 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The stream's live numbers (what `fulfillment stats --json` prints), for the console.
 async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Response> {
-    let settings = &state.settings;
-    let stats = fulfillment_core::stream_stats::collect(
-        &state.redis,
-        &settings.stream.name,
-        &settings.stream.dlq,
-    )
-    .await?;
+    let stats = fulfillment_core::stream_stats::collect(&state.redis).await?;
     Ok(axum::Json(stats).into_response())
 }
 

@@ -65,10 +65,12 @@ pub async fn place(
     );
     telemetry::continue_trace(&span, incoming.as_deref());
     let traceparent = telemetry::traceparent_of(&span).or(incoming);
-    let order_id = uuid::Uuid::new_v4().to_string();
+    let order_id = orders::new_order_id(
+        state.redis.layout(),
+        idempotency.as_ref().map(|i| i.key.as_str()),
+    );
     let placing = orders::place(
         &state.redis,
-        &state.settings.stream.name,
         &order_id,
         new,
         idempotency.as_ref(),
@@ -337,14 +339,7 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let order = existing(&state, &id).await?;
-    match orders::cancel(
-        &state.redis,
-        &state.settings.stream.name,
-        &order,
-        "cancelled_by_request",
-    )
-    .await?
-    {
+    match orders::cancel(&state.redis, &order, "cancelled_by_request").await? {
         Cancelled::Cancelled {
             previous_status, ..
         } => {

@@ -5,10 +5,17 @@
 -- "cancelled". Otherwise shipping's state is set to cancelled here, in the same step, so a label
 -- can no longer be made for the order, whatever order shipping reads its events in.
 -- KEYS[1] order hash, KEYS[2] stream, KEYS[3] finished orders, KEYS[4] shipment hash,
--- KEYS[5] counters hash, KEYS[6] completion times (list)
+-- KEYS[5] counters hash, KEYS[6] completion times (list), KEYS[7 ..] the status indexes (each
+-- ends in ':status:<STATUS>')
 -- ARGV[1] reason, ARGV[2] now (RFC 3339), ARGV[3] OrderCancelled fields JSON,
--- ARGV[4] status index prefix, ARGV[5] status channel, ARGV[6] now (ms since the epoch),
--- ARGV[7] completion times kept
+-- ARGV[4] status channel, ARGV[5] now (ms since the epoch), ARGV[6] completion times kept
+local function status_index(status)
+  local suffix = ':status:' .. status
+  for i = 7, #KEYS do
+    if string.sub(KEYS[i], -#suffix) == suffix then return KEYS[i] end
+  end
+  return error('no status index for ' .. tostring(status))
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', '', ''} end
 local o = redis.call('HMGET', KEYS[1], 'status', 'index_member', 'id', 'created_ms')
 local status = o[1]
@@ -17,16 +24,16 @@ local shipment = redis.call('HGET', KEYS[4], 'state')
 if shipment == 'labelled' then return {'shipped', status, ''} end
 if not shipment then redis.call('HSET', KEYS[4], 'state', 'cancelled') end
 redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'status_reason', ARGV[1], 'updated_at', ARGV[2])
-redis.call('ZREM', ARGV[4] .. status, o[2])
-redis.call('ZADD', ARGV[4] .. 'CANCELLED', 0, o[2])
-redis.call('ZADD', KEYS[3], ARGV[6], o[3])
+redis.call('ZREM', status_index(status), o[2])
+redis.call('ZADD', status_index('CANCELLED'), 0, o[2])
+redis.call('ZADD', KEYS[3], ARGV[5], o[3])
 redis.call('HINCRBY', KEYS[5], 'orders_cancelled', 1)
 if o[4] then
-  redis.call('LPUSH', KEYS[6], tonumber(ARGV[6]) - tonumber(o[4]))
-  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[7]) - 1)
+  redis.call('LPUSH', KEYS[6], tonumber(ARGV[5]) - tonumber(o[4]))
+  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
 end
 redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[3])))
-redis.call('PUBLISH', ARGV[5], cjson.encode({order_id = o[3], status = 'CANCELLED',
+redis.call('PUBLISH', ARGV[4], cjson.encode({order_id = o[3], status = 'CANCELLED',
   status_reason = ARGV[1], previous_status = status, event_type = 'OrderCancelled',
   updated_at = ARGV[2]}))
 return {'cancelled', status, o[4]}

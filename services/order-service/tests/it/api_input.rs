@@ -1,7 +1,7 @@
 //! Scenario 11, bad input: a 4xx JSON error with a code, nothing published. Also the admin token
 //! on catalog writes and the DLQ, paging, and the ops endpoints.
 
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -57,11 +57,7 @@ async fn bad_orders_are_refused_with_a_coded_json_error_and_publish_nothing() {
             "{what}"
         );
     }
-    assert_eq!(
-        h.xlen(&h.settings.stream.name).await,
-        0,
-        "bad input published nothing"
-    );
+    assert_eq!(h.stream_length().await, 0, "bad input published nothing");
 
     for (path, status, code) in [
         ("/orders/no-such-order", 404, "order_not_found"),
@@ -89,12 +85,16 @@ async fn bad_orders_are_refused_with_a_coded_json_error_and_publish_nothing() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn orders_are_listed_newest_first_in_pages() {
-    let h = Harness::start().await;
+on_every_backend!(orders_are_listed_newest_first_in_pages);
+
+/// Newest first by placement; across partitions to the millisecond (the placements here are
+/// milliseconds apart), and a page's cursor never skips or repeats an order.
+async fn orders_are_listed_newest_first_in_pages(backend: Backend) {
+    let h = Harness::on(backend).await;
     let mut placed = Vec::new();
     for _ in 0..5 {
         placed.push(h.place("product-A", 1, "tok_visa").await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let (_, first) = h.get("/orders?limit=2").await;
     let ids = |page: &Value| -> Vec<String> {
@@ -112,6 +112,10 @@ async fn orders_are_listed_newest_first_in_pages() {
     newest_first.reverse();
     assert_eq!(ids(&first), newest_first[..2]);
     assert_eq!(ids(&second), newest_first[2..4]);
+    let cursor = second["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, third) = h.get(&format!("/orders?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&third), newest_first[4..]);
+    assert!(third["next_cursor"].is_null(), "{third}");
     assert_eq!(ids(&pending).len(), 5);
     let (_, completed) = h.get("/orders?status=COMPLETED").await;
     assert!(ids(&completed).is_empty());
@@ -348,7 +352,7 @@ async fn an_oversized_body_always_gets_its_413_not_a_reset_connection() {
             assert_eq!(body["error"]["code"], "payload_too_large");
         }
     }
-    assert_eq!(h.xlen(&h.settings.stream.name).await, 0);
+    assert_eq!(h.stream_length().await, 0);
     h.stop().await;
 }
 
@@ -360,7 +364,7 @@ async fn requests_beyond_the_in_flight_limit_or_the_timeout_get_a_json_503() {
     })
     .await;
     // Redis stalls for 3 s: the first request holds the only turn until its timeout.
-    h.server.pause(3_000, "ALL").await;
+    h.server.single().pause(3_000, "ALL").await;
     let slow = {
         let (http, url) = (h.http.clone(), format!("{}/products", h.base));
         tokio::spawn(async move { http.get(url).send().await })

@@ -62,14 +62,7 @@ async fn catalog_edits_racing_reservations_never_oversell() {
     }
     assert_eq!(editing.await.expect("editing"), 200);
     h.settled_in(&["order_group", "inventory_group"]).await;
-    let mut conn = h.redis.conn();
-    let reserved: i64 = redis::cmd("HGET")
-        .arg(keys::counters())
-        .arg(keys::counter::RESERVATIONS)
-        .query_async::<Option<i64>>(&mut conn)
-        .await
-        .expect("reservations")
-        .unwrap_or(0);
+    let reserved = h.counter(keys::counter::RESERVATIONS).await;
     assert_eq!(
         reserved, 100,
         "exactly the 1,000 units were sold, 10 at a time"

@@ -147,7 +147,7 @@ async fn an_ambiguous_failure_names_the_order_it_attempted() {
     // One order first, as on any running system: Redis has the script, so the paused call is the
     // placement itself (not a first EVALSHA that would come back NOSCRIPT after the pause).
     h.place("product-A", 1, "tok_visa").await;
-    h.server.pause(3_000, "WRITE").await;
+    h.server.single().pause(3_000, "WRITE").await;
     let post = || {
         h.http
             .post(format!("{}/orders", h.base))
@@ -176,7 +176,7 @@ async fn an_ambiguous_failure_names_the_order_it_attempted() {
         "the first order, not a second"
     );
     assert_eq!(
-        h.xlen(&h.settings.stream.name).await,
+        h.stream_length().await,
         2,
         "one OrderPlaced for the retried order"
     );
@@ -359,7 +359,7 @@ async fn every_error_is_json_even_hypers_own() {
         (status, body["error"]["code"].as_str()),
         (422, Some("invalid_order"))
     );
-    assert_eq!(h.xlen(&h.settings.stream.name).await, 0);
+    assert_eq!(h.stream_length().await, 0);
     h.stop().await;
 }
 
@@ -367,7 +367,7 @@ async fn every_error_is_json_even_hypers_own() {
 #[tokio::test]
 async fn readiness_needs_writes_and_metrics_never_hang_on_redis() {
     let h = Harness::start().await;
-    let mut admin = redis::Client::open(h.server.url.as_str())
+    let mut admin = redis::Client::open(h.server.single().url.as_str())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
@@ -391,7 +391,7 @@ async fn readiness_needs_writes_and_metrics_never_hang_on_redis() {
         .expect("maxmemory");
     assert_eq!(h.get("/readyz").await.0, 200);
 
-    h.server.pause(6_000, "ALL").await;
+    h.server.single().pause(6_000, "ALL").await;
     let started = Instant::now();
     let metrics = h
         .http

@@ -1,14 +1,20 @@
 //! Orders: cancelling, the live feed, idempotency keys.
 
 use fulfillment_core::{Service, keys};
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+on_every_backend!(
+    cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_cancelled,
+    the_websocket_reports_every_status_change_of_an_order,
+);
+
 /// 13. Cancel before shipment: compensation; after completion: 409.
-#[tokio::test]
-async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_cancelled() {
-    let h = Harness::start().await;
+async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_cancelled(
+    backend: Backend,
+) {
+    let h = Harness::on(backend).await;
     // Without shipping the order stops at PAID.
     let partial = h
         .consumers_of(&[
@@ -21,7 +27,7 @@ async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_
     let id = h.place("product-A", 2, "tok_visa").await;
     h.wait_status(&id, "PAID", SECONDS_10).await;
     assert_eq!(h.stock("product-A").await, 8);
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1);
+    assert_eq!(h.charges().await, 1);
 
     let (status, body) = h.post(&format!("/orders/{id}/cancel"), json!({})).await;
     assert_eq!(status, 202, "{body}");
@@ -32,8 +38,7 @@ async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_
     })
     .await;
     h.eventually(SECONDS_10, "payment refunded", || async {
-        h.hlen(&keys::gateway_refunds()).await == 1
-            && h.events_of(&id, "PaymentRefunded").await.len() == 1
+        h.refunds().await == 1 && h.events_of(&id, "PaymentRefunded").await.len() == 1
     })
     .await;
     h.wait_counter(&keys::counter::notifications("order_cancelled"), 1)
@@ -45,10 +50,14 @@ async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_
     h.eventually(SECONDS_10, "shipping handled both", || async {
         h.pending("shipping_group").await == 0
             && matches!(
-                fulfillment_core::transition::read_fact(&h.redis, &keys::shipment(&id), "state")
-                    .await
-                    .expect("state")
-                    .as_deref(),
+                fulfillment_core::transition::read_fact(
+                    &h.redis,
+                    &h.partition_of(&id).keys.shipment(&id),
+                    "state",
+                )
+                .await
+                .expect("state")
+                .as_deref(),
                 Some("cancelled" | "voided")
             )
     })
@@ -71,9 +80,8 @@ async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_
 }
 
 /// Live status over WebSocket, filtered to one order.
-#[tokio::test]
-async fn the_websocket_reports_every_status_change_of_an_order() {
-    let h = Harness::start().await;
+async fn the_websocket_reports_every_status_change_of_an_order(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     let ws_url = h.base.replace("http://", "ws://") + "/ws";
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
@@ -125,11 +133,13 @@ async fn an_idempotency_key_replays_a_request_holding_the_separator() {
     h.stop().await;
 }
 
+on_every_backend!(stats_count_orders_completion_times_and_each_consumers_work);
+
 /// `/stats` carries what the console draws: order totals, completion times, and each consumer's
-/// share of its group's work.
-#[tokio::test]
-async fn stats_count_orders_completion_times_and_each_consumers_work() {
-    let h = Harness::start().await;
+/// share of its group's work, added up over the partitions; `/metrics` names each partition's
+/// stream and, with several, each partition's pending and lag.
+async fn stats_count_orders_completion_times_and_each_consumers_work(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers_with("inventory=2", &h.settings).await;
     let done = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&done, "COMPLETED", SECONDS_10).await;
@@ -160,11 +170,36 @@ async fn stats_count_orders_completion_times_and_each_consumers_work() {
         .iter()
         .map(|c| c["handled"].as_i64().unwrap_or(0))
         .sum();
-    let entries = h.xlen(&h.settings.stream.name).await;
+    let entries = h.stream_length().await;
     assert_eq!(
         handled, entries,
         "every entry acknowledged once in the group"
     );
+    assert_eq!(stats["stream_length"], entries);
+    assert_eq!(stats["stream"], "order_events");
+    let partitions = h.layout().partitions();
+    assert_eq!(
+        stats["partitions"].as_array().map(Vec::len),
+        Some(partitions.len())
+    );
+    let metrics = h.metrics().await;
+    for partition in partitions {
+        let line = format!(
+            "fulfillment_stream_length{{stream=\"{}\"}}",
+            partition.stream
+        );
+        assert!(metrics.contains(&line), "{line} missing");
+        let pending = format!(
+            "fulfillment_partition_pending{{group=\"inventory_group\",partition=\"{}\"}} 0",
+            partition.index
+        );
+        assert_eq!(
+            metrics.contains(&pending),
+            partitions.len() > 1,
+            "{pending}"
+        );
+    }
+    assert!(metrics.contains("fulfillment_stream_pending{group=\"inventory_group\"} 0"));
     consumers.stop().await;
     h.stop().await;
 }

@@ -1,14 +1,15 @@
 //! Charges: a declined card, a gateway that keeps failing, a charge racing its own retry.
 
 use fulfillment_core::keys;
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+on_every_backend!(a_declined_card_cancels_the_order_and_releases_its_stock);
+
 /// 3. Declined card: compensation releases the stock; one cancellation notice.
-#[tokio::test]
-async fn a_declined_card_cancels_the_order_and_releases_its_stock() {
-    let h = Harness::start().await;
+async fn a_declined_card_cancels_the_order_and_releases_its_stock(backend: Backend) {
+    let h = Harness::on(backend).await;
     let consumers = h.consumers().await;
     let id = h.place("product-B", 2, "tok_chargeDeclined").await;
     let order = h.wait_status(&id, "CANCELLED", SECONDS_10).await;
@@ -27,7 +28,7 @@ async fn a_declined_card_cancels_the_order_and_releases_its_stock() {
         1
     );
     assert_eq!(h.counter(keys::counter::LABELS_CREATED).await, 0);
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 0);
+    assert_eq!(h.charges().await, 0);
     assert_eq!(h.events_of(&id, "StockReleased").await.len(), 1);
     consumers.stop().await;
     h.stop().await;
@@ -49,7 +50,7 @@ async fn a_payment_gateway_that_keeps_failing_cancels_the_order_without_a_charge
         h.stock("product-B").await == 5
     })
     .await;
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 0);
+    assert_eq!(h.charges().await, 0);
     consumers.stop().await;
 
     // A gateway failing half the time, with attempts to spare, charges once.
@@ -59,7 +60,7 @@ async fn a_payment_gateway_that_keeps_failing_cancels_the_order_without_a_charge
     let consumers = h.consumers_with("", &half).await;
     let paid = h.place("product-B", 1, "tok_visa").await;
     h.wait_status(&paid, "COMPLETED", SECONDS_10).await;
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 1);
+    assert_eq!(h.charges().await, 1);
     consumers.stop().await;
     h.stop().await;
 }
@@ -122,7 +123,7 @@ async fn a_charge_racing_its_own_retry_never_moves_money_silently() {
     let fulfillment_testing::Ledger { charges, refunds } =
         fulfillment_testing::ledger(&h.redis).await;
     let mut types: HashMap<String, Vec<String>> = HashMap::new();
-    for entry in h.entries(&h.settings.stream.name).await {
+    for entry in h.all_entries().await {
         if let (Some(order), Some(kind)) = (entry.text("order_id"), entry.text("type")) {
             types.entry(order).or_default().push(kind);
         }

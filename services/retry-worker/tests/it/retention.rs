@@ -1,37 +1,80 @@
 //! Order retention: finished orders leave Redis; late deliveries change nothing.
 
 use fulfillment_core::keys;
-use fulfillment_core::stream_stats::group_figures;
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 
-/// Every key whose name holds `order_id`.
+/// Every key of `order_id` that exists: its state in its partition, its line in the catalog's
+/// ledger, and (as `gateway:<hash>`) its lines in the gateway's.
 async fn keys_of(h: &Harness, order_id: &str) -> Vec<String> {
     let mut conn = h.redis.conn();
-    redis::cmd("KEYS")
-        .arg(format!("*{order_id}*"))
-        .query_async(&mut conn)
-        .await
-        .expect("keys")
+    let mut candidates = h.partition_of(order_id).keys.order_state(order_id);
+    candidates.push(h.layout().catalog.reservation(order_id));
+    let mut found = Vec::new();
+    for key in candidates {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        if exists == 1 {
+            found.push(key);
+        }
+    }
+    let gateway = &h.layout().gateway;
+    for hash in [
+        gateway.gateway_charges(),
+        gateway.gateway_refunds(),
+        gateway.gateway_voids(),
+    ] {
+        let line: i64 = redis::cmd("HEXISTS")
+            .arg(&hash)
+            .arg(order_id)
+            .query_async(&mut conn)
+            .await
+            .expect("hexists");
+        if line == 1 {
+            found.push(format!("{hash}[{order_id}]"));
+        }
+    }
+    found
 }
 
+/// Finished orders and swept orders whose ledger lines are left, on every partition.
 async fn finished_count(h: &Harness) -> i64 {
     let mut conn = h.redis.conn();
-    redis::cmd("ZCARD")
-        .arg(keys::orders_finished())
-        .query_async(&mut conn)
-        .await
-        .expect("zcard")
+    let mut total = 0;
+    for partition in h.layout().partitions() {
+        for key in [
+            partition.keys.orders_finished(),
+            partition.keys.orders_swept(),
+        ] {
+            let n: i64 = redis::cmd(if key.ends_with("swept") {
+                "SCARD"
+            } else {
+                "ZCARD"
+            })
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("count");
+            total += n;
+        }
+    }
+    total
 }
 
-#[tokio::test]
-async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_nothing() {
-    let h = Harness::start_with(|s| s.order_retention_ms = 300).await;
+on_every_backend!(finished_orders_are_removed_after_retention_and_late_deliveries_change_nothing);
+
+async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_nothing(
+    backend: Backend,
+) {
+    let h = Harness::on_with(backend, |s| s.order_retention_ms = 300).await;
     let consumers = h.consumers().await;
     let done = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&done, "COMPLETED", SECONDS_10).await;
     h.wait_counter(&keys::counter::notifications("order_confirmed"), 1)
         .await;
-    assert!(keys_of(&h, &done).await.len() >= 5, "the order's state");
+    assert!(keys_of(&h, &done).await.len() >= 7, "the order's state");
     let mut late = Vec::new();
     for event_type in ["OrderPlaced", "StockReserved", "PaymentProcessed"] {
         late.extend(h.events_of(&done, event_type).await);
@@ -45,7 +88,7 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
     let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
     assert_eq!(report.orders_removed, 1);
     assert_eq!(keys_of(&h, &done).await, Vec::<String>::new());
-    assert_eq!(h.hlen(&keys::gateway_charges()).await, 0);
+    assert_eq!(h.charges().await, 0);
     assert_eq!(finished_count(&h).await, 0);
     let (status, body) = h.get(&format!("/orders/{done}")).await;
     assert_eq!(status, 404, "{body}");
@@ -61,18 +104,12 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
 
     // The removed order's entries delivered again: nothing is reserved, charged or labelled.
     for entry in &late {
-        h.xadd(&entry.fields).await;
+        h.xadd_to(&h.partition_of(&done).stream, &entry.fields)
+            .await;
     }
     let consumers = h.consumers().await;
     h.wait_status(&waiting, "COMPLETED", SECONDS_10).await;
-    h.eventually(SECONDS_10, "every group caught up", || async {
-        let groups = group_figures(&h.redis, &h.settings.stream.name)
-            .await
-            .expect("groups");
-        groups.len() == fulfillment_core::Service::ALL.len()
-            && groups.iter().all(|g| g.pending == 0 && g.lag == Some(0))
-    })
-    .await;
+    h.settled().await;
     assert_eq!(
         h.stock("product-A").await,
         9,
@@ -80,11 +117,7 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
     );
     assert_eq!(h.stock("product-B").await, 4);
     assert_eq!(h.counter(keys::counter::LABELS_CREATED).await, 2);
-    assert_eq!(
-        h.hlen(&keys::gateway_charges()).await,
-        1,
-        "the waiting order's"
-    );
+    assert_eq!(h.charges().await, 1, "the waiting order's");
     assert_eq!(keys_of(&h, &done).await, Vec::<String>::new());
     consumers.stop().await;
     h.stop().await;

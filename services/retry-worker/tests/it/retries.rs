@@ -2,15 +2,19 @@
 
 use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
 use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+on_every_backend!(
+    the_retry_worker_completes_an_order_once_inventory_recovers,
+    an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_the_order,
+);
+
 /// 5. Inventory fails for a while, then recovers; the retry worker completes the order.
-#[tokio::test]
-async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
-    let h = Harness::start().await;
+async fn the_retry_worker_completes_an_order_once_inventory_recovers(backend: Backend) {
+    let h = Harness::on(backend).await;
     let (failing, consumers, id) = h.order_stuck_in_failing_inventory(1).await;
 
     let first = h.retry_pass(&failing).await;
@@ -27,17 +31,18 @@ async fn the_retry_worker_completes_an_order_once_inventory_recovers() {
         h.counter(&keys::counter::retries("inventory_group")).await,
         2
     );
-    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
+    assert_eq!(h.dlq_length().await, 0);
     assert_eq!(h.pending("inventory_group").await, 0);
     consumers.stop().await;
     h.stop().await;
 }
 
-/// 6. Always failing: after exactly three retries the entry is dead-lettered with its provenance,
+/// Scenario 6, always failing: after exactly three retries the entry is dead-lettered with its provenance,
 /// acknowledged, the order FAILED; replayed once healthy, the order completes.
-#[tokio::test]
-async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_the_order() {
-    let h = Harness::start().await;
+async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_the_order(
+    backend: Backend,
+) {
+    let h = Harness::on(backend).await;
     let (failing, consumers, id) = h.order_stuck_in_failing_inventory(2).await;
     for retry in 1..=2 {
         let report = h.retry_pass(&failing).await;
@@ -46,7 +51,7 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
             (1, 0),
             "retry {retry}"
         );
-        assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
+        assert_eq!(h.dlq_length().await, 0);
     }
     let last = h.retry_pass(&failing).await;
     assert_eq!((last.retried, last.dead_lettered), (1, 1));
@@ -65,9 +70,9 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
         "acknowledged in its group"
     );
 
-    let dlq = h.entries(&h.settings.stream.dlq).await;
+    let dlq = h.dead_letters().await;
     assert_eq!(dlq.len(), 1);
-    let letter = &dlq[0];
+    let (letter_id, letter) = &dlq[0];
     assert_eq!(letter.text("dlq_group").as_deref(), Some("inventory_group"));
     assert_eq!(letter.text("dlq_deliveries").as_deref(), Some("4"));
     assert!(
@@ -90,25 +95,22 @@ async fn an_entry_failing_every_retry_is_dead_lettered_and_a_replay_completes_th
             .contains("inventory_group")
     );
     let (_, listed) = h.get("/dlq").await;
+    assert_eq!(listed["entries"][0]["id"], letter_id.as_str());
     assert_eq!(listed["entries"][0]["group"], "inventory_group");
     assert_eq!(listed["entries"][0]["deliveries"], 4);
 
     consumers.stop().await;
     let healthy = h.consumers().await;
     let (status, body) = h
-        .post(&format!("/dlq/{}/replay", letter.id), serde_json::json!({}))
+        .post(&format!("/dlq/{letter_id}/replay"), serde_json::json!({}))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["group"], "inventory_group");
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
-    assert_eq!(
-        h.xlen(&h.settings.stream.dlq).await,
-        0,
-        "replay removes the dead letter"
-    );
+    assert_eq!(h.dlq_length().await, 0, "replay removes the dead letter");
     assert_eq!(h.stock("product-A").await, 8);
     let (status, _) = h
-        .post(&format!("/dlq/{}/replay", letter.id), serde_json::json!({}))
+        .post(&format!("/dlq/{letter_id}/replay"), serde_json::json!({}))
         .await;
     assert_eq!(status, 404, "a dead letter replays once");
     healthy.stop().await;
@@ -141,8 +143,6 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
         h.redis.clone(),
         Arc::new(Stuck),
         ConsumerConfig {
-            stream: h.settings.stream.name.clone(),
-            dlq_stream: h.settings.stream.dlq.clone(),
             consumer: "inventory-doomed".into(),
             batch_size: 100,
             max_in_flight: 100,
@@ -158,7 +158,13 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
     let survivors = h.consumers().await;
     // The survivors read (their heartbeat is there), and still cannot take what is held.
     h.eventually(SECONDS_10, "a survivor reads", || async {
-        h.hlen(&keys::heartbeats("inventory_group")).await >= 2
+        h.hlen(
+            &h.layout().partitions()[0]
+                .keys
+                .heartbeats("inventory_group"),
+        )
+        .await
+            >= 2
     })
     .await;
     h.settled_in(&["order_group"]).await;
@@ -180,7 +186,7 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
         let mut conn = h.redis.conn();
         redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(&h.settings.stream.name)
+            .arg(&h.layout().partitions()[0].stream)
             .arg("inventory_group")
             .query_async(&mut conn)
             .await
@@ -219,7 +225,7 @@ async fn trimming_keeps_every_entry_some_group_has_not_acknowledged() {
         ])
         .await;
     h.settled_except("inventory_group").await;
-    let before = h.xlen(&h.settings.stream.name).await;
+    let before = h.xlen(&h.layout().partitions()[0].stream).await;
 
     let mut trim_now = h.settings.clone();
     trim_now.stream.retention_ms = 0;
@@ -227,10 +233,10 @@ async fn trimming_keeps_every_entry_some_group_has_not_acknowledged() {
     let report = h.retry_worker(&trim_now).run_pass().await.expect("pass");
     assert!(report.trimmed > 0);
     assert_eq!(
-        h.xlen(&h.settings.stream.name).await,
+        h.xlen(&h.layout().partitions()[0].stream).await,
         before - report.trimmed as i64
     );
-    let remaining = h.entries(&h.settings.stream.name).await;
+    let remaining = h.entries(&h.layout().partitions()[0].stream).await;
     assert_eq!(
         remaining[0].id, held_id,
         "the held entry and everything after it stay"
@@ -248,7 +254,7 @@ async fn only_idle_consumers_with_nothing_pending_are_removed() {
     let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
-        .arg(&h.settings.stream.name)
+        .arg(&h.layout().partitions()[0].stream)
         .arg("shipping_group")
         .arg("ghost")
         .query_async(&mut conn)
@@ -262,7 +268,7 @@ async fn only_idle_consumers_with_nothing_pending_are_removed() {
     assert_eq!(report.consumers_removed, 1);
     let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg(&h.settings.stream.name)
+        .arg(&h.layout().partitions()[0].stream)
         .arg("shipping_group")
         .query_async(&mut conn)
         .await
@@ -285,7 +291,7 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     let entry = h.events_of(&id, "OrderPlaced").await[0].id.clone();
     let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("XDEL")
-        .arg(&h.settings.stream.name)
+        .arg(&h.layout().partitions()[0].stream)
         .arg(&entry)
         .query_async(&mut conn)
         .await
@@ -293,7 +299,7 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     let report = h.retry_pass(&failing).await;
     assert_eq!(report.retried, 0, "nothing to run: the entry is gone");
     assert_eq!(h.pending("inventory_group").await, 0);
-    assert_eq!(h.xlen(&h.settings.stream.dlq).await, 0);
+    assert_eq!(h.dlq_length().await, 0);
     inventory.stop().await;
     h.stop().await;
 }
