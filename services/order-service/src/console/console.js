@@ -152,6 +152,8 @@ function throttle(ms, task) {
 // Views (hash routes), so the browser's back button and links to an order or dead letter work.
 
 function route() {
+  // Other fragments (the skip link's #main) are in-page jumps, not views.
+  if (location.hash && !location.hash.startsWith("#/") && state.view) return;
   const [, view = "pipeline", id] = location.hash.match(/^#\/([a-z]+)(?:\/(.+))?$/) || [];
   const known = ["pipeline", "orders", "dlq"].includes(view) ? view : "pipeline";
   const changed = state.view !== known;
@@ -364,11 +366,11 @@ function renderPipeline() {
     ? ` · Redis ${(stats.redis_memory.used_bytes / 1048576).toFixed(1)} MiB${stats.redis_memory.max_bytes ? ` of ${(stats.redis_memory.max_bytes / 1048576).toFixed(0)} MiB` : ""}`
     : "";
   const pass = stats.retry_worker_last_pass_ms
-    ? ` · retry worker passed ${duration(Math.max(0, Date.now() - stats.retry_worker_last_pass_ms))} ago`
-    : " · retry worker has not passed yet";
+    ? ` · last retry pass ${duration(Math.max(0, Date.now() - stats.retry_worker_last_pass_ms))} ago`
+    : " · no retry pass yet";
   $("#totals").textContent =
     `Orders ever: ${num(o.placed)} placed, ${num(o.completed)} completed, ${num(o.cancelled)} cancelled, ${num(inFlight)} not final` +
-    ` · ${num(stats.orders_with_dead_letters)} with unresolved dead letters${memory}${pass}`;
+    ` · ${num(stats.orders_with_dead_letters)} with dead letters${memory}${pass}`;
 
   renderRateChart();
   renderLatencyChart();
@@ -424,19 +426,25 @@ function niceMax(value) {
   return 10 * power;
 }
 
-function lineChart(svg, series, format) {
+// A line per series over the last five minutes. `log`: a logarithmic y axis from 1 up (latencies
+// span milliseconds to the retry worker's seconds).
+function lineChart(svg, series, format, { log = false } = {}) {
   const w = Math.max(200, svg.clientWidth || 500);
-  const h = Math.max(100, svg.clientHeight || 170);
+  const h = Math.max(100, svg.clientHeight || 150);
   const pad = { l: 44, r: 8, t: 8, b: 18 };
   const now = state.samples.at(-1)?.t ?? Date.now();
   const values = series.flatMap((s) => s.points.map((p) => p[1]));
-  const max = niceMax(Math.max(0, ...values));
+  const top = Math.max(0, ...values);
+  const max = log ? 10 ** Math.max(1, Math.ceil(Math.log10(Math.max(1, top)))) : niceMax(top);
+  const scale = log ? (v) => Math.log10(Math.max(1, v)) / Math.log10(max) : (v) => v / max;
   const x = (t) => pad.l + (1 - (now - t) / HISTORY_MS) * (w - pad.l - pad.r);
-  const y = (v) => pad.t + (1 - v / max) * (h - pad.t - pad.b);
+  const y = (v) => pad.t + (1 - scale(v)) * (h - pad.t - pad.b);
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   const parts = [];
-  for (const fraction of [0, 0.5, 1]) {
-    const v = max * fraction;
+  const ticks = log
+    ? Array.from({ length: Math.log10(max) + 1 }, (_, i) => 10 ** i).filter((v, i, all) => all.length <= 4 || (all.length - 1 - i) % 2 === 0)
+    : [0, max / 2, max];
+  for (const v of ticks) {
     parts.push(svgEl("line", { class: "grid", x1: pad.l, x2: w - pad.r, y1: y(v), y2: y(v) }));
     parts.push(svgEl("text", { x: pad.l - 4, y: y(v) + 3, "text-anchor": "end" }, format(v)));
   }
@@ -502,7 +510,7 @@ function renderLatencyChart() {
     ? `over the last ${num(c.samples)} finished order${c.samples === 1 ? "" : "s"}`
     : "no finished order yet";
   const svg = $("#latency-chart");
-  lineChart(svg, Object.entries(points).map(([key, p]) => ({ key, points: p })), (v) => duration(v));
+  lineChart(svg, Object.entries(points).map(([key, p]) => ({ key, points: p })), (v) => duration(v), { log: true });
   svg.setAttribute("aria-label", c
     ? `Time from placed to completed or cancelled: median ${duration(c.p50)}, 99th percentile ${duration(c.p99)}, slowest ${duration(c.max)}, over the last ${c.samples} finished orders.`
     : "Completion time: no finished order yet");
@@ -596,6 +604,13 @@ function renderOrders() {
   $("#orders-page").textContent = list.allowed === false ? "" : `Page ${list.index + 1}`;
 }
 
+// A busy feed brings thousands of changes a second: the list is drawn at most once a frame.
+let ordersFrame = 0;
+function renderOrdersSoon() {
+  if (ordersFrame) return;
+  ordersFrame = requestAnimationFrame(() => { ordersFrame = 0; renderOrders(); });
+}
+
 // Listing every order is the admin's (when the API has tokens): without it, the page still shows
 // and follows the orders it placed itself.
 async function loadOrders() {
@@ -680,7 +695,7 @@ function applyChange(change) {
   const known = state.orders.get(change.order_id);
   if (known) {
     mergeOrder({ id: change.order_id, status: change.status, status_reason: change.status_reason || null, updated_at: change.updated_at });
-    if (state.view === "orders") renderOrders();
+    if (state.view === "orders") renderOrdersSoon();
   } else if (state.list.allowed && state.list.index === 0) {
     // A newer order (or one moving into the filtered status): the first page changes.
     refreshOrderPage();
@@ -768,7 +783,7 @@ function adoptOwnOrder(order) {
     list.ids = [order.id, ...list.ids].slice(0, PAGE_SIZE);
   }
   follow(order.id);
-  if (state.view === "orders") renderOrders();
+  if (state.view === "orders") renderOrdersSoon();
 }
 
 // One order: its facts, its timeline, its dead letters, and cancelling it.
