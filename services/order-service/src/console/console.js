@@ -119,6 +119,16 @@ function announce(text) {
   $("#announce").textContent = text;
 }
 
+// Live figures change every poll: a screen reader hears about one thing (`key`) at most every
+// `ms`, so the news does not drown the page.
+const announcedAt = new Map();
+function announceNews(key, text, ms = 20000) {
+  const now = Date.now();
+  if (now - (announcedAt.get(key) ?? -Infinity) < ms) return;
+  announcedAt.set(key, now);
+  announce(text);
+}
+
 // Re-renders `container` and gives the focus back to the same row (by `attr`), so a keyboard
 // user's place survives the live updates.
 function keepFocus(container, attr, render) {
@@ -183,7 +193,8 @@ function route() {
 // Live figures: GET /stats every 2 s, kept for five minutes.
 
 function mergeGroups(groups) {
-  // One entry per group name (several partitions of one group add up).
+  // One entry per group name: should a group be listed once per stream partition, its pending,
+  // lag and consumers add up; its retries and dead letters are counted per group, so taken once.
   const byName = new Map();
   for (const g of groups) {
     const seen = byName.get(g.group);
@@ -227,7 +238,7 @@ function showDeadLetterCount(count) {
   badge.dataset.count = String(count);
   badge.textContent = num(count);
   if (state.lastDlqLength !== null && count > state.lastDlqLength) {
-    announce(`${count - state.lastDlqLength} new dead letter${count - state.lastDlqLength > 1 ? "s" : ""}; ${count} waiting.`);
+    announceNews("dlq", `New dead letters: ${count} waiting.`);
   }
   state.lastDlqLength = count;
 }
@@ -287,7 +298,7 @@ function updateGroupStates() {
     const next = groupState(name);
     const before = state.groupStates.get(name);
     if (before && before.text !== next.text && (next.key !== "ok" && next.key !== "idle" || before.key !== "ok" && before.key !== "idle")) {
-      announce(`${name}: ${next.text}.`);
+      announceNews(name, `${name}: ${next.text}.`);
     }
     state.groupStates.set(name, next);
   }
