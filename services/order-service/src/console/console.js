@@ -264,9 +264,12 @@ function handledBetween(then, now, group) {
 const backlogOf = (g) => (g ? g.pending + (g.lag ?? 0) : 0);
 
 // What the operator should see first about a group: dead-lettering (its dead letters went up in
-// the last five minutes), falling behind (work waiting on every poll of the last 6 s, and more
-// than 6 s ago, or nobody reading it), stuck (its oldest pending entry waits over 30 s: a retry is
-// due), idle (nothing handled in the last minute and nothing waiting), or ok.
+// the last five minutes); nobody reading (work waits and no consumer was seen in 5 s); falling
+// behind (work waited on every poll of the last 6 s and there is more than 6 s ago, or entries
+// stayed undelivered all that time and did not get fewer); catching up (undelivered all that time,
+// but fewer); waiting for retry (an entry delivered over 5 s ago is not acknowledged: its
+// consumer failed or stopped, and the retry worker takes it after RETRY_MIN_IDLE_MS); idle
+// (nothing handled in the last minute, nothing waiting); or keeping up.
 function groupState(name) {
   const samples = state.samples;
   const last = samples.at(-1);
@@ -280,12 +283,13 @@ function groupState(name) {
   const before = sampleBefore(samples.length - 1, 6000);
   const reading = g.consumers.some((c) => c.unseen_ms < SEEN_MS);
   if (backlog > 0 && !reading) return { key: "behind", text: "nobody reading" };
-  if (backlog > 0 && recent.length >= 2 && recent.every((s) => backlogOf(s.stats.byGroup.get(name)) > 0)) {
-    const was = before ? backlogOf(before.stats.byGroup.get(name)) : 0;
-    if (backlog >= was) return { key: "behind", text: "falling behind" };
-    return { key: "behind", text: "catching up" };
+  const all = (test) => recent.length >= 2 && recent.every((s) => test(s.stats.byGroup.get(name)));
+  const was = before ? backlogOf(before.stats.byGroup.get(name)) : 0;
+  if (all((x) => backlogOf(x) > 0) && backlog > was) return { key: "behind", text: "falling behind" };
+  if (all((x) => (x?.lag ?? 0) > 0)) {
+    return backlog >= was ? { key: "behind", text: "falling behind" } : { key: "behind", text: "catching up" };
   }
-  if ((g.oldest_pending_ms ?? 0) > 30000) return { key: "stuck", text: "waiting for retry" };
+  if ((g.oldest_pending_ms ?? 0) > 5000) return { key: "stuck", text: "waiting for retry" };
   const minute = sampleBefore(samples.length - 1, SHARE_MS);
   const handled = minute ? [...handledBetween(minute, last, name).values()].reduce((a, b) => a + b, 0) : 0;
   if (handled === 0 && backlog === 0) return { key: "idle", text: "idle" };
