@@ -5,7 +5,9 @@
 //! places the orders (as fast as `--concurrency` allows, or at a fixed `--rate`), and takes each
 //! order's completion time from its final status message (or, when the feed missed it, from a
 //! poll). Throughput is orders finished per second from the first request to the last final
-//! status; latency is per order, from sending its POST to its final status.
+//! status; latency is per order, from sending its POST to its final status. Given the deployment's
+//! Redis (one, or a cluster's masters), it samples Redis's memory and reports its CPU time and
+//! commands per finished order (`INFO cpu`, `INFO commandstats`, read before and after).
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -29,8 +31,9 @@ pub struct BenchOptions {
     pub token: Option<String>,
     /// Processes whose CPU and memory are sampled during the run.
     pub pids: Vec<u32>,
-    /// A Redis whose memory is sampled during the run.
-    pub redis_url: Option<String>,
+    /// The deployment's Redis (one, or a cluster): memory sampled during the run, CPU and
+    /// commands read before and after.
+    pub redis: Option<fulfillment_core::Settings>,
     /// Longest wait for the last order to finish after the last one is placed.
     pub drain_timeout: Duration,
 }
@@ -50,9 +53,43 @@ pub struct BenchReport {
     pub placed_per_second: f64,
     pub latency_ms: Latency,
     pub processes: Vec<ProcessUsage>,
-    /// Redis's `used_memory` over the run, with `--redis-url`.
+    /// Redis's `used_memory` over the run (every master's added up), with `--redis-url` or
+    /// `--redis-cluster-nodes`.
     pub redis_memory: Option<RedisMemory>,
+    /// Redis's CPU time and commands per finished order over the run.
+    pub redis_cpu: Option<RedisCpu>,
 }
+
+/// Redis's work per finished order, from `INFO cpu` (`used_cpu_user` + `used_cpu_sys`) and
+/// `INFO commandstats` read before and after the run, on every master.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisCpu {
+    /// Every master's CPU time added up, per order.
+    pub us_per_order: f64,
+    /// Every command call, per order.
+    pub calls_per_order: f64,
+    pub masters: Vec<MasterCpu>,
+    /// The commands that took the most time, most first.
+    pub commands: Vec<CommandCost>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterCpu {
+    pub node: String,
+    pub us_per_order: f64,
+    pub calls_per_order: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandCost {
+    pub command: String,
+    pub calls_per_order: f64,
+    pub us_per_call: f64,
+    pub us_per_order: f64,
+}
+
+/// One master's counters at one moment: CPU seconds, and per command (calls, µs).
+type RedisCounters = Vec<(String, f64, HashMap<String, (f64, f64)>)>;
 
 /// Redis's `used_memory` sampled every [`MEMORY_EVERY`] from the first request to the end.
 #[derive(Debug, Clone, Serialize)]
@@ -113,8 +150,17 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let track: Arc<Mutex<Track>> = Arc::default();
     let feed = follow_statuses(&options.api_url, options.token.as_deref(), track.clone()).await?;
     let sampler = Sampler::start(&options.pids);
-    let memory = match &options.redis_url {
-        Some(url) => Some(sample_redis_memory(url).await?),
+    let redis = match &options.redis {
+        Some(settings) => Some(
+            fulfillment_core::Redis::connect(settings)
+                .await
+                .with_context(|| format!("{} does not answer", settings.redis.redacted_url()))?,
+        ),
+        None => None,
+    };
+    let memory = redis.clone().map(sample_redis_memory);
+    let counters_before = match &redis {
+        Some(redis) => Some(redis_counters(redis).await?),
         None => None,
     };
 
@@ -184,6 +230,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     feed.abort();
     let usage = sampler.stop();
+    let counters_after = match &redis {
+        Some(redis) => Some(redis_counters(redis).await?),
+        None => None,
+    };
     let redis_memory = match memory {
         Some(task) => {
             task.abort();
@@ -212,6 +262,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let seconds = last.duration_since(started).as_secs_f64().max(f64::EPSILON);
     let count = |status: &str| t.finished.values().filter(|(_, s)| s == status).count();
     let accepted = t.sent.len();
+    let redis_cpu = counters_before
+        .zip(counters_after)
+        .map(|(before, after)| redis_cost(&before, &after, t.finished.len().max(1)));
     Ok(BenchReport {
         orders: options.orders,
         accepted,
@@ -230,7 +283,85 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         },
         processes: usage,
         redis_memory,
+        redis_cpu,
     })
+}
+
+/// Every master's CPU seconds and command counters now.
+async fn redis_counters(redis: &fulfillment_core::Redis) -> anyhow::Result<RedisCounters> {
+    let infos = redis.info_of_masters(&["cpu", "commandstats"]).await?;
+    Ok(infos
+        .into_iter()
+        .map(|(node, info)| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let cpu = field("used_cpu_user") + field("used_cpu_sys");
+            let commands = info
+                .lines()
+                .filter_map(|l| {
+                    let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                    let stat = |key: &str| {
+                        stats
+                            .split(',')
+                            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .unwrap_or(0.0)
+                    };
+                    Some((name.to_owned(), (stat("calls"), stat("usec"))))
+                })
+                .collect();
+            (node, cpu, commands)
+        })
+        .collect())
+}
+
+/// The difference of two readings, per order.
+fn redis_cost(before: &RedisCounters, after: &RedisCounters, orders: usize) -> RedisCpu {
+    let orders = orders as f64;
+    let mut masters = Vec::new();
+    let mut commands: HashMap<String, (f64, f64)> = HashMap::new();
+    for (node, cpu, after_commands) in after {
+        let (cpu_before, before_commands) = before
+            .iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, c, cmds)| (*c, cmds.clone()))
+            .unwrap_or_default();
+        let mut calls = 0.0;
+        for (name, (c, us)) in after_commands {
+            let (c0, us0) = before_commands.get(name).copied().unwrap_or((0.0, 0.0));
+            let entry = commands.entry(name.clone()).or_default();
+            entry.0 += c - c0;
+            entry.1 += us - us0;
+            calls += c - c0;
+        }
+        masters.push(MasterCpu {
+            node: node.clone(),
+            us_per_order: (cpu - cpu_before) * 1e6 / orders,
+            calls_per_order: calls / orders,
+        });
+    }
+    let mut commands: Vec<CommandCost> = commands
+        .into_iter()
+        .filter(|(_, (calls, _))| *calls > 0.0)
+        .map(|(command, (calls, us))| CommandCost {
+            command,
+            calls_per_order: calls / orders,
+            us_per_call: us / calls,
+            us_per_order: us / orders,
+        })
+        .collect();
+    commands.sort_by(|a, b| b.us_per_order.total_cmp(&a.us_per_order));
+    commands.truncate(10);
+    RedisCpu {
+        us_per_order: masters.iter().map(|m| m.us_per_order).sum(),
+        calls_per_order: masters.iter().map(|m| m.calls_per_order).sum(),
+        masters,
+        commands,
+    }
 }
 
 /// A task sampling `used_memory` until aborted.
@@ -249,10 +380,7 @@ impl MemorySampler {
     }
 }
 
-async fn sample_redis_memory(url: &str) -> anyhow::Result<MemorySampler> {
-    let redis = fulfillment_core::Redis::connect(&fulfillment_core::Settings::for_redis(url))
-        .await
-        .with_context(|| format!("--redis-url {url} does not answer"))?;
+fn sample_redis_memory(redis: fulfillment_core::Redis) -> MemorySampler {
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
     let into = samples.clone();
     let started = Instant::now();
@@ -260,18 +388,17 @@ async fn sample_redis_memory(url: &str) -> anyhow::Result<MemorySampler> {
         let mut tick = tokio::time::interval(MEMORY_EVERY);
         loop {
             tick.tick().await;
-            let mut conn = redis.conn();
-            let info: redis::RedisResult<String> = redis::cmd("INFO")
-                .arg("memory")
-                .query_async(&mut conn)
-                .await;
-            if let Some(bytes) = info.ok().as_deref().and_then(used_memory) {
+            let Ok(infos) = redis.info_of_masters(&["memory"]).await else {
+                continue;
+            };
+            let bytes: Option<u64> = infos.iter().map(|(_, info)| used_memory(info)).sum();
+            if let Some(bytes) = bytes {
                 let at = started.elapsed().as_secs_f64();
                 into.lock().await.push((at, bytes as f64 / 1_000_000.0));
             }
         }
     });
-    Ok(MemorySampler { handle, samples })
+    MemorySampler { handle, samples }
 }
 
 /// `used_memory` from an `INFO memory` reply.
@@ -507,6 +634,26 @@ pub fn render(report: &BenchReport) -> String {
             "process {} ({}): cpu {:.0}% of a core, max rss {:.1} MB\n",
             p.pid, p.name, p.cpu_percent, p.max_rss_mb
         ));
+    }
+    if let Some(r) = &report.redis_cpu {
+        out.push_str(&format!(
+            "redis per order: {:.0} us of CPU, {:.1} calls\n",
+            r.us_per_order, r.calls_per_order
+        ));
+        if r.masters.len() > 1 {
+            for m in &r.masters {
+                out.push_str(&format!(
+                    "  master {}: {:.0} us, {:.1} calls\n",
+                    m.node, m.us_per_order, m.calls_per_order
+                ));
+            }
+        }
+        for c in &r.commands {
+            out.push_str(&format!(
+                "  {:<12} {:>5.2} calls x {:>5.1} us = {:>6.1} us\n",
+                c.command, c.calls_per_order, c.us_per_call, c.us_per_order
+            ));
+        }
     }
     if let Some(m) = &report.redis_memory {
         out.push_str(&format!(

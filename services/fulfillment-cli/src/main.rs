@@ -66,10 +66,15 @@ enum Command {
         /// A process to sample for CPU and resident memory (repeat for several).
         #[arg(long = "pid")]
         pids: Vec<u32>,
-        /// Sample this Redis's memory (`INFO memory`, every 5 s) during the run, to see whether it
-        /// stays flat.
+        /// The deployment's Redis: its memory is sampled (`INFO memory`, every 5 s) to see whether
+        /// it stays flat, and its CPU time and commands per order are reported (`INFO cpu`,
+        /// `INFO commandstats`, before and after).
         #[arg(long)]
         redis_url: Option<String>,
+        /// Like --redis-url for a Redis Cluster: its seed URLs, comma-separated (every master is
+        /// read).
+        #[arg(long, conflicts_with = "redis_url")]
+        redis_cluster_nodes: Option<String>,
         /// Longest wait, in seconds, for the last orders to finish.
         #[arg(long, default_value_t = 120)]
         drain_timeout_secs: u64,
@@ -154,9 +159,17 @@ async fn main() -> std::process::ExitCode {
                 concurrency,
                 pids,
                 redis_url,
+                redis_cluster_nodes,
                 drain_timeout_secs,
                 json,
             } => {
+                let redis = match (redis_url, redis_cluster_nodes) {
+                    (Some(url), _) => Some(Settings::for_redis(&url)),
+                    (None, Some(nodes)) => Some(or_exit(Settings::from_lookup(move |name| {
+                        (name == "REDIS_CLUSTER_NODES").then(|| nodes.clone())
+                    }))),
+                    (None, None) => None,
+                };
                 let report = bench::run(bench::BenchOptions {
                     api_url: api_url.trim_end_matches('/').to_owned(),
                     orders,
@@ -169,7 +182,7 @@ async fn main() -> std::process::ExitCode {
                         .or(settings.api.api_token.as_ref())
                         .map(|t| t.expose_secret().to_owned()),
                     pids,
-                    redis_url,
+                    redis,
                     drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
                 })
                 .await?;

@@ -73,6 +73,13 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// TCP settings of every connection: `TCP_NODELAY` (redis-rs leaves Nagle's algorithm on, which
+/// holds a request back while an earlier one is unacknowledged: a millisecond or more per hop
+/// once several readers share the work).
+pub fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 /// Makes `rediss://` URLs work: the TLS stack (rustls) needs a process-wide crypto provider, and
 /// ring builds with the C compiler alone. Server certificates are checked against the system's
 /// roots, or the bundle named by `SSL_CERT_FILE`.
@@ -93,6 +100,7 @@ impl Redis {
             let seeds: Arc<[ConnectionInfo]> = redis.cluster_seeds()?.into();
             let builder = || {
                 ClusterClient::builder(seeds.iter().cloned())
+                    .tcp_settings(tcp_settings())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .retries(10)
                     .min_retry_wait(10)
@@ -232,22 +240,27 @@ impl Redis {
             .await
     }
 
-    /// `INFO <section>` of every master (one text for one Redis).
-    pub async fn info_of_masters(&self, section: &str) -> RedisResult<Vec<String>> {
+    /// `INFO <sections>` of every master, by node (`redis` for one Redis), sorted by node.
+    pub async fn info_of_masters(&self, sections: &[&str]) -> RedisResult<Vec<(String, String)>> {
         use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
         let mut cmd = redis::cmd("INFO");
-        cmd.arg(section);
+        for section in sections {
+            cmd.arg(*section);
+        }
         match self.backend() {
-            Backend::Single { conn, .. } => Ok(vec![cmd.query_async(&mut conn.clone()).await?]),
+            Backend::Single { conn, .. } => Ok(vec![(
+                "redis".to_owned(),
+                cmd.query_async(&mut conn.clone()).await?,
+            )]),
             Backend::Cluster { conn, .. } => {
                 let routing = RoutingInfo::MultiNode((
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::Special),
                 ));
                 let reply = conn.clone().route_command(cmd, routing).await?;
-                let by_node: std::collections::HashMap<String, String> =
+                let by_node: std::collections::BTreeMap<String, String> =
                     redis::from_redis_value(reply)?;
-                Ok(by_node.into_values().collect())
+                Ok(by_node.into_iter().collect())
             }
         }
     }

@@ -300,7 +300,9 @@ impl RedisSettings {
 
     fn with_password(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
         use redis::IntoConnectionInfo;
-        let info = url.into_connection_info()?;
+        let info = url
+            .into_connection_info()?
+            .set_tcp_settings(crate::connection::tcp_settings());
         Ok(match &self.password {
             None => info,
             Some(password) => {

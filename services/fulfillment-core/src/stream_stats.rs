@@ -144,7 +144,7 @@ pub async fn collect(redis: &Redis) -> RedisResult<Stats> {
             .iter()
             .map(|partition| read_partition(redis, partition)),
     );
-    let memory = redis.info_of_masters("memory");
+    let memory = redis.info_of_masters(&["memory"]);
     let last_pass = async {
         redis::cmd("HGET")
             .arg(layout.global.counters())
@@ -245,7 +245,9 @@ pub async fn collect(redis: &Redis) -> RedisResult<Stats> {
         groups,
         partitions: per_partition,
         orders_with_dead_letters: flagged,
-        redis_memory: memory.ok().and_then(|infos| sum_memory(&infos)),
+        redis_memory: memory.ok().and_then(|infos| {
+            sum_memory(&infos.into_iter().map(|(_, info)| info).collect::<Vec<_>>())
+        }),
         retry_worker_last_pass_ms: last_pass,
         orders: OrderTotals {
             placed: counter(keys::counter::ORDERS_PLACED),

@@ -634,6 +634,23 @@ async fn bench_places_orders_follows_them_and_reports() {
     let memory = &report["redis_memory"];
     assert!(memory["start_mb"].as_f64().unwrap_or(0.0) > 0.1, "{report}");
     assert!(!memory["samples"].as_array().expect("samples").is_empty());
+    let cpu = &report["redis_cpu"];
+    assert!(
+        cpu["us_per_order"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report}"
+    );
+    assert!(
+        cpu["calls_per_order"].as_f64().unwrap_or(0.0) > 1.0,
+        "{report}"
+    );
+    assert!(
+        cpu["commands"]
+            .as_array()
+            .expect("commands")
+            .iter()
+            .any(|c| c["command"] == "evalsha"),
+        "{report}"
+    );
     consumers.stop().await;
     h.stop().await;
 }
