@@ -12,6 +12,7 @@
 
 use crate::keys::{KeySpace, Layout};
 use crate::replica_wait::ReplicaWait;
+use crate::script_batch::{BatchedScript, Batches, ScriptCall};
 use crate::settings::Settings;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -44,6 +45,7 @@ struct Shared {
     backend: Backend,
     layout: Layout,
     replicas: Option<ReplicaWait>,
+    batches: Batches,
 }
 
 // One per process, behind the handle's Arc: its size does not matter.
@@ -132,6 +134,7 @@ impl Redis {
                 backend,
                 layout: settings.layout(),
                 replicas,
+                batches: Batches::new(),
             }),
         })
     }
@@ -213,6 +216,20 @@ impl Redis {
                 }))
             }
         }
+    }
+
+    /// Runs `call` of `script`, whose keys are all in `space`, committed in a group with the other
+    /// calls of that script on that slot at this moment ([`crate::script_batch`]).
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &'static BatchedScript,
+        space: &KeySpace,
+        call: ScriptCall,
+    ) -> RedisResult<T> {
+        self.shared
+            .batches
+            .run(|| self.conn(), script, space, call)
+            .await
     }
 
     /// Waits until every write this process made so far in `space` is on `REDIS_WAIT_REPLICAS`

@@ -113,6 +113,12 @@ impl KeySpace {
         format!("{}{name}", self.prefix)
     }
 
+    /// What every key of this space starts with (`fulfillment:` or `fulfillment:{<tag>}:`): one
+    /// hash slot per prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Hash of one order as the order projection sees it.
     pub fn order(&self, order_id: &str) -> String {
         self.key(&format!("order:{order_id}"))

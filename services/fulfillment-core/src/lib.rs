@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ops_http;
 mod replica_wait;
 pub mod retention;
+pub mod script_batch;
 pub mod script_reply;
 pub mod service;
 pub mod settings;

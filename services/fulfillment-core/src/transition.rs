@@ -8,12 +8,13 @@
 use crate::connection::Redis;
 use crate::events::Event;
 use crate::keys::Partition;
+use crate::script_batch::{BatchedScript, ScriptCall};
 use crate::script_reply::Tagged;
-use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisResult, Value};
 use std::sync::LazyLock;
 
-static TRANSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/transition.lua")));
+static TRANSITION: LazyLock<BatchedScript> =
+    LazyLock::new(|| BatchedScript::new("transition", include_str!("scripts/transition.lua")));
 
 /// "No state yet", for [`Step::from`].
 pub const ABSENT: &str = "-";
@@ -85,7 +86,7 @@ pub async fn transition(
     partition: &Partition,
     step: &Step<'_>,
 ) -> RedisResult<StepOutcome> {
-    let mut invocation = TRANSITION.prepare_invoke();
+    let mut invocation = ScriptCall::new();
     invocation
         .key(&partition.stream)
         .key(&step.key)
@@ -107,8 +108,9 @@ pub async fn transition(
     for (name, value) in step.facts {
         invocation.arg(*name).arg(*value);
     }
-    let mut conn = redis.conn();
-    invocation.invoke_async(&mut conn).await
+    redis
+        .run_script(&TRANSITION, &partition.keys, invocation)
+        .await
 }
 
 /// Reads one field of a state hash.

@@ -14,6 +14,7 @@
 
 use fulfillment_core::events::{OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved};
 use fulfillment_core::keys::Partition;
+use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
@@ -25,8 +26,9 @@ use redis::{FromRedisValue, ParsingError, Script, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-static RESERVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/reserve_stock.lua")));
+static RESERVE: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::new("reserve_stock", include_str!("scripts/reserve_stock.lua"))
+});
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_stock.lua")));
 
@@ -96,7 +98,7 @@ impl InventoryHandler {
         let failed = delivery.follow_up_without_payload::<StockFailed>();
 
         let catalog = &self.redis.layout().catalog;
-        let mut invocation = RESERVE.prepare_invoke();
+        let mut invocation = ScriptCall::new();
         invocation.key(catalog.reservation(&event.order_id));
         for line in &lines {
             invocation.key(catalog.product(&line.product_id));
@@ -118,8 +120,7 @@ impl InventoryHandler {
             .arg(serde_json::to_string(&lines).unwrap_or_default())
             .arg(reserved.to_fields_json())
             .arg(failed.header_fields_json());
-        let mut conn = self.redis.conn();
-        let reservation: Reservation = invocation.invoke_async(&mut conn).await?;
+        let reservation: Reservation = self.redis.run_script(&RESERVE, catalog, invocation).await?;
         let outcome = match &reservation {
             Reservation::Reserved { event } => {
                 tracing::info!(items = lines.len(), "stock reserved");

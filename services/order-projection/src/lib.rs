@@ -8,19 +8,21 @@
 //! group's handler) links the projection and not the whole HTTP API.
 
 use fulfillment_core::events::{EventDeadLettered, OrderCancelled, now_millis};
+use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
     keys, metrics,
 };
-use redis::{FromRedisValue, ParsingError, Script, Value};
+use redis::{FromRedisValue, ParsingError, Value};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-static PROJECT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/project_order.lua")));
+static PROJECT: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::new("project_order", include_str!("scripts/project_order.lua"))
+});
 
 /// Longest `status_reason` kept from a dead letter's error.
 const MAX_REASON_LEN: usize = 200;
@@ -170,7 +172,7 @@ impl OrderProjection {
         };
         let partition = delivery.partition;
         let space = &partition.keys;
-        let mut invocation = PROJECT.prepare_invoke();
+        let mut invocation = ScriptCall::new();
         invocation
             .key(space.order(&event.order_id))
             .key(space.order_history(&event.order_id))
@@ -181,8 +183,7 @@ impl OrderProjection {
         for index in space.status_indexes() {
             invocation.key(index);
         }
-        let mut conn = self.redis.conn();
-        let projected: Projected = invocation
+        invocation
             .arg(event.event_type.as_str())
             .arg(event.event_id.to_string())
             .arg(serde_json::to_string(&entry).unwrap_or_default())
@@ -191,9 +192,8 @@ impl OrderProjection {
             .arg(cancellation.map(|c| c.to_fields_json()).unwrap_or_default())
             .arg(keys::status_channel())
             .arg(now_millis())
-            .arg(keys::COMPLETION_SAMPLES)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(keys::COMPLETION_SAMPLES);
+        let projected: Projected = self.redis.run_script(&PROJECT, space, invocation).await?;
         match projected {
             Projected::Changed { status, created_ms } => {
                 tracing::info!(status = status.as_str(), "order status changed");

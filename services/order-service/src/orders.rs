@@ -13,6 +13,7 @@
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
 use fulfillment_core::keys::{Layout, Partition};
+use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::stream_entry::entry_id_order;
 use fulfillment_core::{Event, Redis, keys};
@@ -22,8 +23,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-static PLACE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/place_order.lua")));
+static PLACE: LazyLock<BatchedScript> =
+    LazyLock::new(|| BatchedScript::new("place_order", include_str!("scripts/place_order.lua")));
 static CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cancel_order.lua")));
 
@@ -192,7 +193,7 @@ pub async fn place(
 
     let partition = redis.layout().of_order(&order_id);
     let space = &partition.keys;
-    let mut invocation = PLACE.prepare_invoke();
+    let mut invocation = ScriptCall::new();
     invocation
         .key(&partition.stream)
         .key(space.order(&order_id))
@@ -211,8 +212,7 @@ pub async fn place(
     for (k, v) in event.to_fields() {
         invocation.arg(k).arg(v);
     }
-    let mut conn = redis.conn();
-    let placement = invocation.invoke_async(&mut conn).await?;
+    let placement: Placement = redis.run_script(&PLACE, space, invocation).await?;
     // The first order of a reused key may be another process's write: the wait covers it too.
     redis.replicated(space).await?;
     let id = match placement {

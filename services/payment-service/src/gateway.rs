@@ -12,16 +12,17 @@
 
 use fulfillment_core::Redis;
 use fulfillment_core::events::{PAYMENT_TOKENS, now_rfc3339};
+use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
-use redis::Script;
 use std::sync::LazyLock;
 
 const DECLINED_TOKEN: &str = "tok_chargeDeclined";
 
-static CHARGE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/gateway_charge.lua")));
-static VOID: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/gateway_void.lua")));
+static CHARGE: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::new("gateway_charge", include_str!("scripts/gateway_charge.lua"))
+});
+static VOID: LazyLock<BatchedScript> =
+    LazyLock::new(|| BatchedScript::new("gateway_void", include_str!("scripts/gateway_void.lua")));
 
 /// Why a charge did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,15 +143,21 @@ impl TestGateway {
             .map_err(|e| format!("gateway record not on replicas: {e}"))
     }
 
-    async fn call(&self, script: &Script, key: &str, record: &str) -> Result<Tagged, String> {
+    async fn call(
+        &self,
+        script: &'static BatchedScript,
+        key: &str,
+        record: &str,
+    ) -> Result<Tagged, String> {
         let gateway = &self.redis.layout().gateway;
-        let mut conn = self.redis.conn();
-        let reply = script
-            .key(gateway.gateway_charges())
+        let mut call = ScriptCall::new();
+        call.key(gateway.gateway_charges())
             .key(gateway.gateway_voids())
             .arg(key)
-            .arg(record)
-            .invoke_async(&mut conn)
+            .arg(record);
+        let reply = self
+            .redis
+            .run_script(script, gateway, call)
             .await
             .map_err(|e| format!("gateway unreachable: {e}"))?;
         self.recorded().await?;

@@ -1,0 +1,292 @@
+//! Script calls committed in groups: the calls of one script that one process makes at the same
+//! moment on the same hash slot go to Redis as one `EVALSHA`, which runs them one after the other
+//! and answers each.
+//!
+//! Redis spends most of an order's time on the fixed cost of each script call (finding the
+//! script, building its `KEYS` and `ARGV`, entering Lua), not on the commands inside. So each
+//! batched script has a second form: its body as a function of `KEYS` and `ARGV`, and a driver
+//! that calls it once per call of the batch, each under `pcall`. A queue per script and slot
+//! sends whatever is waiting as one batch, then the next: one call alone goes as the plain
+//! script, at once; under load, the calls that arrive while a batch is on its way form the next
+//! one (group commit), so a busy handler and a busy API both pay one call per moment, not per
+//! event. Each call keeps its own answer and its own error; the calls of a batch run in the order
+//! they were made, as pipelined calls did.
+
+use crate::connection::Conn;
+use crate::keys::KeySpace;
+use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ToRedisArgs, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most calls in one batch.
+const MAX_CALLS: usize = 128;
+/// Most bytes of keys and arguments in one batch (Redis takes far more; this keeps one batch's
+/// script short, about a millisecond at most).
+const MAX_BYTES: usize = 512 * 1024;
+
+/// Runs the script above it (as `run`) once per call. ARGV[1] calls, then each call's key count
+/// and argument count; then the calls' keys (in KEYS) and arguments (in ARGV), in order.
+const DRIVER: &str = r#"
+local calls = tonumber(ARGV[1])
+local results = {}
+local k, a = 1, 2 + 2 * calls
+for i = 1, calls do
+  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k + j - 1] end
+  for j = 1, na do args[j] = ARGV[a + j - 1] end
+  k, a = k + nk, a + na
+  local ok, result = pcall(run, keys, args)
+  if ok then
+    results[i] = {1, result}
+  else
+    if type(result) == 'table' and result.err then result = result.err end
+    results[i] = {0, tostring(result)}
+  end
+end
+return results
+"#;
+
+/// A script that can be called in groups.
+pub struct BatchedScript {
+    name: &'static str,
+    plain: Script,
+    batched: Script,
+}
+
+impl std::fmt::Debug for BatchedScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchedScript")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl BatchedScript {
+    /// `source` is a script of `KEYS` and `ARGV` ending in `return`: it must not assign to
+    /// `KEYS` or `ARGV` (they become the function's parameters).
+    pub fn new(name: &'static str, source: &str) -> Self {
+        Self {
+            name,
+            plain: Script::new(source),
+            batched: Script::new(&format!(
+                "local function run(KEYS, ARGV)\n{source}\nend\n{DRIVER}"
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// One call's keys and arguments.
+#[derive(Debug, Default, Clone)]
+pub struct ScriptCall {
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl ScriptCall {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    fn size(&self) -> usize {
+        self.keys.iter().chain(&self.args).map(Vec::len).sum()
+    }
+}
+
+/// A call waiting in a queue, with where its answer goes.
+struct Queued {
+    call: ScriptCall,
+    answer: oneshot::Sender<RedisResult<Value>>,
+}
+
+/// The queues of one process (one per script and key space), and the connection they send on.
+pub(crate) struct Batches {
+    queues: Mutex<HashMap<(&'static str, String), mpsc::UnboundedSender<Queued>>>,
+}
+
+impl Batches {
+    pub(crate) fn new() -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Queues `call` of `script` on `space`'s slot and waits for its answer.
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        conn: impl FnOnce() -> Conn,
+        script: &'static BatchedScript,
+        space: &KeySpace,
+        call: ScriptCall,
+    ) -> RedisResult<T> {
+        let (answer, answered) = oneshot::channel();
+        self.queue(conn, script, space)
+            .send(Queued { call, answer })
+            .map_err(|_| stopped())?;
+        let value = answered.await.map_err(|_| stopped())??;
+        T::from_redis_value(value).map_err(RedisError::from)
+    }
+
+    fn queue(
+        &self,
+        conn: impl FnOnce() -> Conn,
+        script: &'static BatchedScript,
+        space: &KeySpace,
+    ) -> mpsc::UnboundedSender<Queued> {
+        let key = (script.name, space.prefix().to_owned());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = queues.get(&key)
+            && !sender.is_closed()
+        {
+            return sender.clone();
+        }
+        let (sender, calls) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(conn(), script, calls));
+        queues.insert(key, sender.clone());
+        sender
+    }
+}
+
+/// Sends whatever is queued, a batch at a time, until the process ends.
+async fn send_batches(
+    mut conn: Conn,
+    script: &'static BatchedScript,
+    mut calls: mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(first) = calls.recv().await {
+        let mut bytes = first.call.size();
+        let mut batch = vec![first];
+        while batch.len() < MAX_CALLS && bytes < MAX_BYTES {
+            match calls.try_recv() {
+                Ok(next) => {
+                    bytes += next.call.size();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.len() == 1 {
+            let Queued { call, answer } = batch.remove(0);
+            let mut invocation = script.plain.prepare_invoke();
+            for key in &call.keys {
+                invocation.key(key.as_slice());
+            }
+            for arg in &call.args {
+                invocation.arg(arg.as_slice());
+            }
+            let _ = answer.send(invocation.invoke_async(&mut conn).await);
+            continue;
+        }
+        let mut invocation = script.batched.prepare_invoke();
+        invocation.arg(batch.len());
+        for queued in &batch {
+            invocation
+                .arg(queued.call.keys.len())
+                .arg(queued.call.args.len());
+        }
+        for queued in &batch {
+            for key in &queued.call.keys {
+                invocation.key(key.as_slice());
+            }
+            for arg in &queued.call.args {
+                invocation.arg(arg.as_slice());
+            }
+        }
+        match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
+            Ok(results) if results.len() == batch.len() => {
+                for (queued, result) in batch.into_iter().zip(results) {
+                    let _ = queued.answer.send(answer_of(script, result));
+                }
+            }
+            Ok(results) => {
+                let e = RedisError::from((
+                    ErrorKind::Parse,
+                    "batch answered the wrong number of calls",
+                    format!("{}: {} of {}", script.name, results.len(), batch.len()),
+                ));
+                for queued in batch {
+                    let _ = queued.answer.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for queued in batch {
+                    let _ = queued.answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One call's answer in a batch: `{1, result}` or `{0, error}`.
+fn answer_of(script: &BatchedScript, result: Value) -> RedisResult<Value> {
+    let Value::Array(mut pair) = result else {
+        return Err(RedisError::from((
+            ErrorKind::Parse,
+            "a batched call's answer is not a pair",
+            script.name.to_owned(),
+        )));
+    };
+    let value = if pair.len() > 1 {
+        pair.swap_remove(1)
+    } else {
+        Value::Nil
+    };
+    match pair.first() {
+        Some(Value::Int(1)) => Ok(value),
+        _ => Err(RedisError::from((
+            ErrorKind::Extension,
+            "script error",
+            format!(
+                "{}: {}",
+                script.name,
+                String::from_redis_value(value).unwrap_or_default()
+            ),
+        ))),
+    }
+}
+
+fn stopped() -> RedisError {
+    RedisError::from((ErrorKind::Io, "the script batch queue stopped"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_becomes_a_function_of_its_keys_and_arguments() {
+        let script = BatchedScript::new("echo", "return {KEYS[1], ARGV[1]}");
+        assert_eq!(script.name(), "echo");
+        let call = {
+            let mut c = ScriptCall::new();
+            c.key("k").arg("a").arg(3);
+            c
+        };
+        assert_eq!(call.size(), 3);
+        assert!(answer_of(&script, Value::Array(vec![Value::Int(1), Value::Int(7)])).is_ok());
+        let failed = answer_of(
+            &script,
+            Value::Array(vec![Value::Int(0), Value::BulkString(b"boom".to_vec())]),
+        )
+        .expect_err("an error");
+        assert!(failed.to_string().contains("echo: boom"), "{failed}");
+    }
+}
