@@ -85,7 +85,7 @@ impl InventoryHandler {
         }
         let in_script = self.publishes_in_script();
         if !in_script && !self.order_exists(partition, &event.order_id).await? {
-            tracing::info!("order removed by retention; nothing reserved");
+            tracing::debug!("order removed by retention; nothing reserved");
             return Ok(Handled::Done);
         }
         let reserved = delivery.follow_up(&StockReserved {
@@ -123,15 +123,15 @@ impl InventoryHandler {
         let reservation: Reservation = self.redis.run_script(&RESERVE, catalog, invocation).await?;
         let outcome = match &reservation {
             Reservation::Reserved { event } => {
-                tracing::info!(items = lines.len(), "stock reserved");
+                tracing::debug!(items = lines.len(), "stock reserved");
                 Some((state::RESERVED, event.as_str()))
             }
             Reservation::Failed { reason, event } => {
-                tracing::info!(reason = reason.as_str(), "stock not reserved");
+                tracing::debug!(reason = reason.as_str(), "stock not reserved");
                 Some((state::FAILED, event.as_str()))
             }
             Reservation::Repeated { state, event } => {
-                tracing::info!(
+                tracing::debug!(
                     state = state.as_str(),
                     "already handled; outcome published again"
                 );
@@ -143,11 +143,11 @@ impl InventoryHandler {
                 (!event.is_empty()).then_some((recorded, event.as_str()))
             }
             Reservation::OrderGone => {
-                tracing::info!("order removed by retention; nothing reserved");
+                tracing::debug!("order removed by retention; nothing reserved");
                 None
             }
             Reservation::CancelledFirst => {
-                tracing::info!("order cancelled before its reservation; nothing reserved");
+                tracing::debug!("order cancelled before its reservation; nothing reserved");
                 None
             }
         };
@@ -176,7 +176,7 @@ impl InventoryHandler {
         let partition = delivery.partition;
         let in_script = self.publishes_in_script();
         if !in_script && !self.order_exists(partition, &event.order_id).await? {
-            tracing::info!("order removed by retention; nothing to release");
+            tracing::debug!("order removed by retention; nothing to release");
             return Ok(Handled::Done);
         }
         let released = delivery.follow_up_without_payload::<StockReleased>();
@@ -217,7 +217,7 @@ impl InventoryHandler {
                 outcome => break outcome,
             }
         };
-        tracing::info!(?outcome, "cancellation handled");
+        tracing::debug!(?outcome, "cancellation handled");
         if !in_script {
             let stored = match &outcome {
                 Release::Released { event } | Release::Repeated { event } => event.as_str(),
@@ -283,7 +283,7 @@ impl InventoryHandler {
         )
         .await?;
         if let StepOutcome::Skipped { state } = outcome {
-            tracing::info!(
+            tracing::debug!(
                 state = state.as_str(),
                 to,
                 "outcome not published: the order moved on"

@@ -77,7 +77,7 @@ impl NotificationHandler {
         .await?;
         match outcome {
             StepOutcome::Applied { .. } => {
-                tracing::info!(kind, to = mask_email(&to).as_str(), "notification sent")
+                tracing::debug!(kind, to = mask_email(&to).as_str(), "notification sent")
             }
             StepOutcome::Blocked { guard_state } => tracing::warn!(
                 kind,

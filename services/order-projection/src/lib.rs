@@ -196,7 +196,7 @@ impl OrderProjection {
         let projected: Projected = self.redis.run_script(&PROJECT, space, invocation).await?;
         match projected {
             Projected::Changed { status, created_ms } => {
-                tracing::info!(status = status.as_str(), "order status changed");
+                tracing::debug!(status = status.as_str(), "order status changed");
                 if status.is_final() {
                     observe_completion(status, &created_ms);
                 }

@@ -147,7 +147,7 @@ impl PaymentHandler {
             )
             .await?;
         if begun == StepOutcome::OrderGone {
-            tracing::info!("order removed by retention; nothing charged");
+            tracing::debug!("order removed by retention; nothing charged");
             return Ok(Handled::Done);
         }
         if let StepOutcome::Skipped { state } = begun {
@@ -155,7 +155,7 @@ impl PaymentHandler {
                 self.announce_again(partition, order_id, &state, "event")
                     .await?;
             }
-            tracing::info!(state = state.as_str(), "payment already settled");
+            tracing::debug!(state = state.as_str(), "payment already settled");
             return Ok(Handled::Done);
         }
 
@@ -175,7 +175,7 @@ impl PaymentHandler {
                 match self.gateway.void(order_id, &payment_id).await {
                     Ok(Void::Voided) => Some(ChargeError::Unavailable(reason)),
                     Ok(Void::AlreadyCharged) => {
-                        tracing::info!("another attempt's charge went through; payment charged");
+                        tracing::debug!("another attempt's charge went through; payment charged");
                         None
                     }
                     Err(e) => {
@@ -236,7 +236,7 @@ impl PaymentHandler {
                 )
                 .await?;
             }
-            _ => tracing::info!(outcome = to, "payment settled"),
+            _ => tracing::debug!(outcome = to, "payment settled"),
         }
         Ok(Handled::Done)
     }
@@ -275,7 +275,7 @@ impl PaymentHandler {
             },
         )
         .await?;
-        tracing::info!(amount, "payment refunded");
+        tracing::debug!(amount, "payment refunded");
         Ok(())
     }
 
@@ -332,11 +332,11 @@ impl PaymentHandler {
         let state = match cancelled {
             StepOutcome::Skipped { state } => state,
             StepOutcome::OrderGone => {
-                tracing::info!("order removed by retention; nothing to refund");
+                tracing::debug!("order removed by retention; nothing to refund");
                 return Ok(Handled::Done);
             }
             _ => {
-                tracing::info!("cancelled before any charge; nothing to refund");
+                tracing::debug!("cancelled before any charge; nothing to refund");
                 return Ok(Handled::Done);
             }
         };

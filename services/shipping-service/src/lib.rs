@@ -57,14 +57,14 @@ impl ShippingHandler {
         )
         .await?;
         match outcome {
-            StepOutcome::Applied { .. } => tracing::info!(label_id, "shipment label created"),
+            StepOutcome::Applied { .. } => tracing::debug!(label_id, "shipment label created"),
             StepOutcome::Repeated => {
-                tracing::info!("label exists; ShipmentPrepared published again")
+                tracing::debug!("label exists; ShipmentPrepared published again")
             }
             StepOutcome::Skipped { state } | StepOutcome::Blocked { guard_state: state } => {
-                tracing::info!(state = state.as_str(), "order cancelled; no label")
+                tracing::debug!(state = state.as_str(), "order cancelled; no label")
             }
-            StepOutcome::OrderGone => tracing::info!("order removed by retention; no label"),
+            StepOutcome::OrderGone => tracing::debug!("order removed by retention; no label"),
         }
         Ok(Handled::Done)
     }

@@ -249,6 +249,8 @@ async fn json_handler_lines_carry_order_event_group_consumer_and_trace_ids() {
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CONSUMER_NAME", "inventory-logs")
         .env("LOG_FORMAT", "json")
+        // Per-event lines are debug: the default level logs what an operator acts on.
+        .env("RUST_LOG", "info,inventory_service=debug")
         .env("BLOCK_MS", "100")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))

@@ -99,7 +99,7 @@ pub async fn place(
     }
     match placed {
         Placed::Created { order, stream_id } => {
-            tracing::info!(
+            tracing::debug!(
                 parent: &span,
                 order_id = order.id.as_str(),
                 stream_id,
@@ -343,7 +343,7 @@ pub async fn cancel(
         Cancelled::Cancelled {
             previous_status, ..
         } => {
-            tracing::info!(
+            tracing::debug!(
                 order_id = id.as_str(),
                 previous_status = previous_status.as_str(),
                 "order cancelled by request"
