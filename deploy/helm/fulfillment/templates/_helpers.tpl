@@ -194,6 +194,29 @@ seeds that differ), so the render refuses them too.
 {{- dict "addresses" $addresses "tls" (hasKey $schemes "rediss") "userinfo" (keys $userinfos | first | default "") | toJson }}
 {{- end }}
 
+{{/*
+The event streams the consumers read, as a JSON list: the plain STREAM on one Redis with one
+partition; otherwise one `<STREAM>:{<tag>}` per partition, tags from files/partition-tags.json (the
+output of `fulfillment partitions --chart-table 64`, the same table the binaries use). On a
+cluster even one partition is tagged.
+*/}}
+{{- define "fulfillment.partitionStreams" -}}
+{{- $n := int .Values.config.streamPartitions }}
+{{- if and (eq $n 1) (not (include "fulfillment.clusterMode" .)) }}
+{{- list .Values.config.stream | toJson }}
+{{- else }}
+{{- $tags := index (.Files.Get "files/partition-tags.json" | fromJson) (toString $n) }}
+{{- if not $tags }}
+{{- fail (printf "config.streamPartitions %d: files/partition-tags.json names no such partitions (the chart supports 1..64)" $n) }}
+{{- end }}
+{{- $streams := list }}
+{{- range $tags }}
+{{- $streams = append $streams (printf "%s:{%s}" $.Values.config.stream .) }}
+{{- end }}
+{{- $streams | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* The external Redis as KEDA needs it, from redis.externalUrl: {address, tls, db}. */}}
 {{- define "fulfillment.externalRedis" -}}
 {{- $u := urlParse .Values.redis.externalUrl }}
