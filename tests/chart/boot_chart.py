@@ -8,6 +8,12 @@ redis-server shaped like the one the values describe:
 - an external Redis (redis.externalUrl): a redis-server on the URL's port with its password, over
   TLS for rediss:// with a certificate from a test CA. Secrets the release expects to exist already
   (the CA of redis.caSecret or of extraVolumes) are made by this script, holding that CA;
+- an external Redis Cluster (REDIS_CLUSTER_NODES, redis.cluster): six `redis-server
+  --cluster-enabled yes` (with the seeds' password as requirepass and masterauth) on ports below
+  the kernel's ephemeral range whose cluster bus ports (+10000) are free too, joined by
+  `redis-cli --cluster create --cluster-replicas 1`, ready once every node says cluster_state:ok
+  and every replica is online; each seed host of the values is mapped to a node (the nodes
+  announce 127.0.0.1:<port> themselves);
 then:
 - starts every Deployment's container (the binary named by its image, its args, its environment
   resolved from the ConfigMap, the Secret, field references and $(VAR) expansion, its Secret and
@@ -15,8 +21,10 @@ then:
   Deployment has none), with Service and external host names mapped to 127.0.0.1 and each process
   on a port of its own;
 - checks every rendered startup, liveness and readiness probe path answers 200;
-- plays KEDA for every ScaledObject: resolves its address, password (TriggerAuthentication), TLS
-  and CA as KEDA does, connects with redis-cli and reads its consumer group's lag (XINFO GROUPS);
+- plays KEDA for every trigger of every ScaledObject: resolves its address, password
+  (TriggerAuthentication), TLS and CA as KEDA does, connects with redis-cli (`-c` to one of the
+  addresses of a redis-cluster-streams trigger) and reads its consumer group's lag on its stream
+  (XINFO GROUPS);
 - runs the CronJob's container once (it must exit 0);
 - runs the helm test Pod's container, the e2e suite, against the booted API (it must exit 0);
 - stops everything with SIGTERM (each must exit 0).
@@ -43,12 +51,48 @@ from chartlib import API_VERSIONS, CHART, VALUE_SETS, Resolver, of_kind, pod_tem
 import yaml  # noqa: E402
 
 RELEASE, NAMESPACE = "boot", "shop"
+CLUSTER_NODES = 6
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cluster_ports():
+    """Six ports below the kernel's ephemeral range whose cluster bus ports (+10000) are free too;
+    each is held while the next are found, so they are distinct."""
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    low, high = 2000, ephemeral_low - 10001
+    if high <= low + 100:
+        raise SystemExit(f"FAIL: no room for a Redis Cluster's ports below {ephemeral_low}")
+    held, ports = [], []
+    try:
+        for _ in range(500):
+            port = random.randint(low, high)
+            if port in ports:
+                continue
+            pair = []
+            try:
+                for p in (port, port + 10000):
+                    s = socket.socket()
+                    pair.append(s)
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                for s in pair:
+                    s.close()
+                continue
+            held += pair
+            ports.append(port)
+            if len(ports) == CLUSTER_NODES:
+                return ports
+    finally:
+        for s in held:
+            s.close()
+    raise SystemExit("FAIL: found no free ports for a Redis Cluster")
 
 
 def get(url):
@@ -105,6 +149,7 @@ class Boot:
     def __init__(self, label, objects, target, work):
         self.label, self.objects, self.target, self.work = label, objects, target, work
         self.processes = []
+        self.infrastructure = set()  # what stands in for Redis: its exit code is not the release's
         self.failures = []
         self.endpoints = {}  # "<host>:<port>" -> "127.0.0.1:<local port>"
         self.redis_port = None
@@ -120,10 +165,12 @@ class Boot:
 
     def localize(self, text):
         for remote, local in sorted(self.endpoints.items(), key=lambda kv: -len(kv[0])):
-            text = re.sub(rf"(?<=[/@]){re.escape(remote)}(?=[/:]|$)", local, text)
+            text = re.sub(rf"(?<=[/@,]){re.escape(remote)}(?=[/:,]|$)", local, text)
         return text
 
-    def spawn(self, name, args, env):
+    def spawn(self, name, args, env, infrastructure=False):
+        if infrastructure:
+            self.infrastructure.add(name)
         log = open(os.path.join(self.work, f"{name}.log"), "w")
         p = subprocess.Popen(args, env={"PATH": os.environ.get("PATH", ""), **env}, stdout=log,
                              stderr=subprocess.STDOUT)
@@ -137,8 +184,10 @@ class Boot:
             raise SystemExit(f"FAIL: the image {image} names no binary built in {self.target}")
         return path
 
-    def redis_cli(self, port, password, tls, ca_file, db, *command):
+    def redis_cli(self, port, password, tls, ca_file, db, *command, cluster=False):
         args = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "-n", str(db), "--no-auth-warning"]
+        if cluster:
+            args += ["-c"]
         if password:
             args += ["-a", password]
         if tls:
@@ -154,6 +203,10 @@ class Boot:
         port = free_port()
         sts = of_kind(self.objects, "StatefulSet")
         args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.work]
+        first = pod_template(of_kind(self.objects, "Deployment")[0])["spec"]["containers"][0]
+        seeds = probe.env(first, "x").get("REDIS_CLUSTER_NODES")
+        if seeds:
+            return self.start_cluster(seeds, probe.env(first, "x").get("REDIS_PASSWORD"))
         if sts:
             c = pod_template(sts[0])["spec"]["containers"][0]
             password = probe.env(c, "redis-0")["REDIS_PASSWORD"]
@@ -174,7 +227,7 @@ class Boot:
             if password:
                 args += ["--requirepass", password]
             self.map_host(url.hostname, url.port or 6379, port)
-        self.spawn("redis", args, {})
+        self.spawn("redis", args, {}, infrastructure=True)
         self.redis_port, self.redis_password = port, password
         for _ in range(100):
             out = self.redis_cli(port, password, self.redis_tls, self.ca_file, 0, "ping")
@@ -182,6 +235,76 @@ class Boot:
                 return
             time.sleep(0.05)
         raise SystemExit(f"FAIL: redis-server did not answer: {out.stderr}")
+
+    def start_cluster(self, seeds, password_override):
+        """A Redis Cluster like REDIS_CLUSTER_NODES describes (see the module's note); returns once
+        every node says cluster_state:ok and every replica is online."""
+        urls = [urllib.parse.urlsplit(u.strip()) for u in seeds.split(",") if u.strip()]
+        if any(u.scheme != "redis" for u in urls):
+            raise SystemExit("FAIL: the boot test runs a Redis Cluster without TLS; the seeds are "
+                             + ",".join(u.scheme for u in urls))
+        passwords = {urllib.parse.unquote(u.password or "") for u in urls}
+        if len(passwords) != 1:
+            raise SystemExit("FAIL: the seeds carry different passwords")
+        password = password_override or passwords.pop()
+        for _ in range(5):
+            ports = cluster_ports()
+            started = []
+            for port in ports:
+                node_dir = os.path.join(self.work, f"cluster-{port}")
+                os.makedirs(node_dir)
+                args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
+                        "--dir", node_dir]
+                if password:
+                    args += ["--requirepass", password, "--masterauth", password]
+                started.append(self.spawn(f"redis-cluster-{port}", args, {}, infrastructure=True))
+            if self.cluster_ready(ports, password):
+                break
+            print(f"the cluster on {ports} did not form (a port taken meanwhile?); trying other ports")
+            for p in started:
+                p.terminate()
+                p.wait()
+        else:
+            raise SystemExit("FAIL: could not start a Redis Cluster (redis-server and redis-cli must be installed)")
+        for u, port in zip(urls, ports):
+            self.map_host(u.hostname, u.port or 6379, port)
+        self.redis_port, self.redis_password = ports[0], password
+        self.cluster_ports = ports
+        masters = [p for p in ports if self.redis_cli(p, password, False, None, 0, "ROLE").stdout.split()[:1] == ["master"]]
+        print(f"ok Redis Cluster on 127.0.0.1 {ports}: {len(masters)} masters, {len(ports) - len(masters)} replicas,"
+              f" cluster_state:ok; seeds {[u.hostname for u in urls]} mapped to {ports[:len(urls)]}")
+
+    def cluster_ready(self, ports, password):
+        def cli(port, *command):
+            return self.redis_cli(port, password, False, None, 0, *command).stdout
+
+        deadline = time.time() + 10
+        while not all(cli(p, "ping").strip() == "PONG" for p in ports):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.05)
+        args = ["redis-cli", "--no-auth-warning", "--cluster", "create"] + [f"127.0.0.1:{p}" for p in ports]
+        args += ["--cluster-replicas", "1", "--cluster-yes"] + (["-a", password] if password else [])
+        create = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        if create.returncode != 0:
+            print(create.stdout[-1000:] + create.stderr[-1000:])
+            return False
+
+        def node_ok(port):
+            if "cluster_state:ok" not in cli(port, "CLUSTER", "INFO"):
+                return False
+            replication = cli(port, "INFO", "replication")
+            if "role:master" in replication:
+                return re.search(r"^slave0:.*state=online", replication, re.M) is not None
+            return "master_link_status:up" in replication
+
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if all(node_ok(p) for p in ports):
+                return True
+            time.sleep(0.2)
+        return False
 
     def container_env(self, spec, c, pod):
         """The container's environment with its volumes as files and every address local."""
@@ -269,41 +392,53 @@ class Boot:
                                      f" {run.stderr[-2000:]}")
 
     def play_keda(self):
-        """Resolve every ScaledObject's trigger as KEDA's redis-streams scaler does, then read the
-        lag of its consumer group through that connection."""
+        """Resolve every trigger of every ScaledObject as KEDA's redis-streams and
+        redis-cluster-streams scalers do, then read the lag of its consumer group on its stream
+        through that connection."""
         auths = {a["metadata"]["name"]: a for a in of_kind(self.objects, "TriggerAuthentication")}
         deployments = {d["metadata"]["name"]: d for d in of_kind(self.objects, "Deployment")}
         for so in of_kind(self.objects, "ScaledObject"):
             name = so["metadata"]["name"]
-            trigger = so["spec"]["triggers"][0]
-            meta = trigger["metadata"]
             target = deployments[so["spec"]["scaleTargetRef"]["name"]]
             env = self.resolver.env(pod_template(target)["spec"]["containers"][0], "keda")
-            address = meta.get("address") or env.get(meta.get("addressFromEnv", ""), "")
-            params = {}
-            if "authenticationRef" in trigger:
-                for ref in auths[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]:
-                    params[ref["parameter"]] = self.resolver.secret(ref["name"], ref["key"])
-            password = params.get("password") or env.get(meta.get("passwordFromEnv", ""))
-            tls = meta.get("enableTLS") == "true" or params.get("tls") == "enable"
-            ca_file = self.ca_file
-            if "ca" in params:
-                ca_file = os.path.join(self.work, f"keda-{name}-ca.pem")
-                with open(ca_file, "w") as f:
-                    f.write(params["ca"])
-            local = self.endpoints.get(address)
-            if not local:
-                self.failures.append(f"KEDA {name}: address {address!r} is no Redis of this release")
-                continue
-            out = self.redis_cli(int(local.rsplit(":", 1)[1]), password, tls, ca_file,
-                                 meta.get("databaseIndex", "0"), "XINFO", "GROUPS", meta["stream"])
-            lines = out.stdout.split()
-            if out.returncode != 0 or meta["consumerGroup"] not in lines or "lag" not in lines:
-                self.failures.append(f"KEDA {name}: XINFO GROUPS {meta['stream']} over {address} "
-                                     f"(tls={tls}) gave {out.stdout[:200]!r} {out.stderr[:200]!r}")
-                continue
-            lag = lines[lines.index("lag", lines.index(meta["consumerGroup"])) + 1]
-            print(f"ok KEDA {name}: {meta['consumerGroup']} lag {lag} read over {address} (tls={tls})")
+            read = []
+            for trigger in so["spec"]["triggers"]:
+                meta = trigger["metadata"]
+                cluster = trigger["type"] == "redis-cluster-streams"
+                if cluster:
+                    # KEDA's cluster client dials any seed and follows the cluster's redirections.
+                    address = (meta.get("addresses") or env.get(meta.get("addressesFromEnv", ""), "")).split(",")[-1]
+                else:
+                    address = meta.get("address") or env.get(meta.get("addressFromEnv", ""), "")
+                params = {}
+                if "authenticationRef" in trigger:
+                    for ref in auths[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]:
+                        params[ref["parameter"]] = self.resolver.secret(ref["name"], ref["key"])
+                password = params.get("password") or env.get(meta.get("passwordFromEnv", ""))
+                tls = meta.get("enableTLS") == "true" or params.get("tls") == "enable"
+                ca_file = self.ca_file
+                if "ca" in params:
+                    ca_file = os.path.join(self.work, f"keda-{name}-ca.pem")
+                    with open(ca_file, "w") as f:
+                        f.write(params["ca"])
+                local = self.endpoints.get(address)
+                if not local:
+                    self.failures.append(f"KEDA {name}: address {address!r} is no Redis of this release")
+                    continue
+                out = self.redis_cli(int(local.rsplit(":", 1)[1]), password, tls, ca_file,
+                                     meta.get("databaseIndex", "0"), "XINFO", "GROUPS", meta["stream"],
+                                     cluster=cluster)
+                lines = out.stdout.split()
+                if out.returncode != 0 or meta["consumerGroup"] not in lines or "lag" not in lines:
+                    self.failures.append(f"KEDA {name}: XINFO GROUPS {meta['stream']} over {address} "
+                                         f"(tls={tls}) gave {out.stdout[:200]!r} {out.stderr[:200]!r}")
+                    continue
+                lag = lines[lines.index("lag", lines.index(meta["consumerGroup"])) + 1]
+                read.append(f"{meta['stream']} lag {lag}")
+            if len(read) == len(so["spec"]["triggers"]):
+                via = "redis-cli -c" if so["spec"]["triggers"][0]["type"] == "redis-cluster-streams" else "redis-cli"
+                print(f"ok KEDA {name} ({len(read)} triggers, {via}): "
+                      f"{so['spec']['triggers'][0]['metadata']['consumerGroup']} {', '.join(read)}")
 
     def stop(self):
         for _, p in reversed(self.processes):
@@ -315,7 +450,7 @@ class Boot:
             except subprocess.TimeoutExpired:
                 p.kill()
                 code = "no exit within 30 s"
-            if code != 0 and name != "redis":
+            if code != 0 and name not in self.infrastructure:
                 self.failures.append(f"{name} exited {code} on SIGTERM; log: {self.work}/{name}.log")
 
 

@@ -6,12 +6,17 @@
 - assertions on the rendered objects: replicas knob, autoscaling, KEDA, the retry worker, security
   contexts, labels and selectors, probes, the test hook, dashboards, the rules, the schema refusing
   typos, checksums, the NetworkPolicy, the Secret, name lengths, references between objects;
+- scale-out: the Redis Cluster's seeds and the partition settings reach every pipeline pod, KEDA
+  gets one trigger per partition stream, named as `fulfillment partitions --json` (a binary of
+  TARGET_DIR) names them, and files/partition-tags.json is what `fulfillment partitions
+  --chart-table 64` prints;
 - the kind scripts run against stub docker, kind, kubectl and helm commands;
 - hadolint on the Dockerfile, shellcheck on every script, compose.yaml against the Compose
   Specification's JSON schema, the chart README generated from values.yaml.
 
-Run with the tools of scripts/install-test-tools first on the PATH (helm, kubernetes-validate,
-hadolint, shellcheck, and a python with PyYAML and jsonschema). Prints one line per check and
+Usage: check_chart.py [TARGET_DIR]  (where the binaries are built; default target/debug). Run with
+the tools of scripts/install-test-tools first on the PATH (helm, kubernetes-validate, hadolint,
+shellcheck, and a python with PyYAML and jsonschema). Prints one line per check and
 `N passed, N failed`.
 """
 
@@ -34,6 +39,8 @@ from chartlib import (API_VERSIONS, CHART, DEMO_VALUES, KIND_VALUES, REGISTRY, R
                       run, values_args)
 
 DEFAULT_VALUES = os.path.join(CHART, "ci", "default-values.yaml")
+CLUSTER_VALUES = os.path.join(CHART, "ci", "cluster-values.yaml")
+TARGET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug")
 SERVICES = ["order", "inventory", "payment", "shipping", "notification"]
 REQUIRED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                    "app.kubernetes.io/part-of", "app.kubernetes.io/version",
@@ -47,6 +54,11 @@ KEDA_METADATA = {"address", "addressFromEnv", "host", "hostFromEnv", "port", "po
                  "streamLength", "lagCount", "activationLagCount", "enableTLS", "unsafeSsl",
                  "databaseIndex"}
 KEDA_AUTH_PARAMETERS = {"username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+# What its redis-cluster-streams variant reads (the same scaler on a cluster client; the metadata
+# of KEDA's docs, scalers/redis-cluster-streams): seeds as `addresses`, no database index.
+KEDA_CLUSTER_METADATA = {"addresses", "hosts", "ports", "usernameFromEnv", "passwordFromEnv", "stream",
+                         "consumerGroup", "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount",
+                         "enableTLS", "unsafeSsl"}
 
 results = []
 
@@ -368,6 +380,11 @@ def _schema():
         (["--set", "serviceAccount.craete=true"], "craete"),
         (["--set", "redis.image.digest=latest"], "digest"),
         (["--set", "redis.maxmemory=lots"], "maxmemory"),
+        (["--set", "config.streamPartitions=65"], "streamPartitions"),
+        (["--set", "config.streamPartitions=0"], "streamPartitions"),
+        (["--set", "config.redisWaitReplicas=17"], "redisWaitReplicas"),
+        (["--set", "redis.cluster.nodes[0]=10.0.0.1:6379"], "nodes"),
+        (["--set", "redis.cluster.enabeld=true"], "enabeld"),
     ]:
         out = run(["helm", "template", "x", CHART] + REGISTRY + args)
         assert out.returncode != 0, f"{args} was accepted"
@@ -677,6 +694,172 @@ def _dirty_tag():
         dirtier = tag()
         assert clean != dirty != dirtier, f"{clean} / {dirty} / {dirtier}"
         assert "dirty" in dirty and "dirty" not in clean, dirty
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale out: partitioned streams, an external Redis Cluster.
+
+def fulfillment(*args, **env):
+    """Runs `<TARGET>/fulfillment` with only these settings in its environment."""
+    binary = os.path.join(TARGET, "fulfillment")
+    assert os.access(binary, os.X_OK), f"no {binary}: build the workspace first (cargo build), or pass TARGET_DIR"
+    out = subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=60,
+                         env={"PATH": os.environ["PATH"], **env})
+    assert out.returncode == 0, f"fulfillment {' '.join(args)}: {out.stderr.strip()}"
+    return out.stdout
+
+
+def partition_streams(stream, partitions, cluster_nodes=None):
+    """The event streams `fulfillment partitions --json` names for these settings."""
+    env = {"STREAM": stream, "STREAM_PARTITIONS": str(partitions)}
+    if cluster_nodes:
+        env["REDIS_CLUSTER_NODES"] = cluster_nodes
+    return [p["stream"] for p in json.loads(fulfillment("partitions", "--json", **env))]
+
+
+def cluster_values():
+    with open(CLUSTER_VALUES) as f:
+        return yaml.safe_load(f)
+
+
+@check("files/partition-tags.json is what `fulfillment partitions --chart-table 64` prints")
+def _partition_table():
+    with open(os.path.join(CHART, "files", "partition-tags.json")) as f:
+        committed = json.load(f)
+    printed = json.loads(fulfillment("partitions", "--chart-table", "64"))
+    assert sorted(committed, key=int) == [str(n) for n in range(1, 65)], sorted(committed, key=int)
+    assert committed == printed, [n for n in printed if committed.get(n) != printed[n]]
+
+
+@check("Redis Cluster: the Secret carries the seed list; every pipeline pod (each service, the CronJob"
+       " and the loop Deployment, the helm test) gets REDIS_CLUSTER_NODES, STREAM_PARTITIONS and the replica"
+       " wait, and no REDIS_URL")
+def _cluster_wiring():
+    v = cluster_values()
+    nodes = v["redis"]["cluster"]["nodes"]
+    password = urllib.parse.unquote(urllib.parse.urlsplit(nodes[0]).password)
+    assert re.search(r"[@/:#%]", password), "the ci values' password should need escaping"
+    for extra in ([], ["--set", "retryWorker.mode=loop"]):
+        objects = render("-f", CLUSTER_VALUES, *extra)
+        assert not of_kind(objects, "StatefulSet") and not of_kind(objects, "NetworkPolicy")
+        resolver = Resolver(objects)
+        secret = resolver.secrets["fulfillment-secrets"]
+        assert secret["redis-cluster-nodes"] == ",".join(nodes), secret["redis-cluster-nodes"]
+        assert secret["redis-password"] == password, "KEDA's password, decoded from the seeds"
+        assert "redis-url" not in secret
+        pods = []
+        for owner, spec in pod_specs(objects):
+            who = f"{owner['kind']}/{owner['metadata']['name']}"
+            env = resolver.env(spec["containers"][0], "pod-0")
+            assert env.get("REDIS_CLUSTER_NODES") == ",".join(nodes), f"{who}: {env.get('REDIS_CLUSTER_NODES')!r}"
+            assert "REDIS_URL" not in env, f"{who}: a REDIS_URL beside the seeds is ignored; give none"
+            assert (env["STREAM_PARTITIONS"], env["REDIS_WAIT_REPLICAS"], env["REDIS_WAIT_TIMEOUT_MS"]) == \
+                ("12", "1", "2000"), who
+            pods.append(owner["kind"])
+        kinds = sorted(pods)
+        assert kinds.count("Deployment") == len(SERVICES) + (1 if extra else 0) and "Pod" in kinds, kinds
+        assert ("CronJob" in kinds) != bool(extra), kinds
+    # existingSecret: the seeds (and the password, used as is) from its keys; no Secret rendered.
+    objects = render("-f", CLUSTER_VALUES, "--set", "existingSecret=shop-redis")
+    assert not of_kind(objects, "Secret")
+    for owner, spec in pod_specs(objects):
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["REDIS_CLUSTER_NODES"]["valueFrom"]["secretKeyRef"] == {
+            "name": "shop-redis", "key": "redis-cluster-nodes"}, owner["metadata"]["name"]
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "shop-redis", "key": "redis-password", "optional": True}, owner["metadata"]["name"]
+        assert "REDIS_URL" not in env
+    # Seeds only in existingSecret (no KEDA): renders, and NOTES.txt names the Secret's key.
+    bare = ["-f", DEFAULT_VALUES, "--set", "redis.enabled=false", "--set", "redis.cluster.enabled=true",
+            "--set", "existingSecret=shop-redis"]
+    render(*bare[2:])
+    assert "redis-cluster-nodes of the Secret shop-redis" in notes(*bare)
+    # The defaults: one Redis, one partition, no wait, and nothing of the cluster.
+    config = config_of(default)
+    assert (config["STREAM_PARTITIONS"], config["REDIS_WAIT_REPLICAS"], config["REDIS_WAIT_TIMEOUT_MS"]) == \
+        ("1", "0", "2000"), config
+    for _, spec in pod_specs(default):
+        assert "REDIS_CLUSTER_NODES" not in {e["name"] for e in spec["containers"][0].get("env", [])}
+    text = notes("-f", CLUSTER_VALUES)
+    assert "Redis Cluster: every process" in text and "12 partition streams" in text, text
+    assert "Redis Cluster: every process" not in notes("-f", DEFAULT_VALUES)
+
+
+@check("Redis Cluster: a combination that cannot work fails the render with a message that says why")
+def _cluster_refused():
+    cluster = ["--set", "redis.cluster.enabled=true", "--set", "redis.cluster.nodes[0]=redis://10.0.0.1:6379"]
+    external = ["--set", "redis.enabled=false"]
+    for args, needle in [
+        (cluster, "needs redis.enabled=false"),
+        (cluster + external + ["--set", "redis.externalUrl=redis://r:6379"], "exclude each other"),
+        (["--set", "redis.cluster.enabled=true"] + external, "needs redis.cluster.nodes"),
+        (external + ["--set", "redis.externalUrl=redis://r:6379", "--set", "redis.cluster.nodes[0]=redis://a:6379"],
+         "redis.cluster.enabled is false"),
+        (cluster + external + ["--set", "redis.cluster.nodes[1]=rediss://10.0.0.2:6379"], "mixes redis:// and rediss://"),
+        (external + ["--set", "redis.cluster.enabled=true", "--set", "redis.cluster.nodes[0]=redis://:a@n1:6379",
+                     "--set", "redis.cluster.nodes[1]=redis://:b@n2:6379"], "different passwords"),
+        (external + ["--set", "redis.cluster.enabled=true", "--set", "existingSecret=shop-redis",
+                     "--set", "serviceDefaults.keda.enabled=true"], "KEDA needs to know where the Redis Cluster"),
+        (["--set", "config.redisWaitReplicas=1"], "the bundled Redis has no replicas"),
+    ]:
+        err = render_fails(*args)
+        assert needle in err, f"{args}: {err.strip()}"
+
+
+@check("KEDA: one trigger per partition stream per consumer service, named as `fulfillment partitions"
+       " --json` names them; redis-cluster-streams on the cluster values (seeds, password, TLS for rediss)")
+def _keda_partitions():
+    v = cluster_values()
+    nodes = v["redis"]["cluster"]["nodes"]
+    seeds = [urllib.parse.urlsplit(n) for n in nodes]
+    objects = render("-f", CLUSTER_VALUES)
+    resolver = Resolver(objects)
+    auths = {a["metadata"]["name"]: a for a in of_kind(objects, "TriggerAuthentication")}
+    expected = partition_streams(v["config"].get("stream", "order_events"), v["config"]["streamPartitions"],
+                                 ",".join(nodes))
+    assert len(expected) == 12 and all(s.startswith("order_events:{") for s in expected), expected
+    scaled = of_kind(objects, "ScaledObject")
+    assert sorted(so["spec"]["scaleTargetRef"]["name"] for so in scaled) == \
+        sorted(f"fulfillment-{s}" for s in SERVICES if s != "order"), scaled
+    for so in scaled:
+        service = so["spec"]["scaleTargetRef"]["name"].removeprefix("fulfillment-")
+        triggers = so["spec"]["triggers"]
+        assert [t["type"] for t in triggers] == ["redis-cluster-streams"] * len(expected), [t["type"] for t in triggers]
+        assert [t["metadata"]["stream"] for t in triggers] == expected, [t["metadata"]["stream"] for t in triggers]
+        for t in triggers:
+            meta = t["metadata"]
+            assert set(meta) <= KEDA_CLUSTER_METADATA, f"unknown to KEDA: {set(meta) - KEDA_CLUSTER_METADATA}"
+            assert meta["addresses"] == ",".join(f"{u.hostname}:{u.port or 6379}" for u in seeds), meta["addresses"]
+            assert meta["consumerGroup"] == f"{service}_group"
+            assert {"lagCount", "activationLagCount"} <= set(meta) and "enableTLS" not in meta
+            refs = auths[t["authenticationRef"]["name"]]["spec"]["secretTargetRef"]
+            params = {r["parameter"]: resolver.secret(r["name"], r["key"]) for r in refs}
+            assert set(params) <= KEDA_AUTH_PARAMETERS
+            assert params["password"] == urllib.parse.unquote(seeds[0].password), "KEDA's password"
+    # rediss:// seeds with a private CA: TLS on, the CA through the TriggerAuthentication.
+    tls = dict(v, redis=dict(v["redis"], cluster={"enabled": True, "nodes": [n.replace("redis://", "rediss://") for n in nodes]},
+                              caSecret={"name": "cluster-ca", "key": "ca.crt"}))
+    objects = render("-f", values_file(tls))
+    resolver = Resolver(objects, external={"cluster-ca": {"ca.crt": "PEM"}})
+    for so in of_kind(objects, "ScaledObject"):
+        for t in so["spec"]["triggers"]:
+            assert t["metadata"]["enableTLS"] == "true", t["metadata"]
+            refs = named(objects, "TriggerAuthentication", t["authenticationRef"]["name"])["spec"]["secretTargetRef"]
+            assert {r["parameter"]: resolver.secret(r["name"], r["key"]) for r in refs}["ca"] == "PEM"
+    # Other partition counts, on a cluster (tagged even alone) and on one Redis (tagged from 2 on).
+    for n in (1, 2, 5, 64):
+        cluster = render("-f", CLUSTER_VALUES, "--set", f"config.streamPartitions={n}")
+        triggers = named(cluster, "ScaledObject", "fulfillment-payment")["spec"]["triggers"]
+        assert [t["metadata"]["stream"] for t in triggers] == partition_streams("order_events", n, ",".join(nodes)), n
+        one = render("--set", "serviceDefaults.keda.enabled=true", "--set", f"config.streamPartitions={n}",
+                     "--set", "config.stream=shop_events")
+        triggers = named(one, "ScaledObject", "fulfillment-payment")["spec"]["triggers"]
+        assert [t["type"] for t in triggers] == ["redis-streams"] * n
+        assert [t["metadata"]["stream"] for t in triggers] == partition_streams("shop_events", n), n
+        assert all(t["metadata"]["address"] == "fulfillment-redis.shop.svc:6379" for t in triggers)
+    single = render("--set", "serviceDefaults.keda.enabled=true")
+    triggers = named(single, "ScaledObject", "fulfillment-payment")["spec"]["triggers"]
+    assert [(t["type"], t["metadata"]["stream"]) for t in triggers] == [("redis-streams", "order_events")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,10 +139,81 @@ else a new random one.
 {{- $e := index $escapes $i | lower }}
 {{- $code := add (mul (index $hex (substr 1 2 $e)) 16) (index $hex (substr 2 3 $e)) }}
 {{- if or (lt (int $code) 32) (gt (int $code) 126) }}
-{{- fail (printf "redis.externalUrl: the escape %s in its password is not printable ASCII; put the password in existingSecret (key redis-password) instead" (index $escapes $i)) }}
+{{- fail (printf "a Redis URL's password (redis.externalUrl, redis.cluster.nodes) holds the escape %s, which is not printable ASCII; put the password in existingSecret (key redis-password) instead" (index $escapes $i)) }}
 {{- end }}
 {{- printf "%c" (int $code) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the pipeline runs on an external Redis Cluster (redis.cluster.enabled): "true" or empty.
+Fails on a combination that cannot work, so every template that asks refuses it alike.
+*/}}
+{{- define "fulfillment.clusterMode" -}}
+{{- $c := .Values.redis.cluster }}
+{{- if $c.enabled }}
+{{- if .Values.redis.enabled }}
+{{- fail "redis.cluster.enabled needs redis.enabled=false: the chart bundles one Redis, not a cluster. Point redis.cluster.nodes at your Redis Cluster's nodes and set redis.enabled=false" }}
+{{- end }}
+{{- if .Values.redis.externalUrl }}
+{{- fail "redis.cluster.enabled and redis.externalUrl exclude each other: a Redis Cluster is reached through its seed nodes (redis.cluster.nodes), one Redis through externalUrl. Remove one of them" }}
+{{- end }}
+{{- if and (not $c.nodes) (not .Values.existingSecret) }}
+{{- fail "redis.cluster.enabled needs redis.cluster.nodes: the seed URLs of the cluster (redis:// or rediss://, password percent-encoded), or existingSecret with a redis-cluster-nodes key" }}
+{{- end }}
+{{- "true" }}
+{{- else if $c.nodes }}
+{{- fail "redis.cluster.nodes is set but redis.cluster.enabled is false: set redis.cluster.enabled=true (with redis.enabled=false) to run on that Redis Cluster, or remove the nodes" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The seeds of redis.cluster.nodes as KEDA needs them: {addresses: [host:port], tls, userinfo}.
+The processes' cluster client takes one password and one scheme for every node (redis-rs refuses
+seeds that differ), so the render refuses them too.
+*/}}
+{{- define "fulfillment.clusterSeeds" -}}
+{{- $addresses := list }}
+{{- $schemes := dict }}
+{{- $userinfos := dict }}
+{{- range .Values.redis.cluster.nodes }}
+{{- $u := urlParse . }}
+{{- $port := "6379" }}
+{{- if contains ":" $u.host }}{{ $port = last (splitList ":" $u.host) }}{{ end }}
+{{- $addresses = append $addresses (printf "%s:%s" $u.hostname $port) }}
+{{- $_ := set $schemes $u.scheme true }}
+{{- $_ := set $userinfos $u.userinfo true }}
+{{- end }}
+{{- if gt (len $schemes) 1 }}
+{{- fail "redis.cluster.nodes mixes redis:// and rediss://: every seed of one cluster takes the same scheme" }}
+{{- end }}
+{{- if gt (len $userinfos) 1 }}
+{{- fail "redis.cluster.nodes carry different passwords: the cluster client uses one for every node; give each seed the same one (or none, and put it in existingSecret's redis-password)" }}
+{{- end }}
+{{- dict "addresses" $addresses "tls" (hasKey $schemes "rediss") "userinfo" (keys $userinfos | first | default "") | toJson }}
+{{- end }}
+
+{{/*
+The event streams the consumers read, as a JSON list: the plain STREAM on one Redis with one
+partition; otherwise one `<STREAM>:{<tag>}` per partition, tags from files/partition-tags.json (the
+output of `fulfillment partitions --chart-table 64`, the same table the binaries use). On a
+cluster even one partition is tagged.
+*/}}
+{{- define "fulfillment.partitionStreams" -}}
+{{- $n := int .Values.config.streamPartitions }}
+{{- if and (eq $n 1) (not (include "fulfillment.clusterMode" .)) }}
+{{- list .Values.config.stream | toJson }}
+{{- else }}
+{{- $tags := index (.Files.Get "files/partition-tags.json" | fromJson) (toString $n) }}
+{{- if not $tags }}
+{{- fail (printf "config.streamPartitions %d: files/partition-tags.json names no such partitions (the chart supports 1..64)" $n) }}
+{{- end }}
+{{- $streams := list }}
+{{- range $tags }}
+{{- $streams = append $streams (printf "%s:{%s}" $.Values.config.stream .) }}
+{{- end }}
+{{- $streams | toJson }}
 {{- end }}
 {{- end }}
 
@@ -156,11 +227,18 @@ else a new random one.
 
 {{/*
 The data of the chart's Secret: the Redis password, the Redis URL every process reads (the bundled
-Redis's with the password percent-encoded, or redis.externalUrl), the admin token. Also hashed into
-checksum/secret, so a rotated token or password rolls the pods.
+Redis's with the password percent-encoded, or redis.externalUrl) or a Redis Cluster's seed URLs
+(redis.cluster.nodes, comma-joined), the tokens. Also hashed into checksum/secret, so a rotated
+token or password rolls the pods.
 */}}
 {{- define "fulfillment.secretData" -}}
-{{- if .Values.redis.enabled }}
+{{- if include "fulfillment.clusterMode" . }}
+{{- $seeds := include "fulfillment.clusterSeeds" . | fromJson }}
+{{- if contains ":" $seeds.userinfo }}
+redis-password: {{ include "fulfillment.urlUnescape" (regexReplaceAll "^[^:]*:" $seeds.userinfo "") | b64enc | quote }}
+{{- end }}
+redis-cluster-nodes: {{ join "," .Values.redis.cluster.nodes | b64enc | quote }}
+{{- else if .Values.redis.enabled }}
 {{- $password := include "fulfillment.redisPassword" . }}
 redis-password: {{ $password | b64enc | quote }}
 redis-url: {{ printf "redis://:%s@%s:6379/0" (include "fulfillment.urlEscape" $password) (include "fulfillment.redisHost" .) | b64enc | quote }}
@@ -181,12 +259,29 @@ api-token: {{ . | b64enc | quote }}
 {{- end }}
 
 {{/*
-Environment of every pipeline container: the Redis URL and the admin token from the Secret, and
-SSL_CERT_FILE when redis.caSecret is set. Settings come from the ConfigMap through envFrom; each
-template adds its consumer name.
+Environment of every pipeline container: the Redis URL (or a Redis Cluster's seeds) and the tokens
+from the Secret, and SSL_CERT_FILE when redis.caSecret is set. Settings come from the ConfigMap
+through envFrom; each template adds its consumer name.
 */}}
 {{- define "fulfillment.env" -}}
-{{- if and .Values.existingSecret .Values.redis.enabled }}
+{{- if include "fulfillment.clusterMode" . }}
+{{- /* A Redis Cluster: its seed URLs (REDIS_URL would be ignored, so none is given). */}}
+- name: REDIS_CLUSTER_NODES
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: redis-cluster-nodes
+{{- if .Values.existingSecret }}
+{{- /* Seeds from a Secret made outside the chart may leave the password out: REDIS_PASSWORD, used
+as is (no URL-encoding), then stands for every node's. */}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fulfillment.secretName" . }}
+      key: redis-password
+      optional: true
+{{- end }}
+{{- else if and .Values.existingSecret .Values.redis.enabled }}
 {{- /* A Secret made outside the chart holds the password only: the processes take it as
 REDIS_PASSWORD, as is (no URL-encoding), beside a URL without one. */}}
 - name: REDIS_PASSWORD
@@ -359,6 +454,9 @@ SHUTDOWN_GRACE_MS: {{ $c.shutdownGraceMs | int64 | quote }}
 HTTP_REQUEST_TIMEOUT_MS: {{ $c.httpRequestTimeoutMs | int64 | quote }}
 HTTP_MAX_IN_FLIGHT: {{ $c.httpMaxInFlight | int64 | quote }}
 WS_MAX_CONNECTIONS: {{ $c.wsMaxConnections | int64 | quote }}
+STREAM_PARTITIONS: {{ $c.streamPartitions | int64 | quote }}
+REDIS_WAIT_REPLICAS: {{ $c.redisWaitReplicas | int64 | quote }}
+REDIS_WAIT_TIMEOUT_MS: {{ $c.redisWaitTimeoutMs | int64 | quote }}
 {{- with $c.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
