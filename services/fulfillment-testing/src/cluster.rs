@@ -158,7 +158,10 @@ impl TestCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         for node in &mut self.nodes {
             loop {
-                if cli(node.port, &["PING"]).trim() == "PONG" {
+                // Our own node must answer, not a server another test started on the port.
+                if let Some(child) = &node.child
+                    && crate::served_by(&cli(node.port, &["INFO", "server"]), child.id())
+                {
                     break;
                 }
                 let exited = node

@@ -114,11 +114,13 @@ impl TestRedis {
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            // Our own process must answer: a port another test took meanwhile answers too (its
+            // redis-server up, ours about to fail to bind it), and two tests would share data.
             if let Ok(client) = redis::Client::open(self.url.as_str())
                 && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn)
             {
-                return true;
+                return served_by(&info, self.child.id());
             }
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false; // port taken meanwhile
@@ -154,6 +156,13 @@ impl Drop for TestRedis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether `INFO server` output comes from the process `pid`.
+pub(crate) fn served_by(info: &str, pid: u32) -> bool {
+    info.lines()
+        .filter_map(|l| l.trim().strip_prefix("process_id:"))
+        .any(|id| id == pid.to_string())
 }
 
 pub fn free_port() -> u16 {
@@ -530,9 +539,10 @@ impl Harness {
                 return order;
             }
             if Instant::now() > deadline {
+                let (_, events) = self.get(&format!("/orders/{id}/events")).await;
                 panic!(
-                    "order {id} is {} after {within:?}, not {status}",
-                    order["status"]
+                    "order {id} is {} ({}) after {within:?}, not {status}; its events: {events}",
+                    order["status"], order["status_reason"]
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -897,4 +907,17 @@ pub fn terminate(pid: u32) {
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_by;
+
+    #[test]
+    fn a_server_is_known_by_its_process_id() {
+        let info = "# Server\r\nredis_version:7.4.2\r\nprocess_id:4242\r\nrun_id:abc\r\n";
+        assert!(served_by(info, 4242));
+        assert!(!served_by(info, 424));
+        assert!(!served_by("", 4242));
+    }
 }
