@@ -261,7 +261,7 @@ impl Event {
     /// The fields as a JSON array of alternating names and values, the form the Lua scripts
     /// store so they can publish the same entry again.
     pub fn to_fields_json(&self) -> String {
-        fields_json(self.to_fields())
+        fields_json(&self.to_fields())
     }
 
     /// Like [`Event::to_fields_json`] without `payload`, for scripts that write the payload
@@ -269,7 +269,7 @@ impl Event {
     pub fn header_fields_json(&self) -> String {
         let mut fields = self.to_fields();
         fields.retain(|(name, _)| *name != field::PAYLOAD);
-        fields_json(fields)
+        fields_json(&fields)
     }
 
     /// Decodes what [`Event::to_fields_json`] (or a script storing an event) wrote.
@@ -347,12 +347,10 @@ pub fn field_value<'f>(fields: &'f [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&
         .map(|(_, v)| v.as_slice())
 }
 
-fn fields_json(fields: Vec<(&'static str, String)>) -> String {
-    let flat: Vec<String> = fields
-        .into_iter()
-        .flat_map(|(k, v)| [k.to_owned(), v])
-        .collect();
-    serde_json::Value::from(flat).to_string()
+/// Fields as a JSON array of alternating names and values.
+pub fn fields_json(fields: &[(&'static str, String)]) -> String {
+    let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
+    serde_json::to_string(&flat).unwrap_or_default()
 }
 
 /// Now, as RFC 3339 with millisecond precision.

@@ -95,22 +95,42 @@ pub async fn transition(
     for guard in step.guards {
         invocation.key(&guard.key);
     }
+    let fields = step.event.map(Event::to_fields).unwrap_or_default();
+    let stored = if fields.is_empty() {
+        String::new()
+    } else {
+        crate::events::fields_json(&fields)
+    };
     invocation
-        .arg(step.from.join(","))
+        .arg(state_list(step.from))
         .arg(step.to)
         .arg(step.event_field)
-        .arg(step.event.map(Event::to_fields_json).unwrap_or_default())
+        .arg(stored)
         .arg(step.counter.unwrap_or_default())
-        .arg(step.guards.len());
+        .arg(step.guards.len())
+        .arg(step.facts.len() * 2);
     for guard in step.guards {
-        invocation.arg(guard.allowed.join(","));
+        invocation.arg(state_list(guard.allowed));
     }
     for (name, value) in step.facts {
         invocation.arg(*name).arg(*value);
     }
+    for (name, value) in &fields {
+        invocation.arg(*name).arg(value);
+    }
     redis
         .run_script(&TRANSITION, &partition.keys, invocation)
         .await
+}
+
+/// States as `transition.lua` matches them: `,` before and after each.
+fn state_list(states: &[&str]) -> String {
+    let mut list = String::from(",");
+    for state in states {
+        list.push_str(state);
+        list.push(',');
+    }
+    list
 }
 
 /// Reads one field of a state hash.

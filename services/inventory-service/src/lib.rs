@@ -116,10 +116,14 @@ impl InventoryHandler {
         for line in &lines {
             invocation.arg(&line.product_id);
         }
+        let reserved_fields = reserved.to_fields();
         invocation
             .arg(serde_json::to_string(&lines).unwrap_or_default())
-            .arg(reserved.to_fields_json())
+            .arg(fulfillment_core::events::fields_json(&reserved_fields))
             .arg(failed.header_fields_json());
+        for (name, value) in &reserved_fields {
+            invocation.arg(*name).arg(value);
+        }
         let reservation: Reservation = self.redis.run_script(&RESERVE, catalog, invocation).await?;
         let outcome = match &reservation {
             Reservation::Reserved { event } => {

@@ -10,7 +10,8 @@
 -- KEYS[1] ledger hash, KEYS[2 .. 1+n] product hashes, then optionally KEYS[2+n] stream,
 -- KEYS[3+n] counters hash, KEYS[4+n] order hash
 -- ARGV[1] n, ARGV[2 .. 1+n] quantities, ARGV[2+n .. 1+2n] product ids, ARGV[2+2n] items JSON,
--- ARGV[3+2n] StockReserved fields (JSON array), ARGV[4+2n] StockFailed fields without payload
+-- ARGV[3+2n] StockReserved fields (JSON array, stored), ARGV[4+2n] StockFailed fields without
+-- payload, ARGV[5+2n ..] StockReserved fields, flat (published as they are)
 -- Replies {'reserved', '', event}, {'failed', reason, event}, {'repeated', state, event or ''},
 -- {'cancelled', '', ''}, {'gone', '', ''}
 local n = tonumber(ARGV[1])
@@ -47,6 +48,6 @@ end
 redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event', ARGV[3 + 2 * n])
 if publish then
   redis.call('HINCRBY', KEYS[3 + n], 'reservations', 1)
-  redis.call('XADD', KEYS[2 + n], '*', unpack(cjson.decode(ARGV[3 + 2 * n])))
+  redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, 5 + 2 * n, #ARGV))
 end
 return {'reserved', '', ARGV[3 + 2 * n]}
