@@ -20,6 +20,9 @@ use std::sync::LazyLock;
 static SWEEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/sweep_orders.lua")));
 
+/// Statuses that had an index before they were left out of [`crate::keys::INDEXED_STATUSES`].
+const UNINDEXED_BEFORE: [&str; 2] = ["RESERVED", "PAID"];
+
 /// Orders removed per script call: short enough not to hold Redis up (about a millisecond).
 pub const SWEEP_BATCH: usize = 200;
 
@@ -33,6 +36,17 @@ pub async fn sweep_finished_orders(
 ) -> RedisResult<u64> {
     let mut removed = 0u64;
     for partition in redis.layout().partitions() {
+        // Indexes an older version kept for statuses that last milliseconds: their members went
+        // stale when the statuses stopped being indexed.
+        let mut conn = redis.conn();
+        redis::cmd("DEL")
+            .arg(
+                UNINDEXED_BEFORE
+                    .map(|status| partition.keys.orders_by_status(status))
+                    .as_slice(),
+            )
+            .query_async::<i64>(&mut conn)
+            .await?;
         // What a crashed pass left in the outbox goes first.
         clear_swept(redis, partition).await?;
         removed += sweep_partition(redis, partition, cutoff_ms, limit).await?;

@@ -25,6 +25,18 @@ const MAX_CALLS: usize = 128;
 /// script short, about a millisecond at most).
 const MAX_BYTES: usize = 512 * 1024;
 
+/// What a batched script may call besides Redis: `notify(channel, message)` publishes `message`
+/// on `channel`. Alone, at once; in a batch, every message of the batch in one `PUBLISH` of a JSON
+/// array at its end (the messages are JSON texts), one publish per batch instead of per call.
+const PLAIN_PRELUDE: &str =
+    "local function notify(channel, message) redis.call('PUBLISH', channel, message) end\n";
+const BATCH_PRELUDE: &str = "local notices, notice_channel = {}, nil
+local function notify(channel, message)
+  notice_channel = channel
+  notices[#notices + 1] = message
+end
+";
+
 /// Runs the script above it (as `run`) once per call. ARGV[1] calls, then each call's key count
 /// and argument count; then the calls' keys (in KEYS) and arguments (in ARGV), in order.
 const DRIVER: &str = r#"
@@ -44,6 +56,9 @@ for i = 1, calls do
     if type(result) == 'table' and result.err then result = result.err end
     results[i] = {0, tostring(result)}
   end
+end
+if notice_channel then
+  redis.call('PUBLISH', notice_channel, '[' .. table.concat(notices, ',') .. ']')
 end
 return results
 "#;
@@ -65,13 +80,14 @@ impl std::fmt::Debug for BatchedScript {
 
 impl BatchedScript {
     /// `source` is a script of `KEYS` and `ARGV` ending in `return`: it must not assign to
-    /// `KEYS` or `ARGV` (they become the function's parameters).
+    /// `KEYS` or `ARGV` (they become the function's parameters). It may call `notify` (see
+    /// [`PLAIN_PRELUDE`]).
     pub fn new(name: &'static str, source: &str) -> Self {
         Self {
             name,
-            plain: Script::new(source),
+            plain: Script::new(&format!("{PLAIN_PRELUDE}{source}")),
             batched: Script::new(&format!(
-                "local function run(KEYS, ARGV)\n{source}\nend\n{DRIVER}"
+                "{BATCH_PRELUDE}local function run(KEYS, ARGV)\n{source}\nend\n{DRIVER}"
             )),
         }
     }

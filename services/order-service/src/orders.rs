@@ -263,13 +263,87 @@ pub struct OrderPage {
 }
 
 /// Orders newest first, optionally of one status, after `cursor` (from a previous page): each
-/// partition's newest after the cursor, merged.
+/// partition's newest after the cursor, merged. A status without an index of its own
+/// (`RESERVED`, `PAID`: see [`keys::INDEXED_STATUSES`]) is found by reading the index of every
+/// order, at most [`UNINDEXED_SCAN`] orders a page: such a page may hold fewer orders than asked
+/// (even none) and still have a cursor to go on from.
 pub async fn list(
     redis: &Redis,
     status: Option<OrderStatus>,
     limit: usize,
     cursor: Option<&str>,
 ) -> RedisResult<OrderPage> {
+    let indexed = status.is_none_or(|s| keys::INDEXED_STATUSES.contains(&s.as_str()));
+    if !indexed && let Some(status) = status {
+        return list_unindexed(redis, status, limit, cursor).await;
+    }
+    let mut members = newest_members(redis, status, cursor, limit + 1).await?;
+    let next_cursor = if members.len() > limit {
+        members.truncate(limit);
+        members.last().cloned()
+    } else {
+        None
+    };
+    Ok(OrderPage {
+        orders: orders_of(redis, &members).await?,
+        next_cursor,
+    })
+}
+
+/// Most orders one page of an unindexed status reads.
+pub const UNINDEXED_SCAN: usize = 2_000;
+
+async fn list_unindexed(
+    redis: &Redis,
+    status: OrderStatus,
+    limit: usize,
+    cursor: Option<&str>,
+) -> RedisResult<OrderPage> {
+    let mut found = Vec::new();
+    // The member of the last order found: where a full page ends.
+    let mut last_found: Option<String> = None;
+    let mut after = cursor.map(str::to_owned);
+    let mut scanned = 0;
+    while scanned < UNINDEXED_SCAN {
+        let chunk = newest_members(redis, None, after.as_deref(), 200).await?;
+        let Some(last) = chunk.last().cloned() else {
+            // Every order read: no more pages.
+            return Ok(OrderPage {
+                orders: found,
+                next_cursor: None,
+            });
+        };
+        scanned += chunk.len();
+        for (member, order) in chunk.iter().zip(orders_of_each(redis, &chunk).await?) {
+            let Some(order) = order.filter(|o| o.status == status) else {
+                continue;
+            };
+            if found.len() == limit {
+                // One more than the page holds: the page ends at the one before.
+                return Ok(OrderPage {
+                    orders: found,
+                    next_cursor: last_found,
+                });
+            }
+            found.push(order);
+            last_found = Some(member.clone());
+        }
+        after = Some(last);
+    }
+    Ok(OrderPage {
+        orders: found,
+        next_cursor: after,
+    })
+}
+
+/// Up to `count` index members newest first after `cursor`, over every partition: of the
+/// orders in `status` (an indexed one), or of every order.
+async fn newest_members(
+    redis: &Redis,
+    status: Option<OrderStatus>,
+    cursor: Option<&str>,
+    count: usize,
+) -> RedisResult<Vec<String>> {
     let max = match cursor {
         Some(c) => format!("({c}"),
         None => "+".to_owned(),
@@ -289,7 +363,7 @@ pub async fn list(
                 .arg("REV")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(limit + 1)
+                .arg(count)
                 .query_async::<Vec<String>>(&mut redis.conn())
                 .await
         }
@@ -300,12 +374,21 @@ pub async fn list(
         .flatten()
         .collect();
     members.sort_unstable_by(|a, b| b.cmp(a));
-    let next_cursor = if members.len() > limit {
-        members.truncate(limit);
-        members.last().cloned()
-    } else {
-        None
-    };
+    members.truncate(count);
+    Ok(members)
+}
+
+/// The orders the index members name, in their order (gone ones left out).
+async fn orders_of(redis: &Redis, members: &[String]) -> RedisResult<Vec<Order>> {
+    Ok(orders_of_each(redis, members)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Each index member's order, `None` where it is gone.
+async fn orders_of_each(redis: &Redis, members: &[String]) -> RedisResult<Vec<Option<Order>>> {
     let reads = members.iter().map(|member| {
         let id = member.split_once(':').map(|(_, id)| id).unwrap_or(member);
         let key = redis.layout().of_order(id).keys.order(id);
@@ -317,10 +400,7 @@ pub async fn list(
         }
     });
     let hashes = futures_util::future::try_join_all(reads).await?;
-    Ok(OrderPage {
-        orders: hashes.iter().filter_map(Order::from_hash).collect(),
-        next_cursor,
-    })
+    Ok(hashes.iter().map(Order::from_hash).collect())
 }
 
 /// Whether `cursor` has the shape of an index member (so a bad cursor is a 400, not a Redis error).

@@ -85,8 +85,24 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
     // Placed while nothing consumes: PENDING, so never removed however old.
     let waiting = h.place("product-B", 1, "tok_visa").await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // An index an older version kept for a status that lasts milliseconds, with a stale member.
+    let legacy = h.partition_of(&done).keys.orders_by_status("RESERVED");
+    let mut conn = h.redis.conn();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&legacy)
+        .arg(0)
+        .arg(&done)
+        .query_async(&mut conn)
+        .await
+        .expect("zadd");
     let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
     assert_eq!(report.orders_removed, 1);
+    let legacy_left: i64 = redis::cmd("EXISTS")
+        .arg(&legacy)
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert_eq!(legacy_left, 0, "the pass removes indexes no status uses");
     assert_eq!(keys_of(&h, &done).await, Vec::<String>::new());
     assert_eq!(h.charges().await, 0);
     assert_eq!(finished_count(&h).await, 0);
