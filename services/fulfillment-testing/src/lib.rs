@@ -158,6 +158,42 @@ impl Drop for TestRedis {
     }
 }
 
+/// A process a test started, SIGKILLed and reaped when dropped: a test that fails midway leaves
+/// no service behind (one retrying its Redis's port would join whichever test's Redis takes the
+/// port next).
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `Command::spawn`, guarded ([`Spawned`]).
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> std::io::Result<Spawned>;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> std::io::Result<Spawned> {
+        self.spawn().map(Spawned)
+    }
+}
+
 /// Whether `INFO server` output comes from the process `pid`.
 pub(crate) fn served_by(info: &str, pid: u32) -> bool {
     info.lines()

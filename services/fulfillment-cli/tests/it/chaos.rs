@@ -12,10 +12,12 @@
 //! healthy services, stock is back exactly.
 
 use fulfillment_core::Redis;
-use fulfillment_testing::{TestRedis, free_port, terminate, workspace_binary};
+use fulfillment_testing::{
+    SpawnGuarded, Spawned, TestRedis, free_port, terminate, workspace_binary,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ struct Service {
     port: u16,
     args: Vec<&'static str>,
     env: Vec<(&'static str, &'static str)>,
-    child: Child,
+    child: Spawned,
 }
 
 fn spawn(
@@ -40,7 +42,7 @@ fn spawn(
     args: &[&'static str],
     env: &[(&'static str, &'static str)],
     redis_url: &str,
-) -> Child {
+) -> Spawned {
     Command::new(workspace_binary(binary))
         .args(args)
         .env("REDIS_URL", redis_url)
@@ -56,7 +58,7 @@ fn spawn(
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .expect("spawn service")
 }
 

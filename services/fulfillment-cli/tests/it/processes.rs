@@ -3,7 +3,8 @@
 
 use fulfillment_core::Service;
 use fulfillment_testing::{
-    Backend, Harness, SECONDS_10, free_port, on_every_backend, terminate, workspace_binary,
+    Backend, Harness, SECONDS_10, SpawnGuarded, free_port, on_every_backend, terminate,
+    workspace_binary,
 };
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +75,7 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .expect("spawn");
     h.eventually(SECONDS_10, "some reservations", || async {
         h.counter("reservations").await >= 10
@@ -254,7 +255,7 @@ async fn json_handler_lines_carry_order_event_group_consumer_and_trace_ids() {
         .env("BLOCK_MS", "100")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
+        .spawn_guarded()
         .expect("spawn");
     h.eventually(SECONDS_10, "reserved", || async {
         h.counter("reservations").await == 1
@@ -306,7 +307,7 @@ async fn scaling_inventory_down_loses_nothing() {
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_guarded()
             .expect("spawn")
     };
     let mut replicas: Vec<_> = ["inventory-a", "inventory-b", "inventory-c"]
@@ -521,7 +522,7 @@ async fn the_pipeline_runs_over_rediss_with_a_password() {
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .expect("redis-server");
     let http_port = free_port();
     let log = dir.join("up.log");
@@ -535,7 +536,7 @@ async fn the_pipeline_runs_over_rediss_with_a_password() {
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
+        .spawn_guarded()
         .expect("fulfillment up");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http_port}");
