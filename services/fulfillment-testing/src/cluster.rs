@@ -161,6 +161,7 @@ impl TestCluster {
                 // Our own node must answer, not a server another test started on the port.
                 if let Some(child) = &node.child
                     && crate::served_by(&cli(node.port, &["INFO", "server"]), child.id())
+                    && cli(node.port, &["PING"]).trim() == "PONG"
                 {
                     break;
                 }

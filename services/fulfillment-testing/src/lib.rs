@@ -116,11 +116,17 @@ impl TestRedis {
         while Instant::now() < deadline {
             // Our own process must answer: a port another test took meanwhile answers too (its
             // redis-server up, ours about to fail to bind it), and two tests would share data.
+            // INFO answers while an append-only file loads; PING waits until it is loaded.
             if let Ok(client) = redis::Client::open(self.url.as_str())
                 && let Ok(mut conn) = client.get_connection()
                 && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn)
             {
-                return served_by(&info, self.child.id());
+                if !served_by(&info, self.child.id()) {
+                    return false;
+                }
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return true;
+                }
             }
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false; // port taken meanwhile
