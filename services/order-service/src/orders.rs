@@ -292,6 +292,8 @@ pub async fn list(
 
 /// Most orders one page of an unindexed status reads.
 pub const UNINDEXED_SCAN: usize = 2_000;
+/// Index members read at a time while scanning for an unindexed status.
+const SCAN_CHUNK: usize = 200;
 
 async fn list_unindexed(
     redis: &Redis,
@@ -299,41 +301,63 @@ async fn list_unindexed(
     limit: usize,
     cursor: Option<&str>,
 ) -> RedisResult<OrderPage> {
-    let mut found = Vec::new();
-    // The member of the last order found: where a full page ends.
-    let mut last_found: Option<String> = None;
+    // Members of the orders in `status`, one more than the page when there is one.
+    let mut matching: Vec<String> = Vec::new();
     let mut after = cursor.map(str::to_owned);
     let mut scanned = 0;
-    while scanned < UNINDEXED_SCAN {
-        let chunk = newest_members(redis, None, after.as_deref(), 200).await?;
-        let Some(last) = chunk.last().cloned() else {
-            // Every order read: no more pages.
-            return Ok(OrderPage {
-                orders: found,
-                next_cursor: None,
-            });
-        };
+    let mut exhausted = false;
+    while matching.len() <= limit && scanned < UNINDEXED_SCAN {
+        let chunk = newest_members(redis, None, after.as_deref(), SCAN_CHUNK).await?;
         scanned += chunk.len();
-        for (member, order) in chunk.iter().zip(orders_of_each(redis, &chunk).await?) {
-            let Some(order) = order.filter(|o| o.status == status) else {
-                continue;
-            };
-            if found.len() == limit {
-                // One more than the page holds: the page ends at the one before.
-                return Ok(OrderPage {
-                    orders: found,
-                    next_cursor: last_found,
-                });
+        // Only each order's status is read to choose; whole orders for the page alone.
+        for (member, current) in chunk.iter().zip(statuses_of(redis, &chunk).await?) {
+            if current.as_deref() == Some(status.as_str()) {
+                matching.push(member.clone());
             }
-            found.push(order);
-            last_found = Some(member.clone());
         }
-        after = Some(last);
+        // A short chunk is the end of every partition's index.
+        exhausted = chunk.len() < SCAN_CHUNK;
+        if let Some(last) = chunk.last() {
+            after = Some(last.clone());
+        }
+        if exhausted {
+            break;
+        }
     }
+    let next_cursor = if matching.len() > limit {
+        matching.truncate(limit);
+        matching.last().cloned()
+    } else if exhausted {
+        None
+    } else {
+        // The scan stopped at its bound: go on from what it read.
+        after
+    };
     Ok(OrderPage {
-        orders: found,
-        next_cursor: after,
+        orders: orders_of(redis, &matching).await?,
+        next_cursor,
     })
+}
+
+/// Each index member's order status, `None` where the order is gone.
+async fn statuses_of(redis: &Redis, members: &[String]) -> RedisResult<Vec<Option<String>>> {
+    let reads = members.iter().map(|member| {
+        let key = order_key(redis, member);
+        async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg("status")
+                .query_async::<Option<String>>(&mut redis.conn())
+                .await
+        }
+    });
+    futures_util::future::try_join_all(reads).await
+}
+
+/// The order hash an index member names.
+fn order_key(redis: &Redis, member: &str) -> String {
+    let id = member.split_once(':').map(|(_, id)| id).unwrap_or(member);
+    redis.layout().of_order(id).keys.order(id)
 }
 
 /// Up to `count` index members newest first after `cursor`, over every partition: of the
@@ -380,18 +404,8 @@ async fn newest_members(
 
 /// The orders the index members name, in their order (gone ones left out).
 async fn orders_of(redis: &Redis, members: &[String]) -> RedisResult<Vec<Order>> {
-    Ok(orders_of_each(redis, members)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
-}
-
-/// Each index member's order, `None` where it is gone.
-async fn orders_of_each(redis: &Redis, members: &[String]) -> RedisResult<Vec<Option<Order>>> {
     let reads = members.iter().map(|member| {
-        let id = member.split_once(':').map(|(_, id)| id).unwrap_or(member);
-        let key = redis.layout().of_order(id).keys.order(id);
+        let key = order_key(redis, member);
         async move {
             redis::cmd("HGETALL")
                 .arg(key)
@@ -400,7 +414,7 @@ async fn orders_of_each(redis: &Redis, members: &[String]) -> RedisResult<Vec<Op
         }
     });
     let hashes = futures_util::future::try_join_all(reads).await?;
-    Ok(hashes.iter().map(Order::from_hash).collect())
+    Ok(hashes.iter().filter_map(Order::from_hash).collect())
 }
 
 /// Whether `cursor` has the shape of an index member (so a bad cursor is a 400, not a Redis error).

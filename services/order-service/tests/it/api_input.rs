@@ -1,7 +1,9 @@
 //! Scenario 11, bad input: a 4xx JSON error with a code, nothing published. Also the admin token
 //! on catalog writes and the DLQ, paging, and the ops endpoints.
 
+use fulfillment_core::Service;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
+use order_service::orders;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -119,6 +121,77 @@ async fn orders_are_listed_newest_first_in_pages(backend: Backend) {
     assert_eq!(ids(&pending).len(), 5);
     let (_, completed) = h.get("/orders?status=COMPLETED").await;
     assert!(ids(&completed).is_empty());
+    h.stop().await;
+}
+
+on_every_backend!(a_status_without_an_index_is_listed_by_a_bounded_scan);
+
+/// `PAID` has no index of its own: a page of it reads at most `UNINDEXED_SCAN` orders, so 2,000
+/// newer entries of the orders index (of no order) give an empty page with a cursor, and the
+/// cursor leads on to the paid orders, a page at a time, to the end.
+async fn a_status_without_an_index_is_listed_by_a_bounded_scan(backend: Backend) {
+    let h = Harness::on(backend).await;
+    // No shipping: orders stop at PAID.
+    let consumers = h
+        .consumers_of(&[Service::Order, Service::Inventory, Service::Payment])
+        .await;
+    let mut paid = Vec::new();
+    for _ in 0..3 {
+        paid.push(h.place("product-A", 1, "tok_visa").await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for id in &paid {
+        h.wait_status(id, "PAID", SECONDS_10).await;
+    }
+    consumers.stop().await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .map(|o| o["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (_, reserved) = h.get("/orders?status=RESERVED").await;
+    assert!(ids(&reserved).is_empty(), "{reserved}");
+    assert!(
+        reserved["next_cursor"].is_null(),
+        "every order read: {reserved}"
+    );
+
+    let newer: Vec<String> = (0..orders::UNINDEXED_SCAN)
+        .map(|i| format!("999999999999999-{i:010}:gone-{i}"))
+        .collect();
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(h.layout().partitions()[0].keys.orders_index());
+    for member in &newer {
+        zadd.arg(0).arg(member);
+    }
+    let added: usize = zadd.query_async(&mut h.redis.conn()).await.expect("zadd");
+    assert_eq!(added, newer.len());
+
+    let (status, bounded) = h.get("/orders?status=PAID&limit=2").await;
+    assert_eq!(status, 200, "{bounded}");
+    assert!(ids(&bounded).is_empty(), "{bounded}");
+    let cursor = bounded["next_cursor"]
+        .as_str()
+        .expect("a cursor after the bound");
+    assert_eq!(
+        cursor, newer[0],
+        "the scan read exactly its bound, oldest last"
+    );
+    let (_, first) = h
+        .get(&format!("/orders?status=PAID&limit=2&cursor={cursor}"))
+        .await;
+    let mut newest_first = paid.clone();
+    newest_first.reverse();
+    assert_eq!(ids(&first), newest_first[..2]);
+    let cursor = first["next_cursor"].as_str().expect("cursor");
+    let (_, second) = h
+        .get(&format!("/orders?status=PAID&limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(ids(&second), newest_first[2..]);
+    assert!(second["next_cursor"].is_null(), "{second}");
     h.stop().await;
 }
 
