@@ -134,8 +134,9 @@ pub async fn decide(
     (disposition, Some(event))
 }
 
-/// Whether the entry names a type this group does not handle, or is a replay for another group:
-/// then it is acknowledged without being decoded. Every group reads every entry, and most are
+/// Whether the entry names a type this group does not handle, is a replay for another group, or
+/// was projected by its producer and the group is the projection (a replay for it excepted): then
+/// it is acknowledged without being decoded. Every group reads every entry, and most are
 /// for others, so this skips most of the decoding. An entry whose type cannot be read is decoded
 /// (and dead-lettered); a malformed entry of a known type is still dead-lettered by the groups
 /// that handle that type (the order projection handles all).
@@ -153,7 +154,11 @@ fn is_for_others(handler: &dyn EventHandler, entry: &RawEntry) -> bool {
             Err(_) => return false,
         },
     };
-    !handler.handles(event_type) || replay_for.is_some_and(|g| g != handler.group())
+    !handler.handles(event_type)
+        || replay_for.is_some_and(|g| g != handler.group())
+        || (handler.skips_projected()
+            && replay_for.is_none()
+            && field_value(&entry.fields, field::PROJECTED) == Some(b"1".as_slice()))
 }
 
 /// What a consumer is called and how much it reads and holds.

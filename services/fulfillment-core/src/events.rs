@@ -1,7 +1,7 @@
 //! The event schema of `order_events` and its encoding as stream entry fields.
 //!
 //! An entry is flat string fields (`event_id`, `type`, `order_id`, `occurred_at`, `payload`,
-//! optional `traceparent`, `producer`, `replay_for`); `payload` is a JSON object whose shape is
+//! optional `traceparent`, `producer`, `replay_for`, `projected`); `payload` is a JSON object whose shape is
 //! fixed by `type`. Decoding never panics: anything that does not fit is a [`DecodeError`], which
 //! the runtime treats as permanent (the entry goes to the dead-letter stream at once).
 
@@ -22,6 +22,9 @@ pub mod field {
     pub const PRODUCER: &str = "producer";
     /// Set on an entry replayed from the DLQ: only this group handles it, the others skip it.
     pub const REPLAY_FOR: &str = "replay_for";
+    /// `1` on an entry its producer already recorded in the order's status and history (see
+    /// `projection`): the order group skips it.
+    pub const PROJECTED: &str = "projected";
 }
 
 /// Each event type is named after its payload struct: one list makes the enum and ties each
@@ -202,6 +205,8 @@ pub struct Event {
     pub traceparent: Option<String>,
     pub producer: Option<String>,
     pub replay_for: Option<String>,
+    /// Recorded in the order's projection by its producer as it was published.
+    pub projected: bool,
 }
 
 impl Event {
@@ -216,6 +221,7 @@ impl Event {
             traceparent: None,
             producer: None,
             replay_for: None,
+            projected: false,
         }
     }
 
@@ -254,6 +260,9 @@ impl Event {
             if let Some(v) = value {
                 fields.push((name, v.clone()));
             }
+        }
+        if self.projected {
+            fields.push((field::PROJECTED, "1".to_owned()));
         }
         fields
     }
@@ -335,6 +344,7 @@ impl Event {
             traceparent: text(field::TRACEPARENT)?,
             producer: text(field::PRODUCER)?,
             replay_for: text(field::REPLAY_FOR)?,
+            projected: get(field::PROJECTED) == Some(b"1".as_slice()),
         })
     }
 }

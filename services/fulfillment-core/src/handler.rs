@@ -96,5 +96,10 @@ pub trait EventHandler: Send + Sync + 'static {
     }
     /// Whether this group acts on `event_type`; other entries are acknowledged unread.
     fn handles(&self, event_type: EventType) -> bool;
+    /// Whether entries marked `projected` (recorded in the order's projection by their producer)
+    /// are acknowledged unread too: only the projection itself has nothing left to do for them.
+    fn skips_projected(&self) -> bool {
+        false
+    }
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a>;
 }

@@ -14,6 +14,7 @@ pub mod handler;
 pub mod keys;
 pub mod metrics;
 pub mod ops_http;
+pub mod projection;
 mod replica_wait;
 pub mod retention;
 pub mod script_batch;

@@ -83,14 +83,21 @@ impl BatchedScript {
     /// `KEYS` or `ARGV` (they become the function's parameters). It may call `notify` (see
     /// [`PLAIN_PRELUDE`]).
     pub fn new(name: &'static str, source: &str) -> Self {
+        Self::with_library(name, "", source)
+    }
+
+    /// Like [`BatchedScript::new`], with `library` (local functions the script calls, defined
+    /// once per `EVALSHA`, not once per call) ahead of it.
+    pub fn with_library(name: &'static str, library: &str, source: &str) -> Self {
         Self {
             name,
-            plain: Script::new(&format!("{PLAIN_PRELUDE}{source}")),
+            plain: Script::new(&format!("{PLAIN_PRELUDE}{library}\n{source}")),
             batched: Script::new(&format!(
-                "{BATCH_PRELUDE}local function run(KEYS, ARGV)\n{source}\nend\n{DRIVER}"
+                "{BATCH_PRELUDE}{library}\nlocal function run(KEYS, ARGV)\n{source}\nend\n{DRIVER}"
             )),
         }
     }
+
 
     pub fn name(&self) -> &'static str {
         self.name

@@ -6,15 +6,21 @@
 //! "one label" and "one notification" hold when deliveries repeat or replicas race.
 
 use crate::connection::Redis;
-use crate::events::Event;
+use crate::events::{Event, field};
 use crate::keys::Partition;
+use crate::projection;
 use crate::script_batch::{BatchedScript, ScriptCall};
 use crate::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Value};
 use std::sync::LazyLock;
 
-static TRANSITION: LazyLock<BatchedScript> =
-    LazyLock::new(|| BatchedScript::new("transition", include_str!("scripts/transition.lua")));
+static TRANSITION: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::with_library(
+        "transition",
+        projection::LIBRARY,
+        include_str!("scripts/transition.lua"),
+    )
+});
 
 /// "No state yet", for [`Step::from`].
 pub const ABSENT: &str = "-";
@@ -40,6 +46,16 @@ pub struct Step<'a> {
     /// Other state hashes of the same order that must be in one of their allowed states for the
     /// step to apply; otherwise it is [`StepOutcome::Blocked`].
     pub guards: &'a [Guard<'a>],
+    /// The consumer making the step, when it records its event in the order's projection as it
+    /// publishes it (only events [`projection::recorded_at_source`] takes).
+    pub recorder: Option<Recorder<'a>>,
+}
+
+/// Who records a step's event in the order's history: a consumer, at one of its deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorder<'a> {
+    pub consumer: &'a str,
+    pub attempt: u64,
 }
 
 /// A condition on another state hash of the same order (its `state` field).
@@ -67,7 +83,12 @@ pub enum StepOutcome {
 
 impl FromRedisValue for StepOutcome {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let reply = Tagged::from_redis_value(v)?;
+        Self::from_tagged(&Tagged::from_redis_value(v)?)
+    }
+}
+
+impl StepOutcome {
+    fn from_tagged(reply: &Tagged) -> Result<Self, ParsingError> {
         let state = reply.text(0)?;
         Ok(match reply.tag.as_str() {
             "applied" => StepOutcome::Applied { previous: state },
@@ -76,6 +97,32 @@ impl FromRedisValue for StepOutcome {
             "gone" => StepOutcome::OrderGone,
             "blocked" => StepOutcome::Blocked { guard_state: state },
             _ => return Err(reply.unknown("transition.lua")),
+        })
+    }
+}
+
+/// What `transition.lua` answers: the step's outcome, and what the projection did when it ran.
+struct Reply {
+    outcome: StepOutcome,
+    /// A final status the order moved to, with the order's placement (ms).
+    finished: Option<(String, String)>,
+}
+
+impl FromRedisValue for Reply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(v)?;
+        let finished = match reply.text(1).ok().as_deref() {
+            Some("changed") => {
+                let status = reply.text(2)?;
+                (status == "COMPLETED" || status == "CANCELLED")
+                    .then(|| reply.text(3).map(|created| (status, created)))
+                    .transpose()?
+            }
+            _ => None,
+        };
+        Ok(Self {
+            outcome: StepOutcome::from_tagged(&reply)?,
+            finished,
         })
     }
 }
@@ -95,7 +142,28 @@ pub async fn transition(
     for guard in step.guards {
         invocation.key(&guard.key);
     }
-    let fields = step.event.map(Event::to_fields).unwrap_or_default();
+    let recorder = step
+        .recorder
+        .zip(step.event)
+        .filter(|(_, event)| projection::recorded_at_source(event.event_type));
+    let mut fields = step.event.map(Event::to_fields).unwrap_or_default();
+    let mut history = None;
+    if let Some((recorder, event)) = recorder {
+        projection::push_keys(
+            &mut invocation,
+            &partition.keys,
+            &partition.stream,
+            step.order_id,
+        );
+        if !event.projected {
+            fields.push((field::PROJECTED, "1".to_owned()));
+        }
+        history = Some(projection::history_json_around_id(
+            event,
+            recorder.consumer,
+            recorder.attempt,
+        ));
+    }
     let stored = if fields.is_empty() {
         String::new()
     } else {
@@ -108,19 +176,32 @@ pub async fn transition(
         .arg(stored)
         .arg(step.counter.unwrap_or_default())
         .arg(step.guards.len())
-        .arg(step.facts.len() * 2);
+        .arg(step.facts.len() * 2)
+        .arg(if history.is_some() {
+            projection::ARG_COUNT + 1
+        } else {
+            0
+        });
     for guard in step.guards {
         invocation.arg(state_list(guard.allowed));
     }
     for (name, value) in step.facts {
         invocation.arg(*name).arg(*value);
     }
+    if let (Some((_, event)), Some((before, after))) = (recorder, &history) {
+        projection::push_args(&mut invocation, event, before, "", "");
+        invocation.arg(after);
+    }
     for (name, value) in &fields {
         invocation.arg(*name).arg(value);
     }
-    redis
+    let reply: Reply = redis
         .run_script(&TRANSITION, &partition.keys, invocation)
-        .await
+        .await?;
+    if let Some((status, created_ms)) = &reply.finished {
+        projection::observe_completion(status, created_ms);
+    }
+    Ok(reply.outcome)
 }
 
 /// States as `transition.lua` matches them: `,` before and after each.

@@ -283,6 +283,7 @@ impl InventoryHandler {
                 counter,
                 facts: &[],
                 guards: &[],
+                recorder: None,
             },
         )
         .await?;

@@ -8,7 +8,7 @@
 //! delivery that made that move writes the message. No real mail is sent; the message is logged.
 
 use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
-use fulfillment_core::transition::{ABSENT, Guard, Step, StepOutcome, transition};
+use fulfillment_core::transition::{ABSENT, Guard, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
 };
@@ -72,6 +72,10 @@ impl NotificationHandler {
                 counter: Some(&counter),
                 facts: &[],
                 guards: &guards,
+                recorder: Some(Recorder {
+                    consumer: delivery.consumer,
+                    attempt: delivery.attempt,
+                }),
             },
         )
         .await?;

@@ -1,27 +1,34 @@
 //! The order group's projection: keeps each order's status and history from the events.
 //!
 //! Invariant: a status never moves backwards, whatever order or how often events arrive (the
-//! rules are in `project_order.lua`, applied in one step with the history entry). A stock or
-//! payment failure cancels the order and publishes `OrderCancelled` in that same step.
+//! rules are core's `project.lua`, applied in one step with the history entry). A stock or
+//! payment failure cancels the order and publishes `OrderCancelled` in that same step. Entries
+//! their producer already projected (`projected`, see `fulfillment_core::projection`) are
+//! acknowledged unread.
 //!
 //! Its own crate, below the order service's API, so the retry worker (which must run every
 //! group's handler) links the projection and not the whole HTTP API.
 
-use fulfillment_core::events::{EventDeadLettered, OrderCancelled, now_millis};
+use fulfillment_core::events::{EventDeadLettered, OrderCancelled};
+use fulfillment_core::projection;
 use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    keys, metrics,
 };
 use redis::{FromRedisValue, ParsingError, Value};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::LazyLock;
-use std::time::Duration;
+
+pub use fulfillment_core::projection::HistoryEntry;
 
 static PROJECT: LazyLock<BatchedScript> = LazyLock::new(|| {
-    BatchedScript::new("project_order", include_str!("scripts/project_order.lua"))
+    BatchedScript::with_library(
+        "project_order",
+        projection::LIBRARY,
+        include_str!("scripts/project_order.lua"),
+    )
 });
 
 /// Longest `status_reason` kept from a dead letter's error.
@@ -85,27 +92,9 @@ impl FromRedisValue for OrderStatus {
     }
 }
 
-/// One entry of an order's history, as the projection records it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct HistoryEntry {
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub stream_id: String,
-    pub occurred_at: String,
-    pub producer: Option<String>,
-    pub payload: serde_json::Value,
-    /// Which consumer of the order group recorded it, and at which delivery (2+ = a retry).
-    pub recorded_by: String,
-    pub attempt: u64,
-}
-
 /// Records placed → final time in `fulfillment_order_completion_seconds`.
 pub fn observe_completion(status: OrderStatus, created_ms: &str) {
-    if let Ok(created) = created_ms.parse::<u64>() {
-        let took = Duration::from_millis(now_millis().saturating_sub(created));
-        metrics::order_completed(status.as_str(), took);
-    }
+    projection::observe_completion(status.as_str(), created_ms);
 }
 
 /// What `project_order.lua` did.
@@ -160,39 +149,18 @@ impl OrderProjection {
             }
             _ => None,
         };
-        let entry = HistoryEntry {
-            event_id: event.event_id.to_string(),
-            event_type: event.event_type.to_string(),
-            stream_id: delivery.stream_id.to_owned(),
-            occurred_at: event.occurred_at.clone(),
-            producer: event.producer.clone(),
-            payload: event.payload.clone(),
-            recorded_by: delivery.consumer.to_owned(),
-            attempt: delivery.attempt,
-        };
+        let history = projection::history_json(
+            event,
+            delivery.stream_id,
+            delivery.consumer,
+            delivery.attempt,
+        );
         let partition = delivery.partition;
         let space = &partition.keys;
         let mut invocation = ScriptCall::new();
-        invocation
-            .key(space.order(&event.order_id))
-            .key(space.order_history(&event.order_id))
-            .key(&partition.stream)
-            .key(space.orders_finished())
-            .key(space.counters())
-            .key(space.completion_samples());
-        for index in space.status_indexes() {
-            invocation.key(index);
-        }
-        invocation
-            .arg(event.event_type.as_str())
-            .arg(event.event_id.to_string())
-            .arg(serde_json::to_string(&entry).unwrap_or_default())
-            .arg(&event.occurred_at)
-            .arg(&reason)
-            .arg(cancellation.map(|c| c.to_fields_json()).unwrap_or_default())
-            .arg(keys::status_channel())
-            .arg(now_millis())
-            .arg(keys::COMPLETION_SAMPLES);
+        projection::push_keys(&mut invocation, space, &partition.stream, &event.order_id);
+        let cancellation = cancellation.map(|c| c.to_fields_json()).unwrap_or_default();
+        projection::push_args(&mut invocation, event, &history, &reason, &cancellation);
         let projected: Projected = self.redis.run_script(&PROJECT, space, invocation).await?;
         match projected {
             Projected::Changed { status, created_ms } => {
@@ -266,6 +234,10 @@ impl EventHandler for OrderProjection {
     }
 
     fn handles(&self, _event_type: EventType) -> bool {
+        true
+    }
+
+    fn skips_projected(&self) -> bool {
         true
     }
 

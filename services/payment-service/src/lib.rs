@@ -18,7 +18,7 @@ use fulfillment_core::events::{
 };
 use fulfillment_core::keys::Partition;
 use fulfillment_core::settings::{Env, SettingsError};
-use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
@@ -117,6 +117,7 @@ impl PaymentHandler {
                 counter: None,
                 facts: &[],
                 guards: &[],
+                recorder: None,
             },
         )
         .await?;
@@ -143,6 +144,7 @@ impl PaymentHandler {
                     counter: None,
                     facts: &[("payment_id", &payment_id), ("amount", &amount)],
                     guards: &[],
+                    recorder: None,
                 },
             )
             .await?;
@@ -216,6 +218,10 @@ impl PaymentHandler {
                     counter: None,
                     facts: &[],
                     guards: &[],
+                    recorder: Some(Recorder {
+                        consumer: delivery.consumer,
+                        attempt: delivery.attempt,
+                    }),
                 },
             )
             .await?;
@@ -272,6 +278,7 @@ impl PaymentHandler {
                 counter: None,
                 facts: &[],
                 guards: &[],
+                recorder: None,
             },
         )
         .await?;
@@ -326,6 +333,7 @@ impl PaymentHandler {
                     counter: None,
                     facts: &[],
                     guards: &[],
+                    recorder: None,
                 },
             )
             .await?;

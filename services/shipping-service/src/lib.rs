@@ -8,7 +8,7 @@
 //! exists); a cancellation that still meets a label (one recorded before that rule) voids it.
 
 use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
-use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
 };
@@ -53,6 +53,10 @@ impl ShippingHandler {
                     ("tracking_number", &tracking_number),
                 ],
                 guards: &[],
+                recorder: Some(Recorder {
+                    consumer: delivery.consumer,
+                    attempt: delivery.attempt,
+                }),
             },
         )
         .await?;
@@ -81,6 +85,7 @@ impl ShippingHandler {
             counter: None,
             facts: &[],
             guards: &[],
+            recorder: None,
         };
         let first = transition(
             &self.redis,

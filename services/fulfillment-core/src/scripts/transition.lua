@@ -6,14 +6,19 @@
 -- retention changes nothing. Guards are other state hashes of the same order that must be in one
 -- of their allowed states for the step to apply (notification confirms only a live label, and
 -- only when no cancellation was sent).
+-- With projection arguments, the published event is also recorded in the order's status and
+-- history by project() (project.lua, prepended), with the entry id XADD gave it.
 -- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash,
--- KEYS[5 .. 4+g] guard hashes
+-- KEYS[5 .. 4+g] guard hashes, KEYS[5+g ..] project()'s keys (when projecting)
 -- ARGV[1] expected states, ',' before and after each ('-' means "no state yet"), e.g. ',-,charging,'
 -- ARGV[2] new state, ARGV[3] hash field that stores the event, ARGV[4] the event's fields as a
 -- JSON array, stored for repeats ('' for no event), ARGV[5] counter to increment ('' for none),
--- ARGV[6] g = guards, ARGV[7] f = fact names and values, ARGV[8 .. 7+g] allowed states of each
--- guard hash (as ARGV[1]), ARGV[8+g .. 7+g+f] fact name/value pairs, each set only if not set yet,
--- ARGV[8+g+f ..] the event's fields, flat (published as they are: no JSON decoding on the way)
+-- ARGV[6] g = guards, ARGV[7] f = fact names and values, ARGV[8] p = projection arguments (0 or
+-- 10), ARGV[9 .. 8+g] allowed states of each guard hash (as ARGV[1]), ARGV[9+g .. 8+g+f] fact
+-- name/value pairs, each set only if not set yet, ARGV[9+g+f .. 8+g+f+p] project()'s nine
+-- arguments (its history entry JSON cut before the stream id) and the rest of that JSON,
+-- ARGV[9+g+f+p ..] the event's fields, flat (published as they are: no JSON decoding on the way)
+-- Replies {outcome, state, then project()'s reply when it ran}
 local function one_of(state, list)
   return string.find(list, ',' .. state .. ',', 1, true) ~= nil
 end
@@ -29,10 +34,10 @@ if not one_of(state, ARGV[1]) then
   end
   return {'skipped', state}
 end
-local guards, facts = tonumber(ARGV[6]), tonumber(ARGV[7])
+local guards, facts, p = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 for i = 1, guards do
   local guard_state = redis.call('HGET', KEYS[4 + i], 'state') or '-'
-  if not one_of(guard_state, ARGV[7 + i]) then return {'blocked', guard_state} end
+  if not one_of(guard_state, ARGV[8 + i]) then return {'blocked', guard_state} end
 end
 -- One HSET for the state, the event and, on a new hash, the facts (nothing to keep there).
 local fields = {'state', ARGV[2]}
@@ -40,7 +45,7 @@ if ARGV[4] ~= '' then
   fields[#fields + 1] = ARGV[3]
   fields[#fields + 1] = ARGV[4]
 end
-for i = 8 + guards, 7 + guards + facts, 2 do
+for i = 9 + guards, 8 + guards + facts, 2 do
   if state == '-' then
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
@@ -49,6 +54,13 @@ for i = 8 + guards, 7 + guards + facts, 2 do
   end
 end
 redis.call('HSET', KEYS[2], unpack(fields))
-if ARGV[4] ~= '' then redis.call('XADD', KEYS[1], '*', unpack(ARGV, 8 + guards + facts, #ARGV)) end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
-return {'applied', state}
+if ARGV[4] == '' then return {'applied', state} end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
+if p == 0 then return {'applied', state} end
+local project_keys, project_args, at = {}, {}, 8 + guards + facts
+for i = 5 + guards, #KEYS do project_keys[#project_keys + 1] = KEYS[i] end
+for i = 1, 9 do project_args[i] = ARGV[at + i] end
+project_args[3] = project_args[3] .. id .. ARGV[at + 10]
+local projected = project(project_keys, project_args)
+return {'applied', state, projected[1], projected[2], projected[3]}

@@ -53,3 +53,83 @@ async fn late_and_repeated_events_never_move_a_status_backwards() {
     projection.stop().await;
     h.stop().await;
 }
+
+/// Payment, shipping and notification record their own events in the order's status and history
+/// as they publish them (marked `projected`), so the order group has nothing left to do for
+/// them: each event is in the history once, recorded by the step's consumer under the entry id it
+/// was published with, and the status moves even while the order group is down.
+#[tokio::test]
+async fn steps_record_their_own_events_once_and_the_order_group_skips_them() {
+    let h = Harness::start().await;
+    let steps = h
+        .consumers_of(&[
+            Service::Inventory,
+            Service::Payment,
+            Service::Shipping,
+            Service::Notification,
+        ])
+        .await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    let projection = h.consumers_of(&[Service::Order]).await;
+    h.settled().await;
+    let (status, history) = h.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(status, 200, "{history}");
+    let events = history["events"].as_array().expect("events");
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "StockReserved",
+            "PaymentProcessed",
+            "ShipmentPrepared",
+            "NotificationSent"
+        ],
+        "each event once: {history}"
+    );
+    for (event_type, consumer) in [
+        ("PaymentProcessed", "payment-1"),
+        ("ShipmentPrepared", "shipping-1"),
+        ("NotificationSent", "notification-1"),
+    ] {
+        let entry = events
+            .iter()
+            .find(|e| e["type"] == event_type)
+            .expect("recorded");
+        let published = h.events_of(&id, event_type).await;
+        assert_eq!(published.len(), 1, "{event_type} published once");
+        assert_eq!(published[0].text("projected").as_deref(), Some("1"));
+        assert_eq!(entry["stream_id"], published[0].id.as_str(), "{entry}");
+        assert_eq!(entry["recorded_by"], consumer, "{entry}");
+        assert_eq!(entry["attempt"], 1);
+    }
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("fulfillment_order_completion_seconds_count{status=\"COMPLETED\"} 1"),
+        "the completion is measured once, where it happened"
+    );
+    let handled_by_order_group: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("fulfillment_events_handled_total") && l.contains("group=\"order_group\"")
+        })
+        .collect();
+    for event_type in ["PaymentProcessed", "ShipmentPrepared", "NotificationSent"] {
+        assert!(
+            !handled_by_order_group
+                .iter()
+                .any(|l| l.contains(&format!("type=\"{event_type}\""))),
+            "the order group skips {event_type}: {handled_by_order_group:?}"
+        );
+    }
+    assert!(
+        handled_by_order_group
+            .iter()
+            .any(|l| l.contains("type=\"OrderPlaced\"")),
+        "the order group still projects what steps do not record: {handled_by_order_group:?}"
+    );
+    steps.stop().await;
+    projection.stop().await;
+    h.stop().await;
+}
