@@ -6,14 +6,16 @@
 //! script, building its `KEYS` and `ARGV`, entering Lua), not on the commands inside. So each
 //! batched script has a second form: its body as a function of `KEYS` and `ARGV`, and a driver
 //! that calls it once per call of the batch, each under `pcall`. A queue per script and slot
-//! sends whatever is waiting as one batch, then the next: one call alone goes as the plain
-//! script, at once; under load, the calls that arrive while a batch is on its way form the next
-//! one (group commit), so a busy handler and a busy API both pay one call per moment, not per
-//! event. Each call keeps its own answer and its own error; the calls of a batch run in the order
+//! sends whatever is waiting as one batch, with up to two batches on their way at once: one call
+//! alone goes as the plain script, at once; under load, the calls that arrive while batches are
+//! on their way form the next one (group commit), so a busy handler and a busy API both pay one
+//! call per moment, not per event. Each call keeps its own answer and its own error; the calls of a batch run in the order
 //! they were made, as pipelined calls did.
 
 use crate::connection::Conn;
 use crate::keys::KeySpace;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ToRedisArgs, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most calls in one batch.
 const MAX_CALLS: usize = 128;
+/// Most batches of one queue on their way at once. Calls in different batches were made without
+/// waiting for each other, so the order between them is not a caller's; a second batch in flight
+/// keeps Redis busy while the first one's answers travel back and are handed out.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// Most bytes of keys and arguments in one batch (Redis takes far more; this keeps one batch's
 /// script short, about a millisecond at most).
 const MAX_BYTES: usize = 512 * 1024;
@@ -97,7 +103,6 @@ impl BatchedScript {
             )),
         }
     }
-
 
     pub fn name(&self) -> &'static str {
         self.name
@@ -188,71 +193,92 @@ impl Batches {
     }
 }
 
-/// Sends whatever is queued, a batch at a time, until the process ends.
+/// Sends whatever is queued, up to [`MAX_BATCHES_IN_FLIGHT`] batches at a time, until the
+/// process ends.
 async fn send_batches(
-    mut conn: Conn,
+    conn: Conn,
     script: &'static BatchedScript,
     mut calls: mpsc::UnboundedReceiver<Queued>,
 ) {
-    while let Some(first) = calls.recv().await {
-        let mut bytes = first.call.size();
-        let mut batch = vec![first];
-        while batch.len() < MAX_CALLS && bytes < MAX_BYTES {
-            match calls.try_recv() {
-                Ok(next) => {
-                    bytes += next.call.size();
-                    batch.push(next);
-                }
-                Err(_) => break,
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = calls.recv(), if in_flight.len() < MAX_BATCHES_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let batch = gather(first, &mut calls);
+                in_flight.push(send_batch(conn.clone(), script, batch));
             }
         }
-        if batch.len() == 1 {
-            let Queued { call, answer } = batch.remove(0);
-            let mut invocation = script.plain.prepare_invoke();
-            for key in &call.keys {
-                invocation.key(key.as_slice());
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// `first` and whatever else is waiting, up to the bounds of one batch.
+fn gather(first: Queued, calls: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Queued> {
+    let mut bytes = first.call.size();
+    let mut batch = vec![first];
+    while batch.len() < MAX_CALLS && bytes < MAX_BYTES {
+        match calls.try_recv() {
+            Ok(next) => {
+                bytes += next.call.size();
+                batch.push(next);
             }
-            for arg in &call.args {
-                invocation.arg(arg.as_slice());
-            }
-            let _ = answer.send(invocation.invoke_async(&mut conn).await);
-            continue;
+            Err(_) => break,
         }
-        let mut invocation = script.batched.prepare_invoke();
-        invocation.arg(batch.len());
-        for queued in &batch {
-            invocation
-                .arg(queued.call.keys.len())
-                .arg(queued.call.args.len());
+    }
+    batch
+}
+
+/// Runs one batch (one call alone as the plain script) and answers each of its calls.
+async fn send_batch(mut conn: Conn, script: &'static BatchedScript, mut batch: Vec<Queued>) {
+    if batch.len() == 1 {
+        let Queued { call, answer } = batch.remove(0);
+        let mut invocation = script.plain.prepare_invoke();
+        for key in &call.keys {
+            invocation.key(key.as_slice());
         }
-        for queued in &batch {
-            for key in &queued.call.keys {
-                invocation.key(key.as_slice());
-            }
-            for arg in &queued.call.args {
-                invocation.arg(arg.as_slice());
+        for arg in &call.args {
+            invocation.arg(arg.as_slice());
+        }
+        let _ = answer.send(invocation.invoke_async(&mut conn).await);
+        return;
+    }
+    let mut invocation = script.batched.prepare_invoke();
+    invocation.arg(batch.len());
+    for queued in &batch {
+        invocation
+            .arg(queued.call.keys.len())
+            .arg(queued.call.args.len());
+    }
+    for queued in &batch {
+        for key in &queued.call.keys {
+            invocation.key(key.as_slice());
+        }
+        for arg in &queued.call.args {
+            invocation.arg(arg.as_slice());
+        }
+    }
+    match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
+        Ok(results) if results.len() == batch.len() => {
+            for (queued, result) in batch.into_iter().zip(results) {
+                let _ = queued.answer.send(answer_of(script, result));
             }
         }
-        match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
-            Ok(results) if results.len() == batch.len() => {
-                for (queued, result) in batch.into_iter().zip(results) {
-                    let _ = queued.answer.send(answer_of(script, result));
-                }
+        Ok(results) => {
+            let e = RedisError::from((
+                ErrorKind::Parse,
+                "batch answered the wrong number of calls",
+                format!("{}: {} of {}", script.name, results.len(), batch.len()),
+            ));
+            for queued in batch {
+                let _ = queued.answer.send(Err(e.clone()));
             }
-            Ok(results) => {
-                let e = RedisError::from((
-                    ErrorKind::Parse,
-                    "batch answered the wrong number of calls",
-                    format!("{}: {} of {}", script.name, results.len(), batch.len()),
-                ));
-                for queued in batch {
-                    let _ = queued.answer.send(Err(e.clone()));
-                }
-            }
-            Err(e) => {
-                for queued in batch {
-                    let _ = queued.answer.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for queued in batch {
+                let _ = queued.answer.send(Err(e.clone()));
             }
         }
     }
