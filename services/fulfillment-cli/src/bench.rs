@@ -69,7 +69,7 @@ pub struct RedisCpu {
     /// Every command call, per order.
     pub calls_per_order: f64,
     pub masters: Vec<MasterCpu>,
-    /// The commands that took the most time, most first.
+    /// Every command run, the most time first (the text report shows the first ten).
     pub commands: Vec<CommandCost>,
 }
 
@@ -355,7 +355,6 @@ fn redis_cost(before: &RedisCounters, after: &RedisCounters, orders: usize) -> R
         })
         .collect();
     commands.sort_by(|a, b| b.us_per_order.total_cmp(&a.us_per_order));
-    commands.truncate(10);
     RedisCpu {
         us_per_order: masters.iter().map(|m| m.us_per_order).sum(),
         calls_per_order: masters.iter().map(|m| m.calls_per_order).sum(),
@@ -648,7 +647,7 @@ pub fn render(report: &BenchReport) -> String {
                 ));
             }
         }
-        for c in &r.commands {
+        for c in r.commands.iter().take(10) {
             out.push_str(&format!(
                 "  {:<12} {:>5.2} calls x {:>5.1} us = {:>6.1} us\n",
                 c.command, c.calls_per_order, c.us_per_call, c.us_per_order
