@@ -43,8 +43,20 @@ require_cargo() {
     { echo "missing: cargo; install Rust from https://rustup.rs" >&2; exit 1; }
 }
 
-# free_port: a TCP port nothing listens on right now.
+# free_port: a TCP port nothing listens on right now, below the kernel's ephemeral range (a port
+# in that range may be taken by any outgoing connection before our process binds it).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000))
+  python3 - 2>/dev/null <<'EOF' || echo $((2000 + RANDOM % 20000))
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    p = random.randrange(2000, low)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+        print(p)
+        break
+    except OSError:
+        pass
+EOF
 }

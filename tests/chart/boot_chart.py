@@ -54,10 +54,29 @@ RELEASE, NAMESPACE = "boot", "shop"
 CLUSTER_NODES = 6
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, never the same one twice. A port the kernel
+    picks (bind to 0) is an ephemeral one: between this check and the process that binds it, any
+    outgoing connection on the machine may take it as its own local port (a boot once failed with
+    "Address already in use" that way)."""
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    for _ in range(1000):
+        port = random.randint(2000, ephemeral_low - 1)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise SystemExit(f"FAIL: found no free port below {ephemeral_low}")
 
 
 def cluster_ports():
