@@ -3,12 +3,15 @@
 //! publishes.
 //!
 //! A step whose event only moves an order forward or records a notice (see
-//! [`recorded_at_source`]) records it in the order's status and history in the same script that
-//! publishes it, and marks the entry `projected`; the order group acknowledges such entries
-//! without handling them. That spares every order four of its five projection calls, and the
-//! status moves the moment the step happens. Cancellations, dead letters and compensations still
-//! go through the order group: a stock or payment failure must read the order to publish its
-//! `OrderCancelled`.
+//! [`recorded_at_source`]) and that names a [`Recorder`] records it in the order's status and
+//! history in the same script that publishes it, and marks the entry `projected`; the order group
+//! acknowledges such entries without handling them. Payment, shipping and notification do, which
+//! spares every order three of its five projection calls, and the status moves the moment the
+//! step happens. `OrderPlaced` (the API's script) and `StockReserved` (inventory's) are not
+//! recorded at their source yet. Cancellations, dead letters and compensations go through the
+//! order group: a stock or payment failure must read the order to publish its `OrderCancelled`.
+//!
+//! [`Recorder`]: crate::transition::Recorder
 //!
 //! [`transition`]: crate::transition::transition
 
