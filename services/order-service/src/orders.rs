@@ -25,8 +25,13 @@ use std::sync::LazyLock;
 
 static PLACE: LazyLock<BatchedScript> =
     LazyLock::new(|| BatchedScript::new("place_order", include_str!("scripts/place_order.lua")));
-static CANCEL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/cancel_order.lua")));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}",
+        fulfillment_core::projection::LIBRARY,
+        include_str!("scripts/cancel_order.lua")
+    ))
+});
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

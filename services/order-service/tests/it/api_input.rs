@@ -99,14 +99,6 @@ async fn orders_are_listed_newest_first_in_pages(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let (_, first) = h.get("/orders?limit=2").await;
-    let ids = |page: &Value| -> Vec<String> {
-        page["orders"]
-            .as_array()
-            .expect("orders")
-            .iter()
-            .map(|o| o["id"].as_str().expect("id").to_owned())
-            .collect()
-    };
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
     let (_, second) = h.get(&format!("/orders?limit=2&cursor={cursor}")).await;
     let (_, pending) = h.get("/orders?status=PENDING&limit=200").await;
@@ -144,14 +136,6 @@ async fn a_status_without_an_index_is_listed_by_a_bounded_scan(backend: Backend)
         h.wait_status(id, "PAID", SECONDS_10).await;
     }
     consumers.stop().await;
-    let ids = |page: &Value| -> Vec<String> {
-        page["orders"]
-            .as_array()
-            .expect("orders")
-            .iter()
-            .map(|o| o["id"].as_str().expect("id").to_owned())
-            .collect()
-    };
     let (_, reserved) = h.get("/orders?status=RESERVED").await;
     assert!(ids(&reserved).is_empty(), "{reserved}");
     assert!(
@@ -456,4 +440,14 @@ async fn requests_beyond_the_in_flight_limit_or_the_timeout_get_a_json_503() {
     let (status, _) = h.get("/products").await;
     assert_eq!(status, 200, "served again once Redis answers");
     h.stop().await;
+}
+
+/// The order ids of a page of `GET /orders`, in its order.
+fn ids(page: &Value) -> Vec<String> {
+    page["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["id"].as_str().expect("id").to_owned())
+        .collect()
 }
