@@ -2,14 +2,15 @@
 //! handler (`order-projection`), for what it reads, and [`transition`], for the event a step
 //! publishes.
 //!
-//! A step whose event only moves an order forward or records a notice (see
-//! [`recorded_at_source`]) and that names a [`Recorder`] records it in the order's status and
-//! history in the same script that publishes it, and marks the entry `projected`; the order group
-//! acknowledges such entries without handling them. Payment, shipping and notification do, which
-//! spares every order three of its five projection calls, and the status moves the moment the
-//! step happens. `OrderPlaced` (the API's script) and `StockReserved` (inventory's) are not
-//! recorded at their source yet. Cancellations, dead letters and compensations go through the
-//! order group: a stock or payment failure must read the order to publish its `OrderCancelled`.
+//! A step whose event only moves an order forward or records a notice records it in the order's
+//! status and history in the same script that publishes it, and marks the entry `projected`; the
+//! order group acknowledges such entries without handling them. The API's `place_order.lua`
+//! records `OrderPlaced`, inventory's `reserve_stock.lua` (or, as an outbox, its [`transition`])
+//! `StockReserved`, and payment, shipping and notification theirs through [`transition`] with a
+//! [`Recorder`] (the types of [`recorded_at_source`]). So a completed order needs no projection
+//! call of the order group, and the status moves the moment the step happens. Cancellations, dead
+//! letters and compensations go through the order group: a stock or payment failure must read the
+//! order to publish its `OrderCancelled`.
 //!
 //! [`Recorder`]: crate::transition::Recorder
 //!

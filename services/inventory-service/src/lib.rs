@@ -14,10 +14,11 @@
 
 use fulfillment_core::events::{OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved};
 use fulfillment_core::keys::Partition;
+use fulfillment_core::projection;
 use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::settings::{Env, SettingsError};
-use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
     keys,
@@ -27,7 +28,11 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 static RESERVE: LazyLock<BatchedScript> = LazyLock::new(|| {
-    BatchedScript::new("reserve_stock", include_str!("scripts/reserve_stock.lua"))
+    BatchedScript::with_library(
+        "reserve_stock",
+        projection::LIBRARY,
+        include_str!("scripts/reserve_stock.lua"),
+    )
 });
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_stock.lua")));
@@ -88,12 +93,15 @@ impl InventoryHandler {
             tracing::debug!("order removed by retention; nothing reserved");
             return Ok(Handled::Done);
         }
-        let reserved = delivery.follow_up(&StockReserved {
+        let mut reserved = delivery.follow_up(&StockReserved {
             items: lines.clone(),
             amount: placed.total,
             payment_token: placed.payment_token.clone(),
             customer_email: placed.customer_email.clone(),
         });
+        // Publishing in the script, it records a StockReserved in the order's status and history
+        // too (see `fulfillment_core::projection`); the outbox's transition does that otherwise.
+        reserved.projected = in_script;
         // The payload of StockFailed is filled in by the script, which knows the short product.
         let failed = delivery.follow_up_without_payload::<StockFailed>();
 
@@ -108,6 +116,12 @@ impl InventoryHandler {
                 .key(&partition.stream)
                 .key(partition.keys.counters())
                 .key(partition.keys.order(&event.order_id));
+            projection::push_keys(
+                &mut invocation,
+                &partition.keys,
+                &partition.stream,
+                &event.order_id,
+            );
         }
         invocation.arg(lines.len());
         for line in &lines {
@@ -121,6 +135,15 @@ impl InventoryHandler {
             .arg(serde_json::to_string(&lines).unwrap_or_default())
             .arg(fulfillment_core::events::fields_json(&reserved_fields))
             .arg(failed.header_fields_json());
+        if in_script {
+            let (before, after) =
+                projection::history_json_around_id(&reserved, delivery.consumer, delivery.attempt);
+            invocation.arg(projection::ARG_COUNT + 1);
+            projection::push_args(&mut invocation, &reserved, &before, "", "");
+            invocation.arg(after);
+        } else {
+            invocation.arg(0);
+        }
         for (name, value) in &reserved_fields {
             invocation.arg(*name).arg(value);
         }
@@ -157,8 +180,7 @@ impl InventoryHandler {
         };
         if !in_script && let Some((state, event)) = outcome {
             self.publish(
-                partition,
-                &delivery.event.order_id,
+                &delivery,
                 &[ABSENT],
                 state,
                 "event",
@@ -229,8 +251,7 @@ impl InventoryHandler {
             };
             if !stored.is_empty() {
                 self.publish(
-                    partition,
-                    &event.order_id,
+                    &delivery,
                     &[ABSENT, state::RESERVED],
                     state::RELEASED,
                     "release_event",
@@ -255,12 +276,11 @@ impl InventoryHandler {
     }
 
     /// The outbox's second half: once the outcome recorded with the stock is on enough replicas,
-    /// records it in the order's partition and publishes it there, or publishes it again.
-    #[allow(clippy::too_many_arguments)]
+    /// records it in the order's partition and publishes it there, or publishes it again. A
+    /// `StockReserved` is recorded in the order's status and history in the same step.
     async fn publish(
         &self,
-        partition: &Partition,
-        order_id: &str,
+        delivery: &Delivery<'_>,
         from: &[&str],
         to: &str,
         event_field: &str,
@@ -270,6 +290,8 @@ impl InventoryHandler {
         self.redis.replicated(&self.redis.layout().catalog).await?;
         let event = Event::from_fields_json(stored)
             .map_err(|e| HandlerError::Permanent(format!("stored outcome unreadable: {e}")))?;
+        let partition = delivery.partition;
+        let order_id = delivery.event.order_id.as_str();
         let outcome = transition(
             &self.redis,
             partition,
@@ -283,7 +305,10 @@ impl InventoryHandler {
                 counter,
                 facts: &[],
                 guards: &[],
-                recorder: None,
+                recorder: Some(Recorder {
+                    consumer: delivery.consumer,
+                    attempt: delivery.attempt,
+                }),
             },
         )
         .await?;

@@ -13,6 +13,7 @@
 
 use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
 use fulfillment_core::keys::{Layout, Partition};
+use fulfillment_core::projection;
 use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::script_reply::Tagged;
 use fulfillment_core::stream_entry::entry_id_order;
@@ -162,6 +163,7 @@ pub async fn place(
     new: NewOrder,
     idempotency: Option<&IdempotencyKey>,
     traceparent: Option<String>,
+    recorded_by: &str,
 ) -> RedisResult<Placed> {
     let order_id = order_id.to_owned();
     let created_ms = now_millis();
@@ -195,6 +197,11 @@ pub async fn place(
     .with_producer("order/api");
     event.occurred_at = now.clone();
     event.traceparent = traceparent;
+    // Recorded in the order's history by the script that publishes it (see
+    // `fulfillment_core::projection`): the order group skips it.
+    event.projected = true;
+    let (history_before_id, history_after_id) =
+        projection::history_json_around_id(&event, recorded_by, 1);
 
     let partition = redis.layout().of_order(&order_id);
     let space = &partition.keys;
@@ -206,11 +213,15 @@ pub async fn place(
         .key(space.orders_by_status(OrderStatus::Pending.as_str()))
         .key(space.idempotency(idempotency.map(|i| i.key.as_str()).unwrap_or("-")))
         .key(space.counters())
+        .key(space.order_history(&order_id))
         .arg(&order_id)
         .arg(if idempotency.is_some() { "1" } else { "0" })
         .arg(idempotency.map(|i| i.fingerprint.as_str()).unwrap_or(""))
         .arg(idempotency.map(|i| i.ttl_secs).unwrap_or(1))
-        .arg(order_fields.len() * 2);
+        .arg(order_fields.len() * 2)
+        .arg(event.event_id.to_string())
+        .arg(history_before_id)
+        .arg(history_after_id);
     for (k, v) in &order_fields {
         invocation.arg(*k).arg(v);
     }

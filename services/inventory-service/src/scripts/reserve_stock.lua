@@ -3,15 +3,19 @@
 -- catalog's ledger. A repeated delivery gets the stored outcome back; an order cancelled before
 -- its reservation is never reserved.
 -- With one Redis and plain names (the ledger is then the order's reservation hash) the script
--- also publishes the outcome in the same step, and reserves nothing for an order removed by
--- retention (a late delivery): KEYS then go on with the stream, the counters and the order hash.
+-- also publishes the outcome in the same step, records a StockReserved in the order's status and
+-- history with project() (project.lua, prepended; the entry is marked `projected`), and reserves
+-- nothing for an order removed by retention (a late delivery): KEYS then go on with the stream,
+-- the counters, the order hash and project()'s keys.
 -- Otherwise the catalog lives in another slot than the order: the caller publishes the stored
 -- outcome on the order's partition afterwards (inventory's outbox), and checked the order first.
 -- KEYS[1] ledger hash, KEYS[2 .. 1+n] product hashes, then optionally KEYS[2+n] stream,
--- KEYS[3+n] counters hash, KEYS[4+n] order hash
+-- KEYS[3+n] counters hash, KEYS[4+n] order hash, KEYS[5+n ..] project()'s keys
 -- ARGV[1] n, ARGV[2 .. 1+n] quantities, ARGV[2+n .. 1+2n] product ids, ARGV[2+2n] items JSON,
 -- ARGV[3+2n] StockReserved fields (JSON array, stored), ARGV[4+2n] StockFailed fields without
--- payload, ARGV[5+2n ..] StockReserved fields, flat (published as they are)
+-- payload, ARGV[5+2n] p = projection arguments (0 or 10), ARGV[6+2n .. 5+2n+p] project()'s nine
+-- arguments (its history entry JSON cut before the stream id) and the rest of that JSON,
+-- ARGV[6+2n+p ..] StockReserved fields, flat (published as they are)
 -- Replies {'reserved', '', event}, {'failed', reason, event}, {'repeated', state, event or ''},
 -- {'cancelled', '', ''}, {'gone', '', ''}
 local n = tonumber(ARGV[1])
@@ -48,6 +52,14 @@ end
 redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event', ARGV[3 + 2 * n])
 if publish then
   redis.call('HINCRBY', KEYS[3 + n], 'reservations', 1)
-  redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, 5 + 2 * n, #ARGV))
+  local at, p = 5 + 2 * n, tonumber(ARGV[5 + 2 * n])
+  local id = redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, at + 1 + p, #ARGV))
+  if p > 0 then
+    local project_keys, project_args = {}, {}
+    for i = 5 + n, #KEYS do project_keys[#project_keys + 1] = KEYS[i] end
+    for i = 1, 9 do project_args[i] = ARGV[at + i] end
+    project_args[3] = project_args[3] .. id .. ARGV[at + 10]
+    project(project_keys, project_args)
+  end
 end
 return {'reserved', '', ARGV[3 + 2 * n]}

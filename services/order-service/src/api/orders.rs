@@ -75,6 +75,7 @@ pub async fn place(
         new,
         idempotency.as_ref(),
         traceparent,
+        &state.settings.consumer_name,
     )
     .instrument(span.clone());
     // Answer before the request's own timeout: once the script may have reached Redis, only a

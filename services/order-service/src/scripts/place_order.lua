@@ -1,10 +1,13 @@
 -- Writes an order and its OrderPlaced event together: no order without its event, no event
 -- without its order. With an Idempotency-Key, a key already used returns the first order instead.
+-- The event is recorded in the order's history here too, with the entry id XADD gave it (what the
+-- projection does for OrderPlaced; the entry is marked `projected`, and the order group skips it).
 -- KEYS[1] stream, KEYS[2] order hash, KEYS[3] orders index, KEYS[4] PENDING index,
--- KEYS[5] idempotency key, KEYS[6] counters hash
+-- KEYS[5] idempotency key, KEYS[6] counters hash, KEYS[7] history hash
 -- ARGV[1] order id, ARGV[2] '1' when an Idempotency-Key was given, ARGV[3] request
 -- fingerprint, ARGV[4] key TTL (s), ARGV[5] n = count of order field names and values,
--- ARGV[6 .. 5+n] order fields, ARGV[6+n ..] event fields
+-- ARGV[6] event_id, ARGV[7] and ARGV[8] the history entry's JSON before and after its stream id,
+-- ARGV[9 .. 8+n] order fields, ARGV[9+n ..] event fields
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[5])
   if existing then
@@ -16,10 +19,8 @@ if ARGV[2] == '1' then
 end
 local n = tonumber(ARGV[5])
 local order = {}
-for i = 6, 5 + n do order[#order + 1] = ARGV[i] end
-local event = {}
-for i = 6 + n, #ARGV do event[#event + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[1], '*', unpack(event))
+for i = 9, 8 + n do order[#order + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + n, #ARGV))
 -- The index member sorts like the stream: the OrderPlaced entry id, zero-padded, then the order id.
 local ms, seq = string.match(id, '(%d+)-(%d+)')
 local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. ':' .. ARGV[1]
@@ -29,6 +30,7 @@ redis.call('HSET', KEYS[2], unpack(order))
 redis.call('ZADD', KEYS[3], 0, member)
 redis.call('ZADD', KEYS[4], 0, member)
 redis.call('HINCRBY', KEYS[6], 'orders_placed', 1)
+redis.call('HSETNX', KEYS[7], ARGV[6], ARGV[7] .. id .. ARGV[8])
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[5], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[4])
 end
