@@ -14,12 +14,17 @@ use crate::keys::{KeySpace, Layout};
 use crate::replica_wait::ReplicaWait;
 use crate::script_batch::{BatchedScript, Batches, ScriptCall};
 use crate::settings::Settings;
+use crate::stream_entry::{RawEntry, ReadReply};
+use crate::stream_reader::{GroupRead, RawReader};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionInfo, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, RedisFuture, RedisResult,
+    Value,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,22 +165,28 @@ impl Redis {
         }
     }
 
-    /// A connection of its own, without response timeout, for one blocking reader.
-    pub async fn blocking_reader(&self) -> RedisResult<Conn> {
+    /// A connection of its own, without response timeout, for one blocking reader: on one Redis
+    /// over plain TCP, the reader's own protocol client (see [`crate::stream_reader`]).
+    pub async fn blocking_reader(&self) -> RedisResult<StreamReader> {
         match self.backend() {
             Backend::Single { client, .. } => {
+                let info = client.get_connection_info();
+                if let ConnectionAddr::Tcp(host, port) = info.addr() {
+                    let raw = RawReader::connect(host, *port, info, CONNECT_TIMEOUT).await?;
+                    return Ok(StreamReader::Raw(raw));
+                }
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(None);
-                Ok(Conn::Direct(
+                Ok(StreamReader::Client(Conn::Direct(
                     client
                         .get_multiplexed_async_connection_with_config(&config)
                         .await?,
-                ))
+                )))
             }
-            Backend::Cluster { readers, .. } => {
-                Ok(Conn::Cluster(readers.get_async_connection().await?))
-            }
+            Backend::Cluster { readers, .. } => Ok(StreamReader::Client(Conn::Cluster(
+                readers.get_async_connection().await?,
+            ))),
         }
     }
 
@@ -283,7 +294,41 @@ impl Redis {
     }
 }
 
-/// A connection of any kind: the shared one, a blocking reader's, or the cluster's.
+/// Where a consumer reads its group's new entries.
+pub enum StreamReader {
+    /// Its own TCP connection and parser (one Redis, plain TCP; see [`crate::stream_reader`]).
+    Raw(RawReader),
+    /// A redis-rs connection (TLS, Unix socket, Redis Cluster).
+    Client(Conn),
+}
+
+impl StreamReader {
+    /// Reads the entries; none when the block timed out. An error from Redis keeps its code
+    /// (`NOGROUP` when the group is gone).
+    pub async fn read(&mut self, read: GroupRead<'_>) -> RedisResult<Vec<RawEntry>> {
+        match self {
+            StreamReader::Raw(raw) => raw.read(read).await,
+            StreamReader::Client(conn) => {
+                let ReadReply(entries) = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(read.group)
+                    .arg(read.consumer)
+                    .arg("COUNT")
+                    .arg(read.count)
+                    .arg("BLOCK")
+                    .arg(read.block_ms())
+                    .arg("STREAMS")
+                    .arg(read.stream)
+                    .arg(read.from)
+                    .query_async(conn)
+                    .await?;
+                Ok(entries)
+            }
+        }
+    }
+}
+
+/// A connection of any kind: the shared one, a dedicated one, or the cluster's.
 #[derive(Clone)]
 pub enum Conn {
     Managed(ConnectionManager),

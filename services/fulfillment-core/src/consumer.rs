@@ -6,13 +6,14 @@
 //! the retry worker alike, so both treat an entry the same way.
 
 use crate::backoff::Backoff;
-use crate::connection::{Conn, NEW_ENTRIES, Redis, ensure_groups_on};
+use crate::connection::{NEW_ENTRIES, Redis, StreamReader, ensure_groups_on};
 use crate::dead_letter::{self, DeadLetter};
 use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
 use crate::handler::{Delivery, EventHandler, Handled, HandlerError};
 use crate::keys::Partition;
 use crate::metrics;
-use crate::stream_entry::{RawEntry, ReadReply};
+use crate::stream_entry::RawEntry;
+use crate::stream_reader::GroupRead;
 use crate::telemetry;
 use futures_util::future::join_all;
 use std::sync::Arc;
@@ -437,26 +438,22 @@ pub async fn acknowledge(
 }
 
 async fn read_new_entries(
-    conn: &mut Conn,
+    reader: &mut StreamReader,
     group: &str,
     config: &ConsumerConfig,
     stream: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<RawEntry>> {
-    let ReadReply(entries) = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(group)
-        .arg(&config.consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(config.block.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(NEW_ENTRIES)
-        .query_async(conn)
-        .await?;
-    Ok(entries)
+    reader
+        .read(GroupRead {
+            group,
+            consumer: &config.consumer,
+            count,
+            block: config.block,
+            stream,
+            from: NEW_ENTRIES,
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! and shutdown.
 //!
 //! The modules form a line, each using only those before it: `events` → `stream_entry` →
+//! `stream_reader` →
 //! `dead_letter` → `handler` → `consumer` → `startup` (what a service's `main` does).
 
 pub mod backoff;
@@ -24,6 +25,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod stream_entry;
+pub mod stream_reader;
 pub mod stream_stats;
 pub mod telemetry;
 pub mod transition;

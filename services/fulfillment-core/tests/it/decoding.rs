@@ -1,8 +1,10 @@
-//! Property tests: decoding never panics, whatever a stream entry or a Redis reply holds, and a
-//! well-formed event always survives encoding.
+//! Property tests: decoding never panics, whatever a stream entry or a Redis reply holds, a
+//! well-formed event always survives encoding, and the blocking reader's own `XREADGROUP` parser
+//! reads every reply as redis-rs's parser does.
 
 use fulfillment_core::events::{Event, EventType};
 use fulfillment_core::stream_entry::{RawEntry, is_entry_id, parse_entries, parse_read_reply};
+use fulfillment_core::stream_reader;
 use fulfillment_core::telemetry::canonical_traceparent;
 use proptest::prelude::*;
 use redis::Value;
@@ -58,8 +60,74 @@ fn redis_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// RESP2 bytes of a bulk string.
+fn bulk(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", s.len()).as_bytes());
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\r\n");
+}
+
+type StreamReply = Vec<(String, Vec<(String, Option<Vec<(Vec<u8>, Vec<u8>)>>)>)>;
+
+/// An `XREADGROUP` reply as Redis writes it: streams, their entries, each entry's fields (nil for
+/// an entry deleted while pending).
+fn read_reply_bytes(streams: &StreamReply) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", streams.len()).into_bytes();
+    for (stream, entries) in streams {
+        out.extend_from_slice(b"*2\r\n");
+        bulk(&mut out, stream.as_bytes());
+        out.extend_from_slice(format!("*{}\r\n", entries.len()).as_bytes());
+        for (id, fields) in entries {
+            out.extend_from_slice(b"*2\r\n");
+            bulk(&mut out, id.as_bytes());
+            match fields {
+                None => out.extend_from_slice(b"*-1\r\n"),
+                Some(fields) => {
+                    out.extend_from_slice(format!("*{}\r\n", fields.len() * 2).as_bytes());
+                    for (k, v) in fields {
+                        bulk(&mut out, k);
+                        bulk(&mut out, v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn stream_reply() -> impl Strategy<Value = StreamReply> {
+    let fields = proptest::option::weighted(
+        0.9,
+        proptest::collection::vec(
+            (field_name().prop_map(String::into_bytes), field_value()),
+            0..8,
+        ),
+    );
+    let entry = ("[0-9]{1,13}-[0-9]{1,3}", fields);
+    proptest::collection::vec(
+        ("[a-z_:{}0-9]{1,20}", proptest::collection::vec(entry, 0..6)),
+        0..3,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_readers_parser_reads_a_reply_as_redis_rs_does_and_waits_for_a_cut_one(streams in stream_reply(), cut in any::<prop::sample::Index>()) {
+        let bytes = read_reply_bytes(&streams);
+        let expected = parse_read_reply(redis::parse_redis_value(&bytes).expect("well-formed"));
+        let (entries, used) = stream_reader::parse_read_reply(&bytes).expect("parses").expect("whole");
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(entries, expected);
+        let cut = cut.index(bytes.len());
+        prop_assert!(stream_reader::parse_read_reply(&bytes[..cut]).expect("a prefix is no error").is_none());
+    }
+
+    #[test]
+    fn the_readers_parser_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = stream_reader::parse_read_reply(&bytes);
+    }
 
     #[test]
     fn decoding_any_entry_never_panics(fields in proptest::collection::hash_map(field_name(), field_value(), 0..10)) {

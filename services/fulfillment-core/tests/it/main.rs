@@ -5,4 +5,5 @@
 mod consumer;
 mod dead_letters;
 mod decoding;
+mod stream_reader;
 mod stream_stats;
