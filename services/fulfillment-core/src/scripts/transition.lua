@@ -58,9 +58,8 @@ if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
 if ARGV[4] == '' then return {'applied', state} end
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
 if p == 0 then return {'applied', state} end
-local project_keys, project_args, at = {}, {}, 8 + guards + facts
-for i = 5 + guards, #KEYS do project_keys[#project_keys + 1] = KEYS[i] end
-for i = 1, 9 do project_args[i] = ARGV[at + i] end
+local at = 8 + guards + facts
+local project_keys, project_args = {unpack(KEYS, 5 + guards)}, {unpack(ARGV, at + 1, at + 9)}
 project_args[3] = project_args[3] .. id .. ARGV[at + 10]
 local projected = project(project_keys, project_args)
 return {'applied', state, projected[1], projected[2], projected[3]}

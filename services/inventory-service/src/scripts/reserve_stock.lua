@@ -55,9 +55,7 @@ if publish then
   local at, p = 5 + 2 * n, tonumber(ARGV[5 + 2 * n])
   local id = redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, at + 1 + p, #ARGV))
   if p > 0 then
-    local project_keys, project_args = {}, {}
-    for i = 5 + n, #KEYS do project_keys[#project_keys + 1] = KEYS[i] end
-    for i = 1, 9 do project_args[i] = ARGV[at + i] end
+    local project_keys, project_args = {unpack(KEYS, 5 + n)}, {unpack(ARGV, at + 1, at + 9)}
     project_args[3] = project_args[3] .. id .. ARGV[at + 10]
     project(project_keys, project_args)
   end

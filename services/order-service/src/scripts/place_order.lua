@@ -18,8 +18,7 @@ if ARGV[2] == '1' then
   end
 end
 local n = tonumber(ARGV[5])
-local order = {}
-for i = 9, 8 + n do order[#order + 1] = ARGV[i] end
+local order = {unpack(ARGV, 9, 8 + n)}
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + n, #ARGV))
 -- The index member sorts like the stream: the OrderPlaced entry id, zero-padded, then the order id.
 local ms, seq = string.match(id, '(%d+)-(%d+)')
