@@ -31,22 +31,59 @@ const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// script short, about a millisecond at most).
 const MAX_BYTES: usize = 512 * 1024;
 
-/// What a batched script may call besides Redis: `notify(channel, message)` publishes `message`
-/// on `channel`. Alone, at once; in a batch, every message of the batch in one `PUBLISH` of a JSON
-/// array at its end (the messages are JSON texts), one publish per batch instead of per call.
-/// Both forms first make the globals a script uses locals of the chunk, so each use is an upvalue,
-/// not a lookup in the global table.
-const PLAIN_PRELUDE: &str =
-    "local redis, cjson, unpack, tonumber, tostring, type, pcall, string, math, table =
-  redis, cjson, unpack, tonumber, tostring, type, pcall, string, math, table
-local function notify(channel, message) redis.call('PUBLISH', channel, message) end\n";
+/// What a batched script may call besides Redis, in two forms: alone, each does its work at once;
+/// in a batch, each is done once at the batch's end for all its calls (the calls' order kept):
+/// - `notify(channel, message)` publishes `message` on `channel`; in a batch, every message in
+///   one `PUBLISH` of a JSON array (the messages are JSON texts);
+/// - `count(key, field, n)` adds `n` to a counter (`HINCRBY`); in a batch, one `HINCRBY` per
+///   counter with the batch's sum;
+/// - `keep_recent(list, value, keep)` pushes `value` on the list's head and keeps its first
+///   `keep` (`LPUSH`, `LTRIM`); in a batch, one `LPUSH` of every value and one `LTRIM`.
+///
+/// A counter or list written this way is only read outside scripts. Both forms first make the
+/// globals a script uses locals of the chunk, so each use is an upvalue, not a global lookup.
+pub const PLAIN_PRELUDE: &str =
+    "local redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table =
+  redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table
+local function notify(channel, message) redis.call('PUBLISH', channel, message) end
+local function count(key, field, n) redis.call('HINCRBY', key, field, n) end
+local function keep_recent(list, value, keep)
+  redis.call('LPUSH', list, value)
+  redis.call('LTRIM', list, 0, keep - 1)
+end
+";
 const BATCH_PRELUDE: &str =
-    "local redis, cjson, unpack, tonumber, tostring, type, pcall, string, math, table =
-  redis, cjson, unpack, tonumber, tostring, type, pcall, string, math, table
+    "local redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table =
+  redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table
 local notices, notice_channel = {}, nil
 local function notify(channel, message)
   notice_channel = channel
   notices[#notices + 1] = message
+end
+local counts, counted = {}, {}
+local function count(key, field, n)
+  local fields = counts[key]
+  if not fields then
+    fields = {}
+    counts[key] = fields
+    counted[#counted + 1] = key
+  end
+  if not fields[field] then
+    fields[#fields + 1] = field
+    fields[field] = 0
+  end
+  fields[field] = fields[field] + n
+end
+local recents, recent_lists = {}, {}
+local function keep_recent(list, value, keep)
+  local values = recents[list]
+  if not values then
+    values = {}
+    recents[list] = values
+    recent_lists[#recent_lists + 1] = list
+  end
+  values[#values + 1] = value
+  values.keep = keep
 end
 ";
 
@@ -71,6 +108,15 @@ for i = 1, calls do
     results[i] = {0, tostring(result)}
   end
 end
+for _, key in ipairs(counted) do
+  local fields = counts[key]
+  for _, field in ipairs(fields) do redis.call('HINCRBY', key, field, fields[field]) end
+end
+for _, list in ipairs(recent_lists) do
+  local values = recents[list]
+  redis.call('LPUSH', list, unpack(values))
+  redis.call('LTRIM', list, 0, values.keep - 1)
+end
 if notice_channel then
   redis.call('PUBLISH', notice_channel, '[' .. table.concat(notices, ',') .. ']')
 end
@@ -94,8 +140,8 @@ impl std::fmt::Debug for BatchedScript {
 
 impl BatchedScript {
     /// `source` is a script of `KEYS` and `ARGV` ending in `return`: it must not assign to
-    /// `KEYS` or `ARGV` (they become the function's parameters). It may call `notify` (see
-    /// [`PLAIN_PRELUDE`]).
+    /// `KEYS` or `ARGV` (they become the function's parameters). It may call `notify`, `count`
+    /// and `keep_recent` (see [`PLAIN_PRELUDE`]).
     pub fn new(name: &'static str, source: &str) -> Self {
         Self::with_library(name, "", source)
     }

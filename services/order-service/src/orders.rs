@@ -28,7 +28,8 @@ static PLACE: LazyLock<BatchedScript> =
     LazyLock::new(|| BatchedScript::new("place_order", include_str!("scripts/place_order.lua")));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{}\n{}",
+        "{}{}\n{}",
+        fulfillment_core::script_batch::PLAIN_PRELUDE,
         fulfillment_core::projection::LIBRARY,
         include_str!("scripts/cancel_order.lua")
     ))

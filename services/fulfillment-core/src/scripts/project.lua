@@ -69,11 +69,8 @@ local function project(KEYS, ARGV)
   if to_index then redis.call('ZADD', to_index, 0, o[4]) end
   if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
     redis.call('ZADD', KEYS[4], ARGV[8], o[5])
-    redis.call('HINCRBY', KEYS[5], 'orders_' .. string.lower(new_status), 1)
-    if o[7] then
-      redis.call('LPUSH', KEYS[6], tonumber(ARGV[8]) - tonumber(o[7]))
-      redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1)
-    end
+    count(KEYS[5], 'orders_' .. string.lower(new_status), 1)
+    if o[7] then keep_recent(KEYS[6], tonumber(ARGV[8]) - tonumber(o[7]), tonumber(ARGV[9])) end
   end
   if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
   notify(ARGV[7], cjson.encode({order_id = o[5], status = new_status,

@@ -54,7 +54,7 @@ for i = 9 + guards, 8 + guards + facts, 2 do
   end
 end
 redis.call('HSET', KEYS[2], unpack(fields))
-if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
+if ARGV[5] ~= '' then count(KEYS[3], ARGV[5], 1) end
 if ARGV[4] == '' then return {'applied', state} end
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
 if p == 0 then return {'applied', state} end

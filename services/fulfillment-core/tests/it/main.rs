@@ -5,5 +5,6 @@
 mod consumer;
 mod dead_letters;
 mod decoding;
+mod script_batch;
 mod stream_reader;
 mod stream_stats;

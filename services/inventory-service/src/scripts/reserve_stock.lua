@@ -51,7 +51,7 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event', ARGV[3 + 2 * n])
 if publish then
-  redis.call('HINCRBY', KEYS[3 + n], 'reservations', 1)
+  count(KEYS[3 + n], 'reservations', 1)
   local at, p = 5 + 2 * n, tonumber(ARGV[5 + 2 * n])
   local id = redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, at + 1 + p, #ARGV))
   if p > 0 then

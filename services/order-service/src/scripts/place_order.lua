@@ -28,7 +28,7 @@ order[#order + 1] = member
 redis.call('HSET', KEYS[2], unpack(order))
 redis.call('ZADD', KEYS[3], 0, member)
 redis.call('ZADD', KEYS[4], 0, member)
-redis.call('HINCRBY', KEYS[6], 'orders_placed', 1)
+count(KEYS[6], 'orders_placed', 1)
 redis.call('HSETNX', KEYS[7], ARGV[6], ARGV[7] .. id .. ARGV[8])
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[5], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[4])
