@@ -16,7 +16,10 @@ use crate::connection::Conn;
 use crate::keys::KeySpace;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ToRedisArgs, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script, ServerErrorKind,
+    ToRedisArgs, Value,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -166,8 +169,8 @@ impl BatchedScript {
 /// One call's keys and arguments.
 #[derive(Debug, Default, Clone)]
 pub struct ScriptCall {
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    keys: Flat,
+    args: Flat,
 }
 
 impl ScriptCall {
@@ -176,17 +179,67 @@ impl ScriptCall {
     }
 
     pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
-        self.keys.extend(key.to_redis_args());
+        key.write_redis_args(&mut self.keys);
         self
     }
 
     pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        self.args.extend(arg.to_redis_args());
+        arg.write_redis_args(&mut self.args);
         self
     }
 
     fn size(&self) -> usize {
-        self.keys.iter().chain(&self.args).map(Vec::len).sum()
+        self.keys.data.len() + self.args.data.len()
+    }
+}
+
+/// Arguments one after the other in one buffer: a call passes dozens of them, and one
+/// allocation per argument (then another copy into the command) was a good part of the services'
+/// allocations.
+#[derive(Debug, Default, Clone)]
+struct Flat {
+    data: Vec<u8>,
+    /// Where each argument ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl Flat {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.data[start..end])
+    }
+}
+
+impl RedisWrite for Flat {
+    fn write_arg(&mut self, arg: &[u8]) {
+        self.data.extend_from_slice(arg);
+        self.ends.push(self.data.len());
+    }
+
+    fn writer_for_next_arg(&mut self) -> impl std::io::Write + '_ {
+        /// Ends the argument when the writer is dropped.
+        struct Next<'a>(&'a mut Flat);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                self.0.ends.push(self.0.data.len());
+            }
+        }
+        impl std::io::Write for Next<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.data.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        Next(self)
     }
 }
 
@@ -289,32 +342,35 @@ fn gather(first: Queued, calls: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Que
 async fn send_batch(mut conn: Conn, script: &'static BatchedScript, mut batch: Vec<Queued>) {
     if batch.len() == 1 {
         let Queued { call, answer } = batch.remove(0);
-        let mut invocation = script.plain.prepare_invoke();
-        for key in &call.keys {
-            invocation.key(key.as_slice());
+        let mut cmd = evalsha(&script.plain, call.keys.len());
+        for part in call.keys.iter().chain(call.args.iter()) {
+            cmd.arg(part);
         }
-        for arg in &call.args {
-            invocation.arg(arg.as_slice());
-        }
-        let _ = answer.send(invocation.invoke_async(&mut conn).await);
+        let _ = answer.send(invoke(&mut conn, &script.plain, &cmd).await);
         return;
     }
-    let mut invocation = script.batched.prepare_invoke();
-    invocation.arg(batch.len());
+    let mut cmd = evalsha(
+        &script.batched,
+        batch.iter().map(|q| q.call.keys.len()).sum(),
+    );
     for queued in &batch {
-        invocation
-            .arg(queued.call.keys.len())
-            .arg(queued.call.args.len());
-    }
-    for queued in &batch {
-        for key in &queued.call.keys {
-            invocation.key(key.as_slice());
-        }
-        for arg in &queued.call.args {
-            invocation.arg(arg.as_slice());
+        for key in queued.call.keys.iter() {
+            cmd.arg(key);
         }
     }
-    match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
+    cmd.arg(batch.len());
+    for queued in &batch {
+        cmd.arg(queued.call.keys.len()).arg(queued.call.args.len());
+    }
+    for queued in &batch {
+        for arg in queued.call.args.iter() {
+            cmd.arg(arg);
+        }
+    }
+    let results = invoke(&mut conn, &script.batched, &cmd)
+        .await
+        .and_then(|v| Vec::<Value>::from_redis_value(v).map_err(RedisError::from));
+    match results {
         Ok(results) if results.len() == batch.len() => {
             for (queued, result) in batch.into_iter().zip(results) {
                 let _ = queued.answer.send(answer_of(script, result));
@@ -335,6 +391,25 @@ async fn send_batch(mut conn: Conn, script: &'static BatchedScript, mut batch: V
                 let _ = queued.answer.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// `EVALSHA <script> <keys>`, its keys and arguments to follow.
+fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs `cmd` (an `EVALSHA` of `script`); when Redis does not have the script (a restart, a
+/// failover, `SCRIPT FLUSH`), loads it and runs it again, as redis-rs's invocations do.
+async fn invoke(conn: &mut Conn, script: &Script, cmd: &Cmd) -> RedisResult<Value> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        result => result,
     }
 }
 
@@ -391,5 +466,30 @@ mod tests {
         )
         .expect_err("an error");
         assert!(failed.to_string().contains("echo: boom"), "{failed}");
+    }
+
+    #[test]
+    fn arguments_keep_their_bounds_in_one_buffer() {
+        let mut call = ScriptCall::new();
+        call.key("k")
+            .arg("")
+            .arg(&["a", "bc"][..])
+            .arg(42)
+            .arg(b"\0\r\n".as_slice());
+        {
+            use std::io::Write;
+            let mut next = call.args.writer_for_next_arg();
+            next.write_all(b"wr").expect("writes");
+            next.write_all(b"itten").expect("writes");
+        }
+        assert_eq!(call.keys.iter().collect::<Vec<_>>(), vec![b"k".as_slice()]);
+        assert_eq!(
+            call.args.iter().collect::<Vec<_>>(),
+            vec![b"".as_slice(), b"a", b"bc", b"42", b"\0\r\n", b"written"]
+        );
+        assert_eq!(
+            (call.keys.len(), call.args.len(), call.size()),
+            (1, 6, 1 + 15)
+        );
     }
 }

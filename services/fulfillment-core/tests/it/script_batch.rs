@@ -34,7 +34,7 @@ async fn deferred_counters_and_lists_add_up_alone_and_in_batches() {
             .arg(n);
         call
     };
-    // One call alone (the plain form), then 200 at once (batches).
+    // One call alone (the plain form), then 200 at once (batches); 51 more below, all of 0.
     let first: String = redis
         .run_script(&COUNT, &space, call(0))
         .await
@@ -52,17 +52,6 @@ async fn deferred_counters_and_lists_add_up_alone_and_in_batches() {
     );
 
     let mut conn = redis.conn();
-    let counters: Vec<i64> = redis::cmd("HMGET")
-        .arg("c")
-        .arg("calls")
-        .arg("even")
-        .arg("odd")
-        .query_async(&mut conn)
-        .await
-        .expect("HMGET");
-    let even: i64 = (0..=200).filter(|n| n % 2 == 0).sum();
-    let odd: i64 = (0..=200).filter(|n| n % 2 == 1).sum();
-    assert_eq!(counters, vec![201, even, odd]);
     let recent: Vec<i64> = redis::cmd("LRANGE")
         .arg("l")
         .arg(0)
@@ -77,4 +66,39 @@ async fn deferred_counters_and_lists_add_up_alone_and_in_batches() {
         (last - 4..=last).rev().collect::<Vec<_>>(),
         "newest first, in the order the calls ran"
     );
+
+    // Redis forgot its scripts (a restart, a failover): they are loaded again, alone and batched.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    let again: String = redis
+        .run_script(&COUNT, &space, call(0))
+        .await
+        .expect("reloaded");
+    assert_eq!(again, "0");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    let batched: Vec<String> = join_all((0..50).map(|_| redis.run_script(&COUNT, &space, call(0))))
+        .await
+        .into_iter()
+        .map(|a| a.expect("reloaded in a batch"))
+        .collect();
+    assert_eq!(batched.len(), 50);
+
+    let counters: Vec<i64> = redis::cmd("HMGET")
+        .arg("c")
+        .arg("calls")
+        .arg("even")
+        .arg("odd")
+        .query_async(&mut conn)
+        .await
+        .expect("HMGET");
+    let even: i64 = (0..=200).filter(|n| n % 2 == 0).sum();
+    let odd: i64 = (0..=200).filter(|n| n % 2 == 1).sum();
+    assert_eq!(counters, vec![252, even, odd]);
 }
