@@ -122,13 +122,17 @@ impl RawReader {
         ])
         .await?;
         loop {
-            match parse_read_reply(&self.buf) {
-                Ok(Some((entries, used))) => {
+            match parse_read_reply_or_need(&self.buf) {
+                Ok(Parsed::Reply(entries, used)) => {
                     self.buf.drain(..used);
                     self.in_doubt = false;
                     return Ok(entries);
                 }
-                Ok(None) => self.fill().await?,
+                Ok(Parsed::Need(need)) => {
+                    while self.buf.len() < need {
+                        self.fill().await?;
+                    }
+                }
                 // An error reply is a whole reply: the connection is still in step.
                 Err(e) if e.code().is_some() => {
                     self.buf.clear();
@@ -180,10 +184,13 @@ fn protocol_error(what: &'static str) -> RedisError {
     ))
 }
 
-/// Where a reply is in `buf`, as the parser walks it. `Ok(None)` from any step: not all there yet.
+/// Where a reply is in `buf`, as the parser walks it. `Ok(None)` from any step: not all there yet,
+/// and `need` says how long `buf` must be before it is worth parsing again (a large value arrives
+/// in many reads; parsing the reply again after each would take time quadratic in its size).
 struct Cursor<'a> {
     buf: &'a [u8],
     at: usize,
+    need: usize,
 }
 
 type Step<T> = RedisResult<Option<T>>;
@@ -193,6 +200,7 @@ impl<'a> Cursor<'a> {
     fn line(&mut self) -> Step<&'a [u8]> {
         let rest = &self.buf[self.at..];
         let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            self.need = self.buf.len() + 1;
             return Ok(None);
         };
         self.at += end + 2;
@@ -224,6 +232,7 @@ impl<'a> Cursor<'a> {
         }
         let len = usize::try_from(len).map_err(|_| protocol_error("bad length"))?;
         if self.buf.len() < self.at + len + 2 {
+            self.need = self.at + len + 2;
             return Ok(None);
         }
         let value = &self.buf[self.at..self.at + len];
@@ -254,7 +263,11 @@ fn server_error(line: &[u8]) -> RedisError {
 
 /// `+OK` (or any status): the bytes it took. An error reply is the error.
 fn parse_status(buf: &[u8]) -> Step<usize> {
-    let mut cursor = Cursor { buf, at: 0 };
+    let mut cursor = Cursor {
+        buf,
+        at: 0,
+        need: 0,
+    };
     let Some(line) = cursor.line()? else {
         return Ok(None);
     };
@@ -269,7 +282,32 @@ fn parse_status(buf: &[u8]) -> Step<usize> {
 /// out, else an array of `[stream, [[id, [field, value, ...]], ...]]`. Entries of every stream,
 /// in reply order; an entry whose fields are nil (deleted while pending) has none.
 pub fn parse_read_reply(buf: &[u8]) -> Step<(Vec<RawEntry>, usize)> {
-    let mut cursor = Cursor { buf, at: 0 };
+    parse_read_reply_or_need(buf).map(|parsed| match parsed {
+        Parsed::Reply(entries, used) => Some((entries, used)),
+        Parsed::Need(_) => None,
+    })
+}
+
+/// A whole reply, or how many bytes `buf` must hold before parsing again is worth it.
+enum Parsed {
+    Reply(Vec<RawEntry>, usize),
+    Need(usize),
+}
+
+fn parse_read_reply_or_need(buf: &[u8]) -> RedisResult<Parsed> {
+    let mut cursor = Cursor {
+        buf,
+        at: 0,
+        need: 0,
+    };
+    match read_reply(&mut cursor)? {
+        Some((entries, used)) => Ok(Parsed::Reply(entries, used)),
+        None => Ok(Parsed::Need(cursor.need.max(buf.len() + 1))),
+    }
+}
+
+fn read_reply(cursor: &mut Cursor<'_>) -> Step<(Vec<RawEntry>, usize)> {
+    let buf = cursor.buf;
     if buf.first() == Some(&b'-') {
         return match cursor.line()? {
             Some(line) => Err(server_error(line)),
@@ -405,6 +443,26 @@ mod tests {
                 bytes.len()
             );
         }
+    }
+
+    #[test]
+    fn a_large_value_is_waited_for_whole_not_parsed_again_on_every_read() {
+        let big = vec![b'x'; 1 << 20];
+        let bytes = reply(&[("s", &[("1-0", &[(b"payload", big.as_slice())])])]);
+        let header = bytes.len() - big.len() - 2;
+        for cut in [header - 1, header, header + 10, bytes.len() - 1] {
+            match parse_read_reply_or_need(&bytes[..cut]).expect("parses") {
+                Parsed::Need(need) if cut >= header => {
+                    assert_eq!(need, bytes.len(), "cut at {cut}")
+                }
+                Parsed::Need(need) => assert!(need > cut, "cut at {cut}"),
+                Parsed::Reply(..) => panic!("a cut reply parsed"),
+            }
+        }
+        assert!(matches!(
+            parse_read_reply_or_need(&bytes).expect("parses"),
+            Parsed::Reply(entries, used) if used == bytes.len() && entries[0].fields[0].1 == big
+        ));
     }
 
     #[test]
