@@ -34,6 +34,16 @@ const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// script short, about a millisecond at most).
 const MAX_BYTES: usize = 512 * 1024;
 
+/// The globals the scripts use, as locals of the chunk: each use is then an upvalue, not a
+/// lookup in the global table.
+macro_rules! globals_as_locals {
+    () => {
+        "local redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table =
+  redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table
+"
+    };
+}
+
 /// What a batched script may call besides Redis, in two forms: alone, each does its work at once;
 /// in a batch, each is done once at the batch's end for all its calls (the calls' order kept):
 /// - `notify(channel, message)` publishes `message` on `channel`; in a batch, every message in
@@ -44,33 +54,38 @@ const MAX_BYTES: usize = 512 * 1024;
 ///   `keep` (`LPUSH`, `LTRIM`); in a batch, one `LPUSH` of every value and one `LTRIM`.
 ///
 /// A counter or list written this way is only read outside scripts. Both forms first make the
-/// globals a script uses locals of the chunk, so each use is an upvalue, not a global lookup.
-pub const PLAIN_PRELUDE: &str =
-    "local redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table =
-  redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table
-local function notify(channel, message) redis.call('PUBLISH', channel, message) end
+/// globals a script uses locals of the chunk (`globals_as_locals!`), so each use is an upvalue,
+/// not a global lookup.
+pub const PLAIN_PRELUDE: &str = concat!(
+    globals_as_locals!(),
+    "local function notify(channel, message) redis.call('PUBLISH', channel, message) end
 local function count(key, field, n) redis.call('HINCRBY', key, field, n) end
 local function keep_recent(list, value, keep)
   redis.call('LPUSH', list, value)
   redis.call('LTRIM', list, 0, keep - 1)
 end
-";
-const BATCH_PRELUDE: &str =
-    "local redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table =
-  redis, cjson, unpack, tonumber, tostring, type, pcall, ipairs, string, math, table
-local notices, notice_channel = {}, nil
+"
+);
+const BATCH_PRELUDE: &str = concat!(
+    globals_as_locals!(),
+    "local notices, notice_channel = {}, nil
 local function notify(channel, message)
   notice_channel = channel
   notices[#notices + 1] = message
 end
+-- tables[key], made (and key recorded in order) the first time.
+local function bucket(tables, order, key)
+  local t = tables[key]
+  if not t then
+    t = {}
+    tables[key] = t
+    order[#order + 1] = key
+  end
+  return t
+end
 local counts, counted = {}, {}
 local function count(key, field, n)
-  local fields = counts[key]
-  if not fields then
-    fields = {}
-    counts[key] = fields
-    counted[#counted + 1] = key
-  end
+  local fields = bucket(counts, counted, key)
   if not fields[field] then
     fields[#fields + 1] = field
     fields[field] = 0
@@ -79,16 +94,12 @@ local function count(key, field, n)
 end
 local recents, recent_lists = {}, {}
 local function keep_recent(list, value, keep)
-  local values = recents[list]
-  if not values then
-    values = {}
-    recents[list] = values
-    recent_lists[#recent_lists + 1] = list
-  end
+  local values = bucket(recents, recent_lists, list)
   values[#values + 1] = value
   values.keep = keep
 end
-";
+"
+);
 
 /// Runs the script above it (as `run`) once per call. ARGV[1] calls, then each call's key count
 /// and argument count; then the calls' keys (in KEYS) and arguments (in ARGV), in order. Each

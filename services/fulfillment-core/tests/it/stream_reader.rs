@@ -9,6 +9,15 @@ use fulfillment_core::stream_reader::GroupRead;
 use fulfillment_testing::TestRedis;
 use std::time::Duration;
 
+/// A redis-rs connection of the test's own to `url`.
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects")
+}
+
 #[tokio::test]
 async fn the_raw_reader_authenticates_selects_reads_and_keeps_error_codes() {
     let server = TestRedis::start();
@@ -16,20 +25,13 @@ async fn the_raw_reader_authenticates_selects_reads_and_keeps_error_codes() {
         .arg("SET")
         .arg("requirepass")
         .arg("s3cret")
-        .query_async(
-            &mut redis::Client::open(server.url.as_str())
-                .expect("url")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("connects"),
-        )
+        .query_async(&mut connection(&server.url).await)
         .await
         .expect("CONFIG SET");
-    let url = server
-        .url
-        .replace("redis://", "redis://default:s3cret@")
-        .to_string()
-        + "/3";
+    let url = format!(
+        "{}/3",
+        server.url.replace("redis://", "redis://default:s3cret@")
+    );
     let redis = Redis::connect(&Settings::for_redis(&url))
         .await
         .expect("connects");
@@ -83,13 +85,7 @@ async fn the_raw_reader_authenticates_selects_reads_and_keeps_error_codes() {
     );
     let in_db_0: i64 = redis::cmd("EXISTS")
         .arg("s")
-        .query_async(
-            &mut redis::Client::open(server.url.replace("redis://", "redis://:s3cret@"))
-                .expect("url")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("db 0"),
-        )
+        .query_async(&mut connection(&server.url.replace("redis://", "redis://:s3cret@")).await)
         .await
         .expect("EXISTS");
     assert_eq!(in_db_0, 0, "the stream is in database 3");
