@@ -315,6 +315,34 @@ impl RedisSettings {
         })
     }
 
+    /// Whether every Redis this process talks to is on this machine: a loopback address,
+    /// `localhost` or a Unix socket (`fulfillment up` then leaves Redis a core).
+    pub fn is_on_this_machine(&self) -> bool {
+        use redis::ConnectionAddr;
+        let infos = if self.is_cluster() {
+            self.cluster_seeds()
+        } else {
+            self.connection_info().map(|info| vec![info])
+        };
+        let is_local = |host: &str| {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        infos.is_ok_and(|infos| {
+            infos.iter().all(|info| match info.addr() {
+                ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
+                    is_local(host)
+                }
+                ConnectionAddr::Unix(_) => true,
+                _ => false,
+            })
+        })
+    }
+
     /// Where this process connects, without passwords, for messages: the URL, or the seed nodes.
     pub fn redacted_url(&self) -> String {
         if self.is_cluster() {
@@ -543,6 +571,25 @@ mod tests {
         }
         let rate = Env::new(|n| (n == "X_RATE").then(|| "1.5".to_owned()));
         assert!(rate.rate("X_RATE").is_err());
+    }
+
+    #[test]
+    fn redis_is_on_this_machine_only_when_every_address_is() {
+        let on = |pairs: &[(&str, &str)]| with(pairs).expect("settings").redis.is_on_this_machine();
+        assert!(on(&[]));
+        assert!(on(&[("REDIS_URL", "redis://localhost:6390/2")]));
+        assert!(on(&[("REDIS_URL", "rediss://[::1]:6390")]));
+        assert!(on(&[("REDIS_URL", "redis+unix:///run/redis.sock")]));
+        assert!(!on(&[("REDIS_URL", "redis://redis.default.svc:6379")]));
+        assert!(!on(&[("REDIS_URL", "redis://10.0.0.7:6379")]));
+        assert!(on(&[(
+            "REDIS_CLUSTER_NODES",
+            "redis://127.0.0.1:7000,redis://127.0.0.2:7001"
+        )]));
+        assert!(!on(&[(
+            "REDIS_CLUSTER_NODES",
+            "redis://127.0.0.1:7000,redis://redis-1:7001"
+        )]));
     }
 
     #[test]

@@ -29,6 +29,43 @@ pub fn or_exit<T>(read: Result<T, SettingsError>) -> T {
     }
 }
 
+/// `TOKIO_WORKER_THREADS`: the runtime's worker threads, 1..=1024, or `None` when unset (the
+/// caller's default). Read here rather than by tokio, which panics on a bad value.
+pub fn worker_threads(env: &Env) -> Result<Option<usize>, SettingsError> {
+    match env.optional("TOKIO_WORKER_THREADS") {
+        None => Ok(None),
+        Some(_) => env.ranged("TOKIO_WORKER_THREADS", 1, 1, 1024).map(Some),
+    }
+}
+
+/// The CPUs this process may use (its cgroup quota and CPU affinity count), at least 1.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Runs a binary's `main` on a multi-thread tokio runtime: `TOKIO_WORKER_THREADS` workers when
+/// set (a bad value is refused with one line and exit status 2), otherwise `default_workers`, or
+/// one per CPU ([`cpus`]) when that is `None`, as `#[tokio::main]` would.
+pub fn run_main(
+    default_workers: Option<usize>,
+    main: impl Future<Output = std::process::ExitCode>,
+) -> std::process::ExitCode {
+    let workers = or_exit(worker_threads(&Env::from_process()))
+        .or(default_workers)
+        .unwrap_or_else(cpus);
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Connects to Redis, checks its eviction policy and creates every group.
 pub async fn prepare_redis(settings: &Settings) -> anyhow::Result<Redis> {
     use anyhow::Context;
@@ -150,6 +187,28 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
             tracing::error!(error = format!("{e:#}"), "stopped by an error");
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_are_refused_in_one_line_naming_the_variable() {
+        let env = |value: &'static str| {
+            Env::new(move |n| (n == "TOKIO_WORKER_THREADS").then(|| value.to_owned()))
+        };
+        assert_eq!(worker_threads(&Env::new(|_| None)).expect("unset"), None);
+        assert_eq!(worker_threads(&env("3")).expect("3"), Some(3));
+        for bad in ["0", "two", "-1", "5000", ""] {
+            let err = worker_threads(&env(bad)).expect_err(bad).to_string();
+            assert!(
+                err.starts_with("invalid setting TOKIO_WORKER_THREADS="),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 }

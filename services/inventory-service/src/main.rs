@@ -4,12 +4,15 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::main_for_worker(
-        "inventory-service",
-        inventory_service::Instability::read,
-        |redis, instability| std::sync::Arc::new(inventory_service::handler(redis, instability)),
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(
+        None,
+        fulfillment_core::startup::main_for_worker(
+            "inventory-service",
+            inventory_service::Instability::read,
+            |redis, instability| {
+                std::sync::Arc::new(inventory_service::handler(redis, instability))
+            },
+        ),
     )
-    .await
 }

@@ -4,12 +4,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::main_for_worker(
-        "notification-service",
-        |_| Ok(()),
-        |redis, ()| std::sync::Arc::new(notification_service::handler(redis)),
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(
+        None,
+        fulfillment_core::startup::main_for_worker(
+            "notification-service",
+            |_| Ok(()),
+            |redis, ()| std::sync::Arc::new(notification_service::handler(redis)),
+        ),
     )
-    .await
 }

@@ -6,21 +6,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use fulfillment_core::startup::{bind, exit_code, prepare_redis, settings_or_exit};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let settings = settings_or_exit();
-    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "order-service");
-    let result = async {
-        let redis = prepare_redis(&settings).await?;
-        let listener = bind(&settings).await?;
-        order_service::run(
-            settings,
-            redis,
-            listener,
-            fulfillment_core::shutdown::on_signal(),
-        )
-        .await
-    }
-    .await;
-    exit_code(result)
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(None, async {
+        let settings = settings_or_exit();
+        let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "order-service");
+        let result = async {
+            let redis = prepare_redis(&settings).await?;
+            let listener = bind(&settings).await?;
+            order_service::run(
+                settings,
+                redis,
+                listener,
+                fulfillment_core::shutdown::on_signal(),
+            )
+            .await
+        }
+        .await;
+        exit_code(result)
+    })
 }

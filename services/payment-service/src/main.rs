@@ -4,12 +4,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::main_for_worker(
-        "payment-service",
-        payment_service::ChargeSettings::read,
-        |redis, charges| std::sync::Arc::new(payment_service::handler(redis, charges)),
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(
+        None,
+        fulfillment_core::startup::main_for_worker(
+            "payment-service",
+            payment_service::ChargeSettings::read,
+            |redis, charges| std::sync::Arc::new(payment_service::handler(redis, charges)),
+        ),
     )
-    .await
 }

@@ -22,29 +22,31 @@ struct Args {
     run_loop: bool,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let env = Env::from_process();
-    let settings = or_exit(Settings::read(&env));
-    let own = or_exit(ServiceSettings::read(&env));
-    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "retry-worker");
-    let result = async {
-        let redis = prepare_redis(&settings).await?;
-        let worker = RetryWorker::new(redis.clone(), settings.clone(), all_handlers(&redis, &own));
-        if !args.run_loop {
-            let report = worker.run_pass().await?;
-            println!("{}", serde_json::to_string(&report)?);
-            return Ok(());
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(None, async {
+        let args = Args::parse();
+        let env = Env::from_process();
+        let settings = or_exit(Settings::read(&env));
+        let own = or_exit(ServiceSettings::read(&env));
+        let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "retry-worker");
+        let result = async {
+            let redis = prepare_redis(&settings).await?;
+            let worker =
+                RetryWorker::new(redis.clone(), settings.clone(), all_handlers(&redis, &own));
+            if !args.run_loop {
+                let report = worker.run_pass().await?;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
+            let shutdown = fulfillment_core::shutdown::on_signal();
+            let listener = bind(&settings).await?;
+            let app = ops_router(ops_state(&redis));
+            let server = tokio::spawn(serve(listener, app, shutdown.clone()));
+            worker.run_loop(shutdown).await;
+            server.await??;
+            Ok(())
         }
-        let shutdown = fulfillment_core::shutdown::on_signal();
-        let listener = bind(&settings).await?;
-        let app = ops_router(ops_state(&redis));
-        let server = tokio::spawn(serve(listener, app, shutdown.clone()));
-        worker.run_loop(shutdown).await;
-        server.await??;
-        Ok(())
-    }
-    .await;
-    exit_code(result)
+        .await;
+        exit_code(result)
+    })
 }

@@ -4,12 +4,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::main_for_worker(
-        "shipping-service",
-        |_| Ok(()),
-        |redis, ()| std::sync::Arc::new(shipping_service::handler(redis)),
+fn main() -> std::process::ExitCode {
+    fulfillment_core::startup::run_main(
+        None,
+        fulfillment_core::startup::main_for_worker(
+            "shipping-service",
+            |_| Ok(()),
+            |redis, ()| std::sync::Arc::new(shipping_service::handler(redis)),
+        ),
     )
-    .await
 }

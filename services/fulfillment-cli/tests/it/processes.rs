@@ -11,18 +11,21 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_bad_setting_is_refused_with_one_line_naming_it() {
-    for binary in [
-        "fulfillment",
-        "order-service",
-        "inventory-service",
-        "retry-worker",
+    for (binary, name, value) in [
+        ("fulfillment", "BATCH_SIZE", "lots"),
+        ("order-service", "BATCH_SIZE", "lots"),
+        ("inventory-service", "BATCH_SIZE", "lots"),
+        ("retry-worker", "BATCH_SIZE", "lots"),
+        // Read before the runtime starts: tokio itself would panic on it.
+        ("fulfillment", "TOKIO_WORKER_THREADS", "two"),
+        ("shipping-service", "TOKIO_WORKER_THREADS", "0"),
     ] {
         let mut command = Command::new(workspace_binary(binary));
         if binary == "fulfillment" {
             command.args(["dlq", "list"]);
         }
         let output = command
-            .env("BATCH_SIZE", "lots")
+            .env(name, value)
             .env("REDIS_URL", "redis://127.0.0.1:1")
             .output()
             .expect("run");
@@ -30,7 +33,7 @@ fn a_bad_setting_is_refused_with_one_line_naming_it() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "{binary}: {stderr}");
         assert!(
-            stderr.starts_with("invalid setting BATCH_SIZE=\"lots\""),
+            stderr.starts_with(&format!("invalid setting {name}=\"{value}\"")),
             "{binary}: {stderr}"
         );
     }
