@@ -1,7 +1,7 @@
 //! Per-order state machines kept in Redis hashes, each step recorded and announced atomically.
 //!
-//! Payment, shipping and notification each keep one small hash per order (`state`, the event they
-//! published, a few facts such as the label id). [`transition`] moves it from an expected state to
+//! Payment, shipping and notification each keep one small hash per order (`state`, the id of the
+//! entry they published, a few facts such as the label id). [`transition`] moves it from an expected state to
 //! a new one and publishes the matching event in the same script, which is what makes "one charge",
 //! "one label" and "one notification" hold when deliveries repeat or replicas race.
 
@@ -36,7 +36,8 @@ pub struct Step<'a> {
     /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
     pub from: &'a [&'a str],
     pub to: &'a str,
-    /// The event announcing the step, stored under `event_field` so a repeat publishes it again.
+    /// The event announcing the step; the id of its entry is kept under `event_field`, so a
+    /// repeat publishes that entry again.
     pub event: Option<&'a Event>,
     pub event_field: &'a str,
     /// A counter in the partition's counters hash incremented when the step is applied.
@@ -71,7 +72,8 @@ pub struct Guard<'a> {
 pub enum StepOutcome {
     /// The state moved; the value is the state it moved from.
     Applied { previous: String },
-    /// The state already was the target: the stored event was published again.
+    /// The state already was the target: the event it published was published again (while the
+    /// stream still holds it; a trimmed entry was acknowledged by every group).
     Repeated,
     /// The state was neither expected nor the target; nothing changed.
     Skipped { state: String },
@@ -164,16 +166,11 @@ pub async fn transition(
             recorder.attempt,
         ));
     }
-    let stored = if fields.is_empty() {
-        String::new()
-    } else {
-        crate::events::fields_json(&fields)
-    };
     invocation
         .arg(state_list(step.from))
         .arg(step.to)
         .arg(step.event_field)
-        .arg(stored)
+        .arg(if fields.is_empty() { "" } else { "1" })
         .arg(step.counter.unwrap_or_default())
         .arg(step.guards.len())
         .arg(step.facts.len() * 2)

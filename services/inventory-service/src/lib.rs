@@ -131,9 +131,15 @@ impl InventoryHandler {
             invocation.arg(&line.product_id);
         }
         let reserved_fields = reserved.to_fields();
+        // Publishing in the script, the ledger keeps the entry's id; the outbox needs the event.
+        let stored = if in_script {
+            String::new()
+        } else {
+            fulfillment_core::events::fields_json(&reserved_fields)
+        };
         invocation
             .arg(serde_json::to_string(&lines).unwrap_or_default())
-            .arg(fulfillment_core::events::fields_json(&reserved_fields))
+            .arg(stored)
             .arg(failed.header_fields_json());
         if in_script {
             let (before, after) =

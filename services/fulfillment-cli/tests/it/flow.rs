@@ -123,7 +123,7 @@ async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     assert_eq!(h.pending("inventory_group").await, 1, "the ack was lost");
     // The retry worker redelivers it (with the same instability): the reservation exists, so the
-    // stored StockReserved is published again and the entry is acknowledged.
+    // StockReserved it published is published again, unchanged, and the entry is acknowledged.
     let report = h.retry_pass(&lossy).await;
     assert_eq!(report.retried, 1);
     assert_eq!(report.recovered, 1);
@@ -133,11 +133,7 @@ async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one
     })
     .await;
     let reserved = h.events_of(&id, "StockReserved").await;
-    assert_eq!(
-        reserved[0].text("event_id"),
-        reserved[1].text("event_id"),
-        "same event, twice"
-    );
+    assert_eq!(reserved[0].fields, reserved[1].fields, "same event, twice");
     assert_effects_once(&h, &id).await;
     consumers.stop().await;
     h.stop().await;

@@ -1,7 +1,10 @@
 -- Moves a per-order state hash from an expected state to a new one and publishes the event that
 -- says so, atomically: the effect is recorded and announced together or not at all. A repeated
--- transition (the same event delivered again) publishes the stored event again, unchanged, so the
--- outcome is announced at least once and happens once.
+-- transition (the same event delivered again) publishes the event again, unchanged, so the
+-- outcome is announced at least once and happens once. The state hash keeps the id of the entry
+-- it published, not a copy: a repeat publishes that entry's fields again while the stream holds
+-- it; once trimmed, every group has acknowledged it and there is nothing to repeat. (A hash
+-- written before kept the event's fields as a JSON array; a repeat publishes those.)
 -- A state hash is only created while its order exists: a late delivery for an order removed by
 -- retention changes nothing. Guards are other state hashes of the same order that must be in one
 -- of their allowed states for the step to apply (notification confirms only a live label, and
@@ -11,8 +14,8 @@
 -- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash,
 -- KEYS[5 .. 4+g] guard hashes, KEYS[5+g ..] project()'s keys (when projecting)
 -- ARGV[1] expected states, ',' before and after each ('-' means "no state yet"), e.g. ',-,charging,'
--- ARGV[2] new state, ARGV[3] hash field that stores the event, ARGV[4] the event's fields as a
--- JSON array, stored for repeats ('' for no event), ARGV[5] counter to increment ('' for none),
+-- ARGV[2] new state, ARGV[3] hash field that stores the published entry's id, ARGV[4] '1' when
+-- the step publishes an event ('' for none), ARGV[5] counter to increment ('' for none),
 -- ARGV[6] g = guards, ARGV[7] f = fact names and values, ARGV[8] p = projection arguments (0 or
 -- 10), ARGV[9 .. 8+g] allowed states of each guard hash (as ARGV[1]), ARGV[9+g .. 8+g+f] fact
 -- name/value pairs, each set only if not set yet, ARGV[9+g+f .. 8+g+f+p] project()'s nine
@@ -28,7 +31,13 @@ if not one_of(state, ARGV[1]) then
   if state == ARGV[2] and ARGV[3] ~= '' then
     local stored = redis.call('HGET', KEYS[2], ARGV[3])
     if stored then
-      redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(stored)))
+      local fields
+      if string.byte(stored) == 91 then fields = cjson.decode(stored) -- '[': a stored copy
+      else
+        local entry = redis.call('XRANGE', KEYS[1], stored, stored)[1]
+        fields = entry and entry[2]
+      end
+      if fields then redis.call('XADD', KEYS[1], '*', unpack(fields)) end
       return {'repeated', state}
     end
   end
@@ -39,11 +48,14 @@ for i = 1, guards do
   local guard_state = redis.call('HGET', KEYS[4 + i], 'state') or '-'
   if not one_of(guard_state, ARGV[8 + i]) then return {'blocked', guard_state} end
 end
--- One HSET for the state, the event and, on a new hash, the facts (nothing to keep there).
-local fields = {'state', ARGV[2]}
+-- One HSET for the state, the published entry's id and, on a new hash, the facts (nothing to
+-- keep there). The entry is added first, for its id; once a script has written, Redis runs its
+-- every write (no out-of-memory refusal halfway), so the two land together.
+local fields, id = {'state', ARGV[2]}, nil
 if ARGV[4] ~= '' then
+  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
   fields[#fields + 1] = ARGV[3]
-  fields[#fields + 1] = ARGV[4]
+  fields[#fields + 1] = id
 end
 for i = 9 + guards, 8 + guards + facts, 2 do
   if state == '-' then
@@ -55,9 +67,7 @@ for i = 9 + guards, 8 + guards + facts, 2 do
 end
 redis.call('HSET', KEYS[2], unpack(fields))
 if ARGV[5] ~= '' then count(KEYS[3], ARGV[5], 1) end
-if ARGV[4] == '' then return {'applied', state} end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
-if p == 0 then return {'applied', state} end
+if not id or p == 0 then return {'applied', state} end
 local at = 8 + guards + facts
 local project_keys, project_args = {unpack(KEYS, 5 + guards)}, {unpack(ARGV, at + 1, at + 9)}
 project_args[3] = project_args[3] .. id .. ARGV[at + 10]
