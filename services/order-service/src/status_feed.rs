@@ -8,19 +8,44 @@
 use fulfillment_core::backoff::Backoff;
 use fulfillment_core::{Redis, keys};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// Messages buffered per slow client before it starts missing some.
 const CLIENT_BUFFER: usize = 1024;
 
+/// One status change as clients get it, with its order's id read once here, so a client
+/// following one order compares ids instead of parsing every message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Change {
+    pub order_id: String,
+    /// The change as a JSON object.
+    pub text: String,
+}
+
+/// What every client of a process receives: a shared change, not a copy per client.
+pub type Feed = broadcast::Sender<Arc<Change>>;
+
 /// The changes one published message holds: itself, or each element of an array.
-fn changes(text: String) -> Vec<String> {
-    if !text.starts_with('[') {
-        return vec![text];
-    }
-    match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
-        Ok(all) => all.iter().map(|change| change.to_string()).collect(),
+fn changes(text: &str) -> Vec<Change> {
+    let parsed = if text.starts_with('[') {
+        serde_json::from_str::<Vec<serde_json::Value>>(text)
+    } else {
+        serde_json::from_str::<serde_json::Value>(text).map(|one| vec![one])
+    };
+    match parsed {
+        Ok(all) => all
+            .into_iter()
+            .map(|change| Change {
+                order_id: change
+                    .get("order_id")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                text: change.to_string(),
+            })
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "unreadable status message; dropped");
             Vec::new()
@@ -28,13 +53,13 @@ fn changes(text: String) -> Vec<String> {
     }
 }
 
-pub fn channel() -> broadcast::Sender<String> {
+pub fn channel() -> Feed {
     broadcast::channel(CLIENT_BUFFER).0
 }
 
 /// Forwards every status message from Redis to `sender` until `shutdown`, resubscribing after a
 /// lost connection.
-pub async fn run(redis: Redis, sender: broadcast::Sender<String>, shutdown: CancellationToken) {
+pub async fn run(redis: Redis, sender: Feed, shutdown: CancellationToken) {
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let mut pubsub = match redis.pubsub().await {
@@ -58,8 +83,8 @@ pub async fn run(redis: Redis, sender: broadcast::Sender<String>, shutdown: Canc
                 message = messages.next() => match message {
                     Some(m) => {
                         if let Ok(text) = m.get_payload::<String>() {
-                            for change in changes(text) {
-                                let _ = sender.send(change);
+                            for change in changes(&text) {
+                                let _ = sender.send(Arc::new(change));
                             }
                         }
                     }
@@ -73,14 +98,24 @@ pub async fn run(redis: Redis, sender: broadcast::Sender<String>, shutdown: Canc
 
 #[cfg(test)]
 mod tests {
+    use super::{Change, changes};
+
     #[test]
-    fn a_batch_of_changes_is_one_message_each() {
-        let one = r#"{"order_id":"a","status":"PAID"}"#.to_owned();
-        assert_eq!(super::changes(one.clone()), vec![one]);
+    fn a_batch_of_changes_is_one_message_each_with_its_order_id() {
+        let one = r#"{"order_id":"a","status":"PAID"}"#;
+        assert_eq!(
+            changes(one),
+            vec![Change {
+                order_id: "a".into(),
+                text: one.into()
+            }]
+        );
         let two = r#"[{"order_id":"a","status":"PAID"},{"order_id":"b","status":"COMPLETED"}]"#;
-        let split = super::changes(two.to_owned());
+        let split = changes(two);
         assert_eq!(split.len(), 2);
-        assert!(split[1].contains(r#""order_id":"b""#));
-        assert!(super::changes("[not json".to_owned()).is_empty());
+        assert_eq!(split[1].order_id, "b");
+        assert!(split[1].text.contains(r#""order_id":"b""#));
+        assert!(changes("[not json").is_empty());
+        assert!(changes("not json").is_empty());
     }
 }

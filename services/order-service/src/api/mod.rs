@@ -31,7 +31,7 @@ use fulfillment_core::startup::ops_state;
 use fulfillment_core::{Redis, Settings, metrics};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 
@@ -40,7 +40,7 @@ use tower::{BoxError, ServiceBuilder};
 pub struct AppState {
     pub redis: Redis,
     pub settings: Arc<Settings>,
-    pub status_feed: broadcast::Sender<String>,
+    pub status_feed: crate::status_feed::Feed,
     /// One permit per open `/ws` connection (`WS_MAX_CONNECTIONS`).
     pub ws_slots: Arc<Semaphore>,
 }

@@ -13,9 +13,10 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// Bytes a connection buffers for reading and writing: clients send nothing but control frames,
 /// and a status message is a few hundred bytes.
@@ -24,8 +25,11 @@ const BUFFER_BYTES: usize = 4 * 1024;
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Most bytes queued for a client that does not read; past it the connection is closed.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
-/// A client that takes longer than this to take one message is dropped (its slot freed).
+/// A client that takes longer than this to take one write of messages is dropped (its slot
+/// freed).
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most messages sent in one write: those already waiting when one arrives, up to this many.
+const MAX_MESSAGES_PER_WRITE: usize = 64;
 
 #[derive(Debug, Deserialize)]
 pub struct FeedQuery {
@@ -85,24 +89,34 @@ async fn follow(
     let mut updates = state.status_feed.subscribe();
     loop {
         tokio::select! {
-            update = updates.recv() => match update {
-                Ok(text) => {
-                    if let Some(id) = &order_id
-                        && !concerns(&text, id)
-                    {
-                        continue;
+            update = updates.recv() => {
+                // This update and those already waiting behind it go out in one write.
+                let mut texts = Vec::new();
+                let mut next = Some(update);
+                let mut closed = false;
+                while let Some(update) = next.take() {
+                    match update {
+                        Ok(change) => {
+                            if order_id.as_deref().is_none_or(|id| id == change.order_id) {
+                                texts.push(change.text.clone());
+                            }
+                        }
+                        Err(RecvError::Lagged(missed)) => texts.push(
+                            serde_json::json!({"type": "lagged", "missed": missed}).to_string(),
+                        ),
+                        Err(RecvError::Closed) => closed = true,
                     }
-                    if !send(&mut socket, text).await {
-                        return;
+                    if !closed && texts.len() < MAX_MESSAGES_PER_WRITE {
+                        next = match updates.try_recv() {
+                            Ok(change) => Some(Ok(change)),
+                            Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+                        };
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    let notice = serde_json::json!({"type": "lagged", "missed": missed}).to_string();
-                    if !send(&mut socket, notice).await {
-                        return;
-                    }
+                if !send(&mut socket, texts).await || closed {
+                    return;
                 }
-                Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
@@ -112,22 +126,19 @@ async fn follow(
     }
 }
 
-/// Sends one message; false when the client is gone or too slow to take it.
-async fn send(socket: &mut WebSocket, text: String) -> bool {
+/// Sends messages and flushes once; false when the client is gone or too slow to take them.
+async fn send(socket: &mut WebSocket, texts: Vec<String>) -> bool {
+    if texts.is_empty() {
+        return true;
+    }
+    let sending = async {
+        for text in texts {
+            socket.feed(Message::Text(text.into())).await?;
+        }
+        socket.flush().await
+    };
     matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
     )
-}
-
-/// Whether a status message is about `order_id`.
-fn concerns(message: &str, order_id: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(message)
-        .ok()
-        .and_then(|v| {
-            v.get("order_id")
-                .and_then(|id| id.as_str())
-                .map(|id| id == order_id)
-        })
-        .unwrap_or(false)
 }

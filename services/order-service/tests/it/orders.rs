@@ -107,6 +107,68 @@ async fn the_websocket_reports_every_status_change_of_an_order(backend: Backend)
     h.stop().await;
 }
 
+/// A client following one order gets that order's changes and no other, in order, also when
+/// many orders' changes arrive together (one `PUBLISH` of a batch, several messages per write);
+/// the all-orders feed gets every one.
+#[tokio::test]
+async fn following_one_order_among_many_gets_its_changes_only() {
+    let h = Harness::start().await;
+    h.create_product("many", 1000).await;
+    let ws = h.base.replace("http://", "ws://");
+    let (mut all, _) = tokio_tungstenite::connect_async(format!("{ws}/ws"))
+        .await
+        .expect("ws");
+    let ids: Vec<String> =
+        futures_util::future::join_all((0..40).map(|_| h.place("many", 1, "tok_visa"))).await;
+    let followed = ids[7].clone();
+    let (mut one, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?order_id={followed}"))
+        .await
+        .expect("ws");
+    // Only now do the orders move, so the follower sees every change of its order.
+    let consumers = h.consumers().await;
+    let mut completed = std::collections::HashSet::new();
+    while completed.len() < ids.len() {
+        let change = next_change(&mut all).await;
+        if change["status"] == "COMPLETED" {
+            completed.insert(change["order_id"].as_str().expect("id").to_owned());
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("COMPLETED") {
+        let change = next_change(&mut one).await;
+        assert_eq!(change["order_id"], followed.as_str(), "{change}");
+        seen.push(change["status"].as_str().expect("status").to_owned());
+    }
+    assert_eq!(seen, ["RESERVED", "PAID", "COMPLETED"]);
+    let _ = all.close(None).await;
+    let _ = one.close(None).await;
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// The next text message of a status feed, as JSON.
+async fn next_change<S>(socket: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + SECONDS_10;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("status messages in time")
+            .expect("open")
+            .expect("message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).expect("json");
+        }
+    }
+}
+
 /// The fifth defect: a `|` in the body broke a retried POST with its Idempotency-Key.
 #[tokio::test]
 async fn an_idempotency_key_replays_a_request_holding_the_separator() {
