@@ -36,8 +36,9 @@ pub struct Step<'a> {
     /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
     pub from: &'a [&'a str],
     pub to: &'a str,
-    /// The event announcing the step; the id of its entry is kept under `event_field`, so a
-    /// repeat publishes that entry again.
+    /// The event announcing the step; the id of its entry is kept under `<event_field>_entry`,
+    /// so a repeat publishes that entry again (a hash an earlier version wrote keeps the event
+    /// itself under `event_field`).
     pub event: Option<&'a Event>,
     pub event_field: &'a str,
     /// A counter in the partition's counters hash incremented when the step is applied.

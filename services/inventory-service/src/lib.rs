@@ -329,7 +329,8 @@ impl InventoryHandler {
     }
 }
 
-/// What `reserve_stock.lua` did; each outcome with the event it recorded (fields as JSON).
+/// What `reserve_stock.lua` did; each outcome with the event it recorded (fields as JSON; empty
+/// for a StockReserved the script published itself, whose ledger keeps the entry's id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reservation {
     Reserved {

@@ -63,7 +63,7 @@ impl ShippingHandler {
         match outcome {
             StepOutcome::Applied { .. } => tracing::debug!(label_id, "shipment label created"),
             StepOutcome::Repeated => {
-                tracing::debug!("label exists; ShipmentPrepared published again")
+                tracing::debug!("label exists; ShipmentPrepared published again unless trimmed")
             }
             StepOutcome::Skipped { state } | StepOutcome::Blocked { guard_state: state } => {
                 tracing::debug!(state = state.as_str(), "order cancelled; no label")

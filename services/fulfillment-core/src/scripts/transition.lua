@@ -2,9 +2,11 @@
 -- says so, atomically: the effect is recorded and announced together or not at all. A repeated
 -- transition (the same event delivered again) publishes the event again, unchanged, so the
 -- outcome is announced at least once and happens once. The state hash keeps the id of the entry
--- it published, not a copy: a repeat publishes that entry's fields again while the stream holds
--- it; once trimmed, every group has acknowledged it and there is nothing to repeat. (A hash
--- written before kept the event's fields as a JSON array; a repeat publishes those.)
+-- it published (field '<ARGV[3]>_entry'), not a copy: a repeat publishes that entry's fields
+-- again while the stream holds it; once trimmed, every group has acknowledged it and there is
+-- nothing to repeat. A hash written by an earlier version keeps the event's fields as a JSON
+-- array under ARGV[3] itself, and a repeat publishes those; an earlier version finding only the
+-- id (a rolling upgrade, a rollback) sees no stored event and skips, as it would have anyway.
 -- A state hash is only created while its order exists: a late delivery for an order removed by
 -- retention changes nothing. Guards are other state hashes of the same order that must be in one
 -- of their allowed states for the step to apply (notification confirms only a live label, and
@@ -14,8 +16,8 @@
 -- KEYS[1] stream, KEYS[2] state hash, KEYS[3] counters hash, KEYS[4] order hash,
 -- KEYS[5 .. 4+g] guard hashes, KEYS[5+g ..] project()'s keys (when projecting)
 -- ARGV[1] expected states, ',' before and after each ('-' means "no state yet"), e.g. ',-,charging,'
--- ARGV[2] new state, ARGV[3] hash field that stores the published entry's id, ARGV[4] '1' when
--- the step publishes an event ('' for none), ARGV[5] counter to increment ('' for none),
+-- ARGV[2] new state, ARGV[3] the hash field of the event (its entry's id goes in
+-- '<ARGV[3]>_entry'), ARGV[4] '1' when the step publishes an event ('' for none), ARGV[5] counter to increment ('' for none),
 -- ARGV[6] g = guards, ARGV[7] f = fact names and values, ARGV[8] p = projection arguments (0 or
 -- 10), ARGV[9 .. 8+g] allowed states of each guard hash (as ARGV[1]), ARGV[9+g .. 8+g+f] fact
 -- name/value pairs, each set only if not set yet, ARGV[9+g+f .. 8+g+f+p] project()'s nine
@@ -29,14 +31,15 @@ local state = redis.call('HGET', KEYS[2], 'state') or '-'
 if state == '-' and redis.call('EXISTS', KEYS[4]) == 0 then return {'gone', state} end
 if not one_of(state, ARGV[1]) then
   if state == ARGV[2] and ARGV[3] ~= '' then
-    local stored = redis.call('HGET', KEYS[2], ARGV[3])
-    if stored then
-      local fields
-      if string.byte(stored) == 91 then fields = cjson.decode(stored) -- '[': a stored copy
-      else
-        local entry = redis.call('XRANGE', KEYS[1], stored, stored)[1]
-        fields = entry and entry[2]
-      end
+    local entry_id, fields = redis.call('HGET', KEYS[2], ARGV[3] .. '_entry'), nil
+    if entry_id then
+      local entry = redis.call('XRANGE', KEYS[1], entry_id, entry_id)[1]
+      fields = entry and entry[2]
+    else
+      local stored = redis.call('HGET', KEYS[2], ARGV[3])
+      fields = stored and cjson.decode(stored)
+    end
+    if entry_id or fields then
       if fields then redis.call('XADD', KEYS[1], '*', unpack(fields)) end
       return {'repeated', state}
     end
@@ -54,7 +57,7 @@ end
 local fields, id = {'state', ARGV[2]}, nil
 if ARGV[4] ~= '' then
   id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
-  fields[#fields + 1] = ARGV[3]
+  fields[#fields + 1] = ARGV[3] .. '_entry'
   fields[#fields + 1] = id
 end
 for i = 9 + guards, 8 + guards + facts, 2 do

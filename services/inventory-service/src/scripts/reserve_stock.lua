@@ -7,19 +7,21 @@
 -- history with project() (project.lua, prepended; the entry is marked `projected`), and reserves
 -- nothing for an order removed by retention (a late delivery): KEYS then go on with the stream,
 -- the counters, the order hash and project()'s keys. The ledger then keeps the id of the
--- StockReserved entry, not a copy: a repeat publishes that entry's fields again while the stream
--- holds it (once trimmed, every group has acknowledged it).
+-- StockReserved entry (field 'event_entry'), not a copy: a repeat publishes that entry's fields
+-- again while the stream holds it (once trimmed, every group has acknowledged it). A StockFailed
+-- (rare) is kept as a copy under 'event', as is every outcome when the caller publishes.
 -- Otherwise the catalog lives in another slot than the order: the caller publishes the stored
 -- outcome on the order's partition afterwards (inventory's outbox), and checked the order first.
 -- KEYS[1] ledger hash, KEYS[2 .. 1+n] product hashes, then optionally KEYS[2+n] stream,
 -- KEYS[3+n] counters hash, KEYS[4+n] order hash, KEYS[5+n ..] project()'s keys
 -- ARGV[1] n, ARGV[2 .. 1+n] quantities, ARGV[2+n .. 1+2n] product ids, ARGV[2+2n] items JSON,
--- ARGV[3+2n] StockReserved fields (JSON array, stored; '' when publishing), ARGV[4+2n]
--- StockFailed fields without
--- payload, ARGV[5+2n] p = projection arguments (0 or 10), ARGV[6+2n .. 5+2n+p] project()'s nine
--- arguments (its history entry JSON cut before the stream id) and the rest of that JSON,
+-- ARGV[3+2n] StockReserved fields (JSON array, stored; '' when the script publishes),
+-- ARGV[4+2n] StockFailed fields without payload, ARGV[5+2n] p = projection arguments (0 or
+-- 10), ARGV[6+2n .. 5+2n+p] project()'s nine arguments (its history entry JSON cut before the
+-- stream id) and the rest of that JSON,
 -- ARGV[6+2n+p ..] StockReserved fields, flat (published as they are)
--- Replies {'reserved', '', event}, {'failed', reason, event}, {'repeated', state, event or ''},
+-- Replies {'reserved', '', event}, {'failed', reason, event}, {'repeated', state, event or ''}
+-- (event '' for a StockReserved the script published itself),
 -- {'cancelled', '', ''}, {'gone', '', ''}
 local n = tonumber(ARGV[1])
 local publish = #KEYS > 1 + n
@@ -27,13 +29,12 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state then
   if state == 'cancelled' then return {'cancelled', '', ''} end
   local stored = redis.call('HGET', KEYS[1], 'event')
-  if stored and publish then
-    local fields
-    if string.byte(stored) == 91 then fields = cjson.decode(stored) -- '[': a stored copy
-    else
-      local entry = redis.call('XRANGE', KEYS[2 + n], stored, stored)[1]
+  if publish then
+    local fields = stored and cjson.decode(stored)
+    local entry_id = not stored and redis.call('HGET', KEYS[1], 'event_entry')
+    if entry_id then
+      local entry = redis.call('XRANGE', KEYS[2 + n], entry_id, entry_id)[1]
       fields = entry and entry[2]
-      stored = ''
     end
     if fields then redis.call('XADD', KEYS[2 + n], '*', unpack(fields)) end
   end
@@ -64,8 +65,8 @@ end
 local at, p = 5 + 2 * n, tonumber(ARGV[5 + 2 * n])
 -- Once a script has written, Redis runs its every write: the entry and the ledger land together.
 local id = publish and redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, at + 1 + p, #ARGV))
-redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n], 'event',
-  id or ARGV[3 + 2 * n])
+redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n],
+  id and 'event_entry' or 'event', id or ARGV[3 + 2 * n])
 if publish then
   count(KEYS[3 + n], 'reservations', 1)
   if p > 0 then
