@@ -5,6 +5,7 @@
 //! A message is one change (a JSON object) or, from a batch of projection calls, several (a JSON
 //! array of them); clients get one message per change either way.
 
+use axum::extract::ws::Utf8Bytes;
 use fulfillment_core::backoff::Backoff;
 use fulfillment_core::{Redis, keys};
 use futures_util::StreamExt;
@@ -20,32 +21,41 @@ const CLIENT_BUFFER: usize = 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Change {
     pub order_id: String,
-    /// The change as a JSON object.
-    pub text: String,
+    /// The change as a JSON object; cloning it shares the bytes (every client sends the same).
+    pub text: Utf8Bytes,
 }
 
 /// What every client of a process receives: a shared change, not a copy per client.
 pub type Feed = broadcast::Sender<Arc<Change>>;
 
-/// The changes one published message holds: itself, or each element of an array.
-fn changes(text: &str) -> Vec<Change> {
+/// The changes one published message holds: itself (as it came), or each element of an array.
+fn changes(text: String) -> Vec<Change> {
+    let order_id = |change: &serde_json::Value| {
+        change
+            .get("order_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let parsed = if text.starts_with('[') {
-        serde_json::from_str::<Vec<serde_json::Value>>(text)
+        serde_json::from_str::<Vec<serde_json::Value>>(&text).map(|all| {
+            all.iter()
+                .map(|change| Change {
+                    order_id: order_id(change),
+                    text: change.to_string().into(),
+                })
+                .collect()
+        })
     } else {
-        serde_json::from_str::<serde_json::Value>(text).map(|one| vec![one])
+        serde_json::from_str::<serde_json::Value>(&text).map(|one| {
+            vec![Change {
+                order_id: order_id(&one),
+                text: text.into(),
+            }]
+        })
     };
     match parsed {
-        Ok(all) => all
-            .into_iter()
-            .map(|change| Change {
-                order_id: change
-                    .get("order_id")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                text: change.to_string(),
-            })
-            .collect(),
+        Ok(all) => all,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable status message; dropped");
             Vec::new()
@@ -83,7 +93,7 @@ pub async fn run(redis: Redis, sender: Feed, shutdown: CancellationToken) {
                 message = messages.next() => match message {
                     Some(m) => {
                         if let Ok(text) = m.get_payload::<String>() {
-                            for change in changes(&text) {
+                            for change in changes(text) {
                                 let _ = sender.send(Arc::new(change));
                             }
                         }
@@ -102,20 +112,21 @@ mod tests {
 
     #[test]
     fn a_batch_of_changes_is_one_message_each_with_its_order_id() {
-        let one = r#"{"order_id":"a","status":"PAID"}"#;
+        // One change goes out as it came (key order kept).
+        let one = r#"{"status":"PAID","order_id":"a"}"#;
         assert_eq!(
-            changes(one),
+            changes(one.to_owned()),
             vec![Change {
                 order_id: "a".into(),
                 text: one.into()
             }]
         );
         let two = r#"[{"order_id":"a","status":"PAID"},{"order_id":"b","status":"COMPLETED"}]"#;
-        let split = changes(two);
+        let split = changes(two.to_owned());
         assert_eq!(split.len(), 2);
         assert_eq!(split[1].order_id, "b");
-        assert!(split[1].text.contains(r#""order_id":"b""#));
-        assert!(changes("[not json").is_empty());
-        assert!(changes("not json").is_empty());
+        assert!(split[1].text.as_str().contains(r#""order_id":"b""#));
+        assert!(changes("[not json".to_owned()).is_empty());
+        assert!(changes("not json".to_owned()).is_empty());
     }
 }

@@ -10,7 +10,7 @@ use super::{ApiQuery, AppState, Tier, auth};
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
@@ -91,7 +91,7 @@ async fn follow(
         tokio::select! {
             update = updates.recv() => {
                 // This update and those already waiting behind it go out in one write.
-                let mut texts = Vec::new();
+                let mut texts: Vec<Utf8Bytes> = Vec::new();
                 let mut next = Some(update);
                 let mut closed = false;
                 while let Some(update) = next.take() {
@@ -102,7 +102,9 @@ async fn follow(
                             }
                         }
                         Err(RecvError::Lagged(missed)) => texts.push(
-                            serde_json::json!({"type": "lagged", "missed": missed}).to_string(),
+                            serde_json::json!({"type": "lagged", "missed": missed})
+                                .to_string()
+                                .into(),
                         ),
                         Err(RecvError::Closed) => closed = true,
                     }
@@ -127,13 +129,13 @@ async fn follow(
 }
 
 /// Sends messages and flushes once; false when the client is gone or too slow to take them.
-async fn send(socket: &mut WebSocket, texts: Vec<String>) -> bool {
+async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> bool {
     if texts.is_empty() {
         return true;
     }
     let sending = async {
         for text in texts {
-            socket.feed(Message::Text(text.into())).await?;
+            socket.feed(Message::Text(text)).await?;
         }
         socket.flush().await
     };
