@@ -1,9 +1,10 @@
 //! Prometheus metrics: counters and histograms kept by this process, and the pipeline's figures
 //! read from Redis at scrape time (through [`crate::stream_stats`], the one reader `/stats` shares).
 //!
-//! Retry and dead-letter totals live in Redis ([`keys::counters`]) rather than in the retry
-//! worker's memory, because the retry worker is a short-lived CronJob: every long-running process
-//! exports the Redis totals, so they reach Prometheus whoever did the retrying.
+//! Retry and dead-letter totals live in Redis (the counters hash,
+//! [`KeySpace::counters`](crate::keys::KeySpace::counters)) rather than in the retry worker's
+//! memory, because the retry worker is a short-lived CronJob: every long-running process exports
+//! the Redis totals, so they reach Prometheus whoever did the retrying.
 
 use crate::connection::Redis;
 use crate::stream_stats::{self, Stats};
@@ -132,8 +133,8 @@ pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
 }
 
 /// What `/metrics` serves: this process's metrics and the pipeline's figures read from Redis
-/// now. A Redis outage or a Redis slower than [`REDIS_FIGURES_TIMEOUT`] leaves those figures out
-/// rather than failing or holding up the scrape.
+/// now. A Redis outage or a Redis slower than two seconds leaves those figures out rather than
+/// failing or holding up the scrape.
 pub async fn render(redis: &Redis) -> String {
     let mut families = PROCESS.registry.gather();
     let read = tokio::time::timeout(REDIS_FIGURES_TIMEOUT, stream_stats::collect(redis)).await;

@@ -2,11 +2,11 @@
 //!
 //! Every error is JSON with a code ([`crate::error::ApiError`]), including unknown routes, wrong
 //! methods, oversized bodies and wrong content types; bad input never publishes anything. Routes
-//! come in three groups: the caller tier and the admin tier ([`auth`]), each behind its token
-//! check, and the open routes. The API's in-flight limit and timeout (tower's global concurrency
-//! limit, load shedding and timeout; [`guard_refusal`] turns their errors into the API's) cover
-//! the tiers, `/ws` and `/stats`, never health, readiness, metrics or the console's static files,
-//! so a flood of slow requests cannot make a healthy pod look dead to its probes.
+//! come in three groups: the caller tier and the admin tier (the `auth` module), each behind its
+//! token check, and the open routes. The API's in-flight limit and timeout (tower's global
+//! concurrency limit, load shedding and timeout; `guard_refusal` turns their errors into the
+//! API's) cover the tiers, `/ws` and `/stats`, never health, readiness, metrics or the console's
+//! static files, so a flood of slow requests cannot make a healthy pod look dead to its probes.
 
 mod auth;
 mod dlq;
