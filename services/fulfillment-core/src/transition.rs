@@ -1,9 +1,10 @@
 //! Per-order state machines kept in Redis hashes, each step recorded and announced atomically.
 //!
 //! Payment, shipping and notification each keep one small hash per order (`state`, the id of the
-//! entry they published, a few facts such as the label id). [`transition`] moves it from an expected state to
-//! a new one and publishes the matching event in the same script, which is what makes "one charge",
-//! "one label" and "one notification" hold when deliveries repeat or replicas race.
+//! entry they published, a few facts such as the label id). [`transition`] moves it from an
+//! expected state to a new one and publishes the matching event in the same script, which is what
+//! makes "one charge", "one label" and "one notification" hold when deliveries repeat or replicas
+//! race.
 
 use crate::connection::Redis;
 use crate::events::{Event, field};

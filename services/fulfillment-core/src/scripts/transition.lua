@@ -17,7 +17,8 @@
 -- KEYS[5 .. 4+g] guard hashes, KEYS[5+g ..] project()'s keys (when projecting)
 -- ARGV[1] expected states, ',' before and after each ('-' means "no state yet"), e.g. ',-,charging,'
 -- ARGV[2] new state, ARGV[3] the hash field of the event (its entry's id goes in
--- '<ARGV[3]>_entry'), ARGV[4] '1' when the step publishes an event ('' for none), ARGV[5] counter to increment ('' for none),
+-- '<ARGV[3]>_entry'), ARGV[4] '1' when the step publishes an event ('' for none), ARGV[5] counter
+-- to increment ('' for none),
 -- ARGV[6] g = guards, ARGV[7] f = fact names and values, ARGV[8] p = projection arguments (0 or
 -- 10), ARGV[9 .. 8+g] allowed states of each guard hash (as ARGV[1]), ARGV[9+g .. 8+g+f] fact
 -- name/value pairs, each set only if not set yet, ARGV[9+g+f .. 8+g+f+p] project()'s nine

@@ -111,7 +111,9 @@ async fn follow(
                     if !closed && texts.len() < MAX_MESSAGES_PER_WRITE {
                         next = match updates.try_recv() {
                             Ok(change) => Some(Ok(change)),
-                            Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+                            Err(TryRecvError::Lagged(missed)) => {
+                                Some(Err(RecvError::Lagged(missed)))
+                            }
                             Err(TryRecvError::Empty | TryRecvError::Closed) => None,
                         };
                     }
