@@ -30,6 +30,9 @@ const MAX_WRITE_BUFFER: usize = 64 * 1024;
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most messages sent in one write: those already waiting when one arrives, up to this many.
 const MAX_MESSAGES_PER_WRITE: usize = 64;
+/// Most changes looked at before writing (a follower of one order skips most), so the loop
+/// yields even while changes keep arriving.
+const MAX_TAKEN: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct FeedQuery {
@@ -94,7 +97,9 @@ async fn follow(
                 let mut texts: Vec<Utf8Bytes> = Vec::new();
                 let mut next = Some(update);
                 let mut closed = false;
+                let mut taken = 0;
                 while let Some(update) = next.take() {
+                    taken += 1;
                     match update {
                         Ok(change) => {
                             if order_id.as_deref().is_none_or(|id| id == change.order_id) {
@@ -108,7 +113,7 @@ async fn follow(
                         ),
                         Err(RecvError::Closed) => closed = true,
                     }
-                    if !closed && texts.len() < MAX_MESSAGES_PER_WRITE {
+                    if !closed && texts.len() < MAX_MESSAGES_PER_WRITE && taken < MAX_TAKEN {
                         next = match updates.try_recv() {
                             Ok(change) => Some(Ok(change)),
                             Err(TryRecvError::Lagged(missed)) => {
