@@ -673,15 +673,7 @@ impl Harness {
 
     /// Every entry on a stream.
     pub async fn entries(&self, stream: &str) -> Vec<RawEntry> {
-        let mut conn = self.redis.conn();
-        let Entries(entries) = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .expect("xrange");
-        entries
+        stream_entries(&self.redis, stream).await
     }
 
     /// Every entry on every partition stream, partition by partition.
@@ -895,6 +887,19 @@ pub const SECONDS_10: Duration = Duration::from_secs(10);
 pub struct Ledger {
     pub charges: std::collections::HashMap<String, String>,
     pub refunds: std::collections::HashMap<String, String>,
+}
+
+/// Every entry on a stream.
+pub async fn stream_entries(redis: &Redis, stream: &str) -> Vec<RawEntry> {
+    let mut conn = redis.conn();
+    let Entries(entries) = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("xrange");
+    entries
 }
 
 /// The test gateway's ledger as Redis holds it now.

@@ -89,16 +89,9 @@ async fn the_websocket_reports_every_status_change_of_an_order(backend: Backend)
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + SECONDS_10;
     while !seen.contains(&"COMPLETED".to_owned()) {
-        let message = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .expect("status messages in time")
-            .expect("open")
-            .expect("message");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-            if v["order_id"] == id.as_str() {
-                seen.push(v["status"].as_str().expect("status").to_owned());
-            }
+        let v = next_change(&mut socket, deadline).await;
+        if v["order_id"] == id.as_str() {
+            seen.push(v["status"].as_str().expect("status").to_owned());
         }
     }
     assert_eq!(seen, ["RESERVED", "PAID", "COMPLETED"]);
@@ -126,16 +119,17 @@ async fn following_one_order_among_many_gets_its_changes_only() {
         .expect("ws");
     // Only now do the orders move, so the follower sees every change of its order.
     let consumers = h.consumers().await;
+    let deadline = tokio::time::Instant::now() + SECONDS_10;
     let mut completed = std::collections::HashSet::new();
     while completed.len() < ids.len() {
-        let change = next_change(&mut all).await;
+        let change = next_change(&mut all, deadline).await;
         if change["status"] == "COMPLETED" {
             completed.insert(change["order_id"].as_str().expect("id").to_owned());
         }
     }
     let mut seen = Vec::new();
     while seen.last().map(String::as_str) != Some("COMPLETED") {
-        let change = next_change(&mut one).await;
+        let change = next_change(&mut one, deadline).await;
         assert_eq!(change["order_id"], followed.as_str(), "{change}");
         seen.push(change["status"].as_str().expect("status").to_owned());
     }
@@ -146,8 +140,8 @@ async fn following_one_order_among_many_gets_its_changes_only() {
     h.stop().await;
 }
 
-/// The next text message of a status feed, as JSON.
-async fn next_change<S>(socket: &mut S) -> Value
+/// The next text message of a status feed, as JSON, before `deadline`.
+async fn next_change<S>(socket: &mut S, deadline: tokio::time::Instant) -> Value
 where
     S: futures_util::Stream<
             Item = Result<
@@ -156,7 +150,6 @@ where
             >,
         > + Unpin,
 {
-    let deadline = tokio::time::Instant::now() + SECONDS_10;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
             .await
