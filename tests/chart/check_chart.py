@@ -210,7 +210,7 @@ def _config_numbers():
     assert env["ORDER_RETENTION_MS"] == "2592000000", env["ORDER_RETENTION_MS"]
     assert env["STREAM_RETENTION_MS"] == "3600000", env["STREAM_RETENTION_MS"]
     assert env["SHUTDOWN_GRACE_MS"] == "1200000", env["SHUTDOWN_GRACE_MS"]
-    for name in ("BATCH_SIZE", "BLOCK_MS", "MAX_IN_FLIGHT", "RETRY_MIN_IDLE_MS", "RETRY_MAX_RETRIES",
+    for name in ("BATCH_SIZE", "BLOCK_MS", "READ_LINGER_US", "MAX_IN_FLIGHT", "RETRY_MIN_IDLE_MS", "RETRY_MAX_RETRIES",
                  "RETRY_BATCH_SIZE", "RETRY_INTERVAL_MS", "CONSUMER_GONE_AFTER_MS", "PAYMENT_MAX_ATTEMPTS",
                  "HTTP_REQUEST_TIMEOUT_MS", "HTTP_MAX_IN_FLIGHT"):
         assert env[name].isdigit(), f"{name}={env[name]!r}"

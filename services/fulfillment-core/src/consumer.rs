@@ -171,6 +171,9 @@ pub struct ConsumerConfig {
     /// are still in hand, up to this many (at least one per partition).
     pub max_in_flight: usize,
     pub block: Duration,
+    /// After a read that returned fewer than half of `batch_size` entries, wait this long before
+    /// the next one (`READ_LINGER_US`; zero reads again at once).
+    pub linger: Duration,
 }
 
 /// Reads the group's new entries on every partition until `shutdown`, one blocking reader per
@@ -215,7 +218,8 @@ pub async fn run_consumer(
     tracing::info!(group, consumer = config.consumer, "consumer stopped");
 }
 
-/// One partition's reader: reads while it has a turn, hands each batch to a task.
+/// One partition's reader: reads while it has a turn, hands each batch to a task, and after a
+/// small batch lingers (`ConsumerConfig::linger`) before it reads again.
 async fn read_partition(
     redis: Redis,
     handler: Arc<dyn EventHandler>,
@@ -294,6 +298,12 @@ async fn read_partition(
         let Ok(rest) = capacity.clone().acquire_many_owned(more).await else {
             break;
         };
+        // A small batch: wait a little before the next read, so that it takes more.
+        let linger = if batch.len() * 2 < config.batch_size {
+            config.linger
+        } else {
+            Duration::ZERO
+        };
         let (redis, handler, config, partition) = (
             redis.clone(),
             handler.clone(),
@@ -304,6 +314,12 @@ async fn read_partition(
             handle_batch(&redis, handler.as_ref(), &config, &partition, &batch).await;
             drop((turn, rest));
         });
+        if !linger.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(linger) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
     }
     while let Some(done) = in_hand.join_next().await {
         report_batch_task(group, done);

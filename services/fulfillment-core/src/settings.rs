@@ -97,6 +97,12 @@ pub struct StreamSettings {
     /// `BLOCK_MS`: how long one `XREADGROUP` blocks waiting for entries. Default 1000, 1..=60000.
     /// Also bounds how long a stopping consumer waits before it finishes.
     pub block_ms: u64,
+    /// `READ_LINGER_US`: after a read that returned fewer than half of `BATCH_SIZE` entries, a
+    /// consumer waits this long before its next read, so that read finds more: fewer calls per
+    /// entry (Redis's and the services' CPU) for up to this much more latency per step. Tokio's
+    /// timer ticks in milliseconds, so a wait ends on the tick after it is due. Default 0 (read
+    /// again at once), 0..=100000.
+    pub read_linger_us: u64,
     /// `MAX_IN_FLIGHT`: most entries one consumer has in hand at once; it reads the next batch
     /// while earlier ones are still being handled, up to this many. Default 256, 1..=100000.
     pub max_in_flight: usize,
@@ -189,6 +195,7 @@ impl Settings {
                 partitions: env.ranged("STREAM_PARTITIONS", 1, 1, 1024)?,
                 batch_size: env.ranged("BATCH_SIZE", 64, 1, 10_000)?,
                 block_ms: env.ranged("BLOCK_MS", 1000, 1, 60_000)?,
+                read_linger_us: env.ranged("READ_LINGER_US", 0, 0, 100_000)?,
                 max_in_flight: env.ranged("MAX_IN_FLIGHT", 256, 1, 100_000)?,
                 retention_ms: env.ranged("STREAM_RETENTION_MS", 300_000, 0, u64::MAX)?,
             },
@@ -271,6 +278,10 @@ impl Settings {
 
     pub fn block(&self) -> Duration {
         Duration::from_millis(self.stream.block_ms)
+    }
+
+    pub fn read_linger(&self) -> Duration {
+        Duration::from_micros(self.stream.read_linger_us)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -552,6 +563,8 @@ mod tests {
         for (name, value) in [
             ("BATCH_SIZE", "lots"),
             ("BATCH_SIZE", "0"),
+            ("READ_LINGER_US", "soon"),
+            ("READ_LINGER_US", "100001"),
             ("HTTP_ADDR", "nowhere"),
             ("LOG_FORMAT", "xml"),
             ("SEED_CATALOG", "maybe"),

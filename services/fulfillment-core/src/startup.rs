@@ -95,6 +95,7 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
         batch_size: settings.stream.batch_size,
         max_in_flight: settings.stream.max_in_flight,
         block: settings.block(),
+        linger: settings.read_linger(),
     }
 }
 

@@ -437,6 +437,7 @@ RUST_LOG: {{ $c.rustLog | quote }}
 HTTP_ADDR: "0.0.0.0:8080"
 BATCH_SIZE: {{ $c.batchSize | int64 | quote }}
 BLOCK_MS: {{ $c.blockMs | int64 | quote }}
+READ_LINGER_US: {{ $c.readLingerUs | int64 | quote }}
 MAX_IN_FLIGHT: {{ $c.maxInFlight | int64 | quote }}
 RETRY_MIN_IDLE_MS: {{ .Values.retryWorker.minIdleMs | int64 | quote }}
 RETRY_MAX_RETRIES: {{ .Values.retryWorker.maxRetries | int64 | quote }}

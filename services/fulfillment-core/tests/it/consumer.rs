@@ -56,6 +56,7 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
             batch_size: 10,
             max_in_flight: 30,
             block: Duration::from_millis(50),
+            linger: Duration::ZERO,
         },
         stop.clone(),
     ));
@@ -72,6 +73,86 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
     );
     stop.cancel();
     consumer.await.expect("consumer");
+    h.stop().await;
+}
+
+/// Handles at once, counting.
+#[derive(Default)]
+struct Counting {
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl EventHandler for Counting {
+    fn service(&self) -> Service {
+        Service::Inventory
+    }
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::OrderPlaced
+    }
+    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(fulfillment_core::Handled::Done) })
+    }
+}
+
+/// `XREADGROUP` calls Redis has served so far.
+async fn group_reads(h: &Harness) -> u64 {
+    let mut conn = h.redis.conn();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xreadgroup:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("calls"))
+}
+
+/// Entries trickling in: a consumer without a linger reads about once per entry; one lingering
+/// after small reads takes them in a few larger reads, and still handles every one.
+#[tokio::test]
+async fn a_lingering_consumer_takes_a_trickle_in_fewer_reads() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = Harness::start().await;
+    h.create_product("widget", 1000).await;
+    let mut reads = Vec::new();
+    for (name, linger) in [("eager", 0), ("lingering", 250)] {
+        let counting = Arc::new(Counting::default());
+        let stop = CancellationToken::new();
+        let consumer = tokio::spawn(run_consumer(
+            h.redis.clone(),
+            counting.clone(),
+            ConsumerConfig {
+                consumer: format!("inventory-{name}"),
+                batch_size: 64,
+                max_in_flight: 256,
+                block: Duration::from_millis(1_000),
+                linger: Duration::from_millis(linger),
+            },
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = group_reads(&h).await;
+        for _ in 0..20 {
+            h.place("widget", 1, "tok_visa").await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        h.eventually(SECONDS_10, "every entry handled", || async {
+            counting.done.load(SeqCst) == 20 && h.pending("inventory_group").await == 0
+        })
+        .await;
+        reads.push(group_reads(&h).await - before);
+        stop.cancel();
+        consumer.await.expect("consumer");
+    }
+    assert!(reads[0] >= 15, "the eager consumer read {} times", reads[0]);
+    assert!(
+        reads[1] <= 8,
+        "the lingering consumer read {} times (the eager one {})",
+        reads[1],
+        reads[0]
+    );
     h.stop().await;
 }
 

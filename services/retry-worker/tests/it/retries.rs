@@ -147,6 +147,7 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
             batch_size: 100,
             max_in_flight: 100,
             block: Duration::from_millis(50),
+            linger: Duration::ZERO,
         },
         CancellationToken::new(),
     ));
