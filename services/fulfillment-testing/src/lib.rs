@@ -852,6 +852,16 @@ impl Harness {
         total
     }
 
+    /// Waits until `group` has exactly `count` entries pending. Live consumers acknowledge in
+    /// groups a few milliseconds after handling, so a count read right after an order moves may
+    /// still include entries they have finished.
+    pub async fn pending_settles_at(&self, group: &str, count: i64) {
+        self.eventually(SECONDS_10, &format!("{group}: {count} pending"), || async {
+            self.pending(group).await == count
+        })
+        .await;
+    }
+
     /// Runs the `fulfillment` command against this test's Redis.
     pub fn fulfillment(&self, args: &[&str]) -> std::process::Output {
         Command::new(workspace_binary("fulfillment"))

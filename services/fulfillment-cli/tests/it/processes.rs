@@ -191,6 +191,7 @@ async fn stats_show_groups_consumers_pending_retries_and_the_dlq() {
         h.dlq_length().await == 1
     })
     .await;
+    h.pending_settles_at("inventory_group", 1).await;
     let run = |args: &[&str]| h.fulfillment(args);
     let json = run(&["stats", "--json"]);
     assert!(
@@ -402,7 +403,7 @@ async fn scaling_inventory_down_loses_nothing() {
         ids.len() as i64,
         "each reserved once"
     );
-    assert_eq!(h.pending("inventory_group").await, 0);
+    h.pending_settles_at("inventory_group", 0).await;
 
     // The stopped replicas are unseen for 2.5 s; the live one beats every second.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
