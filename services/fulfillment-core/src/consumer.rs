@@ -171,8 +171,8 @@ pub struct ConsumerConfig {
     /// are still in hand, up to this many (at least one per partition).
     pub max_in_flight: usize,
     pub block: Duration,
-    /// After a read that returned fewer than half of `batch_size` entries, wait this long before
-    /// the next one (`READ_LINGER_US`; zero reads again at once).
+    /// After a read that returned fewer than half of the entries it asked for (`batch_size`, or
+    /// fewer when `max_in_flight` is nearly taken), wait this long before the next one (`READ_LINGER_US`; zero reads again at once).
     pub linger: Duration,
 }
 
@@ -307,8 +307,9 @@ async fn read_partition(
         let Ok(rest) = capacity.clone().acquire_many_owned(more).await else {
             break;
         };
-        // A small batch: wait a little before the next read, so that it takes more.
-        let linger = if batch.len() * 2 < config.batch_size {
+        // A small batch (under half of what was asked for, so not one the in-flight allowance
+        // cut short): wait a little before the next read, so that it takes more.
+        let linger = if batch.len() * 2 < count {
             config.linger
         } else {
             Duration::ZERO
@@ -337,24 +338,30 @@ async fn read_partition(
     // Every batch is done: what is left to acknowledge goes now, and the acker ends.
     drop(acks);
     if let Err(e) = acker.await {
-        tracing::error!(group, error = %e, "the acknowledging task failed; its entries stay pending for the retry worker");
+        tracing::error!(
+            group,
+            error = %e,
+            "the acknowledging task failed; its entries stay pending for the retry worker"
+        );
     }
 }
 
-/// Most id lists waiting for the acknowledging task; a batch task waits for room beyond that.
+/// Most id lists waiting for the acknowledging task (each one batch's); a batch task waits for
+/// room beyond that, so handled but unacknowledged ids are bounded by this many batches.
 const ACK_QUEUE: usize = 1024;
 /// How long acknowledgements wait for more to go with them.
 const ACK_LINGER: Duration = Duration::from_millis(10);
-/// Most ids in one `XACK`.
+/// An `XACK` stops gathering once it holds this many ids (one batch's list may take it past).
 const MAX_ACK_IDS: usize = 1024;
 
 /// Acknowledges what a partition's batches send it, in groups: the ids that arrive within
 /// [`ACK_LINGER`] of the first go in one `XACK` (with the consumer's handled count). Nothing waits
 /// on an acknowledgement (the next step follows the published event), so at low load this turns
 /// an `XACK` round trip per read (often of one entry) into at most one per [`ACK_LINGER`], at no
-/// cost in latency; an entry is pending up to that much longer. Ends once every sender is gone and what they
-/// sent is acknowledged. A crash loses only acknowledgements: those entries stay pending, and the
-/// retry worker hands them to the (idempotent) handler again.
+/// cost in latency; an entry stays pending about that much longer (more while an `XACK` is slow).
+/// Ends once every sender is gone and what they sent is acknowledged. A crash loses only
+/// acknowledgements: those entries stay pending, and the retry worker hands them to the
+/// (idempotent) handler again.
 async fn acknowledge_in_groups(
     redis: Redis,
     partition: Arc<Partition>,
@@ -372,7 +379,12 @@ async fn acknowledge_in_groups(
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         if let Err(e) = acknowledge(&redis, &partition, group, &consumer, &ids).await {
-            tracing::warn!(group, error = %e, count = ids.len(), "ack failed; entries will be retried");
+            tracing::warn!(
+                group,
+                error = %e,
+                count = ids.len(),
+                "ack failed; entries will be retried"
+            );
         }
     }
 }

@@ -97,11 +97,12 @@ pub struct StreamSettings {
     /// `BLOCK_MS`: how long one `XREADGROUP` blocks waiting for entries. Default 1000, 1..=60000.
     /// Also bounds how long a stopping consumer waits before it finishes.
     pub block_ms: u64,
-    /// `READ_LINGER_US`: after a read that returned fewer than half of `BATCH_SIZE` entries, a
-    /// consumer waits this long before its next read, so that read finds more: fewer calls per
-    /// entry (Redis's and the services' CPU) for up to this much more latency per step. Tokio's
-    /// timer ticks in milliseconds, so a wait ends on the tick after it is due. Default 0 (read
-    /// again at once), 0..=100000.
+    /// `READ_LINGER_US`: after a read that returned fewer than half of the entries it asked for
+    /// (`BATCH_SIZE`, or fewer when `MAX_IN_FLIGHT` is nearly taken), a consumer waits this long
+    /// before its next read, so that read finds more: fewer calls per entry (Redis's and the
+    /// services' CPU) for up to this much more latency per step. Tokio's timer ticks in
+    /// milliseconds, so a wait ends on the tick after it is due. Default 0 (read again at once),
+    /// 0..=100000.
     pub read_linger_us: u64,
     /// `MAX_IN_FLIGHT`: most entries one consumer has in hand at once; it reads the next batch
     /// while earlier ones are still being handled, up to this many. Default 256, 1..=100000.
