@@ -172,7 +172,8 @@ pub struct ConsumerConfig {
     pub max_in_flight: usize,
     pub block: Duration,
     /// After a read that returned fewer than half of the entries it asked for (`batch_size`, or
-    /// fewer when `max_in_flight` is nearly taken), wait this long before the next one (`READ_LINGER_US`; zero reads again at once).
+    /// fewer when `max_in_flight` is nearly taken), wait this long before the next one
+    /// (`READ_LINGER_US`; zero reads again at once).
     pub linger: Duration,
 }
 
