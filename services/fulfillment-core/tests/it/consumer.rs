@@ -76,25 +76,6 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
     h.stop().await;
 }
 
-/// Handles at once, counting.
-#[derive(Default)]
-struct Counting {
-    done: std::sync::atomic::AtomicUsize,
-}
-
-impl EventHandler for Counting {
-    fn service(&self) -> Service {
-        Service::Inventory
-    }
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type == EventType::OrderPlaced
-    }
-    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
-        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async { Ok(fulfillment_core::Handled::Done) })
-    }
-}
-
 /// `XREADGROUP` calls Redis has served so far.
 async fn group_reads(h: &Harness) -> u64 {
     let mut conn = h.redis.conn();
@@ -118,11 +99,11 @@ async fn a_lingering_consumer_takes_a_trickle_in_fewer_reads() {
     h.create_product("widget", 1000).await;
     let mut reads = Vec::new();
     for (name, linger) in [("eager", 0), ("lingering", 250)] {
-        let counting = Arc::new(Counting::default());
+        let slow = Arc::new(Slow::default());
         let stop = CancellationToken::new();
         let consumer = tokio::spawn(run_consumer(
             h.redis.clone(),
-            counting.clone(),
+            slow.clone(),
             ConsumerConfig {
                 consumer: format!("inventory-{name}"),
                 batch_size: 64,
@@ -139,7 +120,7 @@ async fn a_lingering_consumer_takes_a_trickle_in_fewer_reads() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         h.eventually(SECONDS_10, "every entry handled", || async {
-            counting.done.load(SeqCst) == 20 && h.pending("inventory_group").await == 0
+            slow.done.load(SeqCst) == 20 && h.pending("inventory_group").await == 0
         })
         .await;
         reads.push(group_reads(&h).await - before);
