@@ -82,8 +82,22 @@ pub enum Written {
         rev: u64,
         stock: i64,
     },
-    /// `create` of an id that exists.
+    /// `create` of an id that exists, otherwise than this create would make it.
     Exists,
+    /// `create` of a product that exists with this name, price and initial stock (a retried
+    /// create, or the same one twice): the product as it is now.
+    Same {
+        rev: u64,
+        stock: i64,
+    },
+    /// A stock adjustment applied now, or (`replayed`) by an earlier request with the same
+    /// Idempotency-Key: the product as that adjustment left it.
+    Adjusted {
+        product: Product,
+        replayed: bool,
+    },
+    /// The Idempotency-Key was used for another adjustment (another product or delta).
+    KeyReused,
     NotFound,
     /// A stock set without `If-Match`.
     PreconditionRequired,
@@ -113,11 +127,26 @@ impl FromRedisValue for Written {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
-            "updated" | "adjusted" => Written::Updated {
+            "updated" => Written::Updated {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
+            "adjusted" | "replayed" => Written::Adjusted {
+                product: Product {
+                    id: String::new(),
+                    name: reply.text(2)?,
+                    price: int(3)?.max(0) as u64,
+                    stock: int(1)?,
+                    rev: rev(0)?,
+                },
+                replayed: reply.tag == "replayed",
+            },
             "exists" => Written::Exists,
+            "same" => Written::Same {
+                rev: rev(0)?,
+                stock: int(1)?,
+            },
+            "key_reused" => Written::KeyReused,
             "not_found" => Written::NotFound,
             "precondition_required" => Written::PreconditionRequired,
             "precondition_failed" => Written::PreconditionFailed {
@@ -187,7 +216,8 @@ pub async fn list(redis: &Redis) -> RedisResult<Vec<Product>> {
         .collect())
 }
 
-/// Creates a product with its stock; [`Written::Exists`] when the id is taken.
+/// Creates a product with its stock; [`Written::Same`] when it exists exactly as this would
+/// make it, [`Written::Exists`] when the id is taken otherwise.
 pub async fn create(redis: &Redis, product: &Product) -> RedisResult<Written> {
     let mut conn = redis.conn();
     let written = WRITE
@@ -205,7 +235,15 @@ pub async fn create(redis: &Redis, product: &Product) -> RedisResult<Written> {
 
 /// A write's outcome, once it is on enough replicas.
 async fn replicated(redis: &Redis, written: Written) -> RedisResult<Written> {
-    if matches!(written, Written::Created { .. } | Written::Updated { .. }) {
+    // A replayed answer or an unchanged product waits too: the first write may be another
+    // process's, not yet on the replicas.
+    if matches!(
+        written,
+        Written::Created { .. }
+            | Written::Updated { .. }
+            | Written::Same { .. }
+            | Written::Adjusted { .. }
+    ) {
         redis.replicated(catalog(redis)).await?;
     }
     Ok(written)
@@ -237,18 +275,43 @@ pub async fn edit(
     replicated(redis, written).await
 }
 
+/// An adjustment's `Idempotency-Key` (already scoped to its caller), the request's fingerprint,
+/// and how long the key is kept.
+#[derive(Debug, Clone)]
+pub struct AdjustmentKey {
+    pub key: String,
+    pub fingerprint: String,
+    pub ttl_secs: u64,
+}
+
 /// Moves a product's stock by `delta` (a delivery received, a count corrected), atomically with
-/// reservations; refused when it would leave 0..=[`MAX_STOCK`].
-pub async fn adjust_stock(redis: &Redis, id: &str, delta: i64) -> RedisResult<Written> {
+/// reservations; refused when it would leave 0..=[`MAX_STOCK`]. With a `key`, the key and the
+/// answer are recorded in the same step: a second call with it moves nothing and gets the first
+/// answer ([`Written::Adjusted`] `replayed`), or [`Written::KeyReused`] for another request.
+pub async fn adjust_stock(
+    redis: &Redis,
+    id: &str,
+    delta: i64,
+    key: Option<&AdjustmentKey>,
+) -> RedisResult<Written> {
     let mut conn = redis.conn();
-    let written = WRITE
+    let mut invocation = WRITE.prepare_invoke();
+    invocation
         .key(catalog(redis).products())
         .key(catalog(redis).product(id))
         .arg("adjust")
         .arg(delta)
-        .arg(MAX_STOCK)
-        .invoke_async(&mut conn)
-        .await?;
+        .arg(MAX_STOCK);
+    if let Some(key) = key {
+        invocation
+            .key(catalog(redis).idempotency(&format!("stock:{}", key.key)))
+            .arg(&key.fingerprint)
+            .arg(key.ttl_secs);
+    }
+    let mut written = invocation.invoke_async(&mut conn).await?;
+    if let Written::Adjusted { product, .. } = &mut written {
+        product.id = id.to_owned();
+    }
     replicated(redis, written).await
 }
 

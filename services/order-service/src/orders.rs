@@ -108,13 +108,6 @@ pub enum Placed {
     },
 }
 
-/// Whether a failed placement certainly never reached Redis (so nothing was placed): the
-/// connection was refused, or Redis answered with an error (a script that errs writes nothing
-/// before its first write). Otherwise (a timeout, a dropped connection) the script may have run.
-pub fn never_reached_redis(error: &redis::RedisError) -> bool {
-    error.is_connection_refusal() || error.code().is_some()
-}
-
 /// What `place_order.lua` did.
 enum Placement {
     Created {
@@ -469,8 +462,10 @@ pub enum Cancelled {
         previous_status: OrderStatus,
         created_ms: String,
     },
+    /// Completed or cancelled already; a cancelled order's `status_reason`.
     AlreadyFinal {
         status: OrderStatus,
+        reason: Option<String>,
     },
     /// Its shipment label exists: the order is on its way and can no longer be cancelled.
     AlreadyShipped {
@@ -493,7 +488,10 @@ impl FromRedisValue for Cancelled {
                 previous_status: status,
                 created_ms: reply.text(1)?,
             },
-            "conflict" => Cancelled::AlreadyFinal { status },
+            "conflict" => Cancelled::AlreadyFinal {
+                status,
+                reason: Some(reply.text(1)?).filter(|r| !r.is_empty()),
+            },
             "shipped" => Cancelled::AlreadyShipped { status },
             _ => return Err(reply.unknown("cancel_order.lua")),
         })

@@ -1,13 +1,19 @@
 //! `/dlq`: list, show, replay and delete dead letters (the admin tier). Deleting a dead letter
 //! resolves it for its order (an operator decided it needs no replay).
+//!
+//! Both are safe to retry: a replay takes the letter off the DLQ in the same step that puts its
+//! entry back on the stream, and a delete removes it, so a letter is replayed or deleted at most
+//! once; a second call answers 404 `dead_letter_not_found`. After a 503 `outcome_unknown`, a retry
+//! answers 202 or 204 if the first did not land, 404 if it did.
 
 use super::{ApiPath, ApiQuery, AppState, PageQuery};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, confirmed};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fulfillment_core::dead_letter::{self, DlqId, ReplayOutcome};
+use serde_json::json;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -39,7 +45,14 @@ pub async fn replay(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    match dead_letter::replay(&state.redis, &dlq_id(&state, &id)?).await? {
+    let deadline = super::write_deadline(&state);
+    let letter = dlq_id(&state, &id)?;
+    let replaying = dead_letter::replay(&state.redis, &letter);
+    let outcome = confirmed("replaying a dead letter", deadline, replaying, || {
+        unknown(&id, "replay", "202")
+    })
+    .await?;
+    match outcome {
         outcome @ ReplayOutcome::Replayed { .. } => {
             Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
         }
@@ -51,13 +64,34 @@ pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    if dead_letter::delete(&state.redis, &dlq_id(&state, &id)?).await? {
+    let deadline = super::write_deadline(&state);
+    let letter = dlq_id(&state, &id)?;
+    let deleting = dead_letter::delete(&state.redis, &letter);
+    let deleted = confirmed("deleting a dead letter", deadline, deleting, || {
+        unknown(&id, "delete", "204")
+    })
+    .await?;
+    if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_found(&id))
     }
 }
 
+/// No such letter: never one, or replayed or deleted already (both take it off the DLQ).
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found("dead_letter_not_found", format!("no dead letter {id}"))
+    ApiError::not_found(
+        "dead_letter_not_found",
+        format!("no dead letter {id} (a replayed or deleted one leaves the DLQ)"),
+    )
+}
+
+/// 503 for a replay or delete Redis did not confirm.
+fn unknown(id: &str, action: &str, done: &str) -> ApiError {
+    ApiError::outcome_unknown(format!(
+        "the event store did not confirm the {action} in time: dead letter {id} may or may not \
+         have been taken; a retry is safe: {done} if this one did not land, 404 \
+         dead_letter_not_found if it did"
+    ))
+    .with_details(json!({"dlq_id": id}))
 }

@@ -11,6 +11,7 @@
 mod auth;
 mod dlq;
 mod extract;
+mod idempotency;
 mod orders;
 mod products;
 mod ws;
@@ -100,6 +101,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(count_requests))
+}
+
+/// When a write stops waiting for Redis and answers 503 `outcome_unknown`: half a second before
+/// the request's own timeout (`HTTP_REQUEST_TIMEOUT_MS`, which would answer a vaguer
+/// `request_timeout`), at least 100 ms from now. Taken when the handler starts, so reads before
+/// the write count against it too.
+pub(crate) fn write_deadline(state: &AppState) -> tokio::time::Instant {
+    let budget = Duration::from_millis(state.settings.api.request_timeout_ms)
+        .saturating_sub(Duration::from_millis(500))
+        .max(Duration::from_millis(100));
+    tokio::time::Instant::now() + budget
 }
 
 /// The API's answer when the guard refuses a request: over `HTTP_MAX_IN_FLIGHT` (503 `overloaded`,

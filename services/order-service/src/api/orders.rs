@@ -1,8 +1,8 @@
 //! `/orders`: place (validated and priced server-side), read, list, history, cancel.
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, PageQuery};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, PageQuery, idempotency};
 use crate::catalog;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, confirmed};
 use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, OrderStatus, Placed};
 use axum::Json;
 use axum::extract::State;
@@ -12,7 +12,6 @@ use fulfillment_core::events::{LineItem, PAYMENT_TOKENS};
 use fulfillment_core::telemetry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::time::Duration;
 use tracing::Instrument;
 
 /// Most lines in one order.
@@ -21,7 +20,6 @@ pub const MAX_ITEMS: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
 const MAX_TEXT: usize = 128;
 const MAX_EMAIL: usize = 254;
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -45,11 +43,17 @@ pub async fn place(
     headers: HeaderMap,
     ApiJson(request): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<Response> {
-    let idempotency_key = idempotency_key(&headers)?;
+    let deadline = super::write_deadline(&state);
+    let idempotency_key = idempotency::header(&headers)?;
     validate(&request)?;
     let new = price(&state, &request).await?;
+    // The key is the caller's own: its customer and, when tokens are set, its token.
+    let caller = [
+        new.customer_id.as_str(),
+        idempotency::caller_token(&state.settings, &headers),
+    ];
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
-        key,
+        key: idempotency::scoped("order", &caller, &key),
         fingerprint: serde_json::to_string(&request).unwrap_or_default(),
         ttl_secs: state.settings.api.idempotency_ttl_secs,
     });
@@ -80,21 +84,11 @@ pub async fn place(
     .instrument(span.clone());
     // Answer before the request's own timeout: once the script may have reached Redis, only a
     // reply tells whether the order exists, and the caller must hear that it does not know.
-    let deadline = Duration::from_millis(state.settings.api.request_timeout_ms)
-        .saturating_sub(Duration::from_millis(500))
-        .max(Duration::from_millis(100));
-    let placed = match tokio::time::timeout(deadline, placing).await {
-        Ok(Ok(placed)) => placed,
-        Ok(Err(e)) if orders::never_reached_redis(&e) => return Err(e.into()),
-        Ok(Err(e)) => {
-            tracing::error!(parent: &span, order_id, error = %e, "order placement outcome unknown");
-            return Err(outcome_unknown(&order_id, idempotency.is_some()));
-        }
-        Err(_) => {
-            tracing::error!(parent: &span, order_id, "order placement outcome unknown (no reply in time)");
-            return Err(outcome_unknown(&order_id, idempotency.is_some()));
-        }
-    };
+    let what = format!("placing order {order_id}");
+    let placed = confirmed(&what, deadline, placing, || {
+        outcome_unknown(&order_id, idempotency.is_some())
+    })
+    .await?;
     if let Placed::Created { order, .. } = &placed {
         span.record("order_id", order.id.as_str());
     }
@@ -118,6 +112,8 @@ pub async fn place(
                 .ok_or_else(|| ApiError::not_found("order_not_found", "the first order is gone"))?;
             Ok(created(&order, true))
         }
+        // The key is scoped to this caller (customer and token), so the order it names is this
+        // caller's own.
         Placed::Existing { order_id, .. } => Err(ApiError::invalid(
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request",
@@ -135,14 +131,10 @@ fn outcome_unknown(order_id: &str, had_idempotency_key: bool) -> ApiError {
         "retry only with an Idempotency-Key (a new key now, since this attempt had none), after \
          checking that this order does not exist"
     };
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "outcome_unknown",
-        format!(
-            "the event store did not confirm the order in time: order {order_id} may or may not \
-             have been placed; GET /orders/{order_id} tells; {advice}"
-        ),
-    )
+    ApiError::outcome_unknown(format!(
+        "the event store did not confirm the order in time: order {order_id} may or may not \
+         have been placed; GET /orders/{order_id} tells; {advice}"
+    ))
     .with_details(json!({"order_id": order_id, "location": format!("/orders/{order_id}")}))
 }
 
@@ -157,23 +149,6 @@ fn created(order: &orders::Order, replayed: bool) -> Response {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().ok().map(str::trim).unwrap_or("");
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
 }
 
 /// Field-level checks; every problem is listed in `details`.
@@ -335,12 +310,26 @@ pub async fn events(
     Ok(Json(json!({"order_id": id, "events": events})).into_response())
 }
 
+/// Cancels an order. Safe to retry: a cancel that landed makes the retry a 409 `order_final`
+/// naming status `CANCELLED` and its `status_reason` (`cancelled_by_request` for this route).
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    let deadline = super::write_deadline(&state);
     let order = existing(&state, &id).await?;
-    match orders::cancel(&state.redis, &order, "cancelled_by_request").await? {
+    let cancelling = orders::cancel(&state.redis, &order, CANCELLED_BY_REQUEST);
+    let outcome = confirmed("cancel", deadline, cancelling, || {
+        ApiError::outcome_unknown(format!(
+            "the event store did not confirm the cancel in time: order {id} may or may not be \
+             cancelled; GET /orders/{id} tells (CANCELLED with status_reason \
+             {CANCELLED_BY_REQUEST}); a retry is safe: 202 if this one did not land, 409 \
+             order_final naming CANCELLED if it did"
+        ))
+        .with_details(json!({"order_id": id, "location": format!("/orders/{id}")}))
+    })
+    .await?;
+    match outcome {
         Cancelled::Cancelled {
             previous_status, ..
         } => {
@@ -349,15 +338,28 @@ pub async fn cancel(
                 previous_status = previous_status.as_str(),
                 "order cancelled by request"
             );
-            let order = orders::get(&state.redis, &id).await?.unwrap_or(order);
+            // The cancel is done: a failed read now must not answer as if it were not.
+            let order = match orders::get(&state.redis, &id).await {
+                Ok(Some(now)) => now,
+                _ => orders::Order {
+                    status: OrderStatus::Cancelled,
+                    status_reason: Some(CANCELLED_BY_REQUEST.to_owned()),
+                    ..order
+                },
+            };
             Ok((StatusCode::ACCEPTED, Json(order)).into_response())
         }
-        Cancelled::AlreadyFinal { status } => Err(ApiError::new(
+        Cancelled::AlreadyFinal { status, reason } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "order_final",
-            format!("the order is {status} and can no longer be cancelled"),
+            match &reason {
+                Some(reason) => {
+                    format!("the order is {status} ({reason}) and can no longer be cancelled")
+                }
+                None => format!("the order is {status} and can no longer be cancelled"),
+            },
         )
-        .with_details(json!({"status": status}))),
+        .with_details(json!({"status": status, "status_reason": reason}))),
         Cancelled::AlreadyShipped { status } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "order_shipped",
@@ -370,6 +372,9 @@ pub async fn cancel(
         )),
     }
 }
+
+/// The `status_reason` of an order cancelled through the API.
+const CANCELLED_BY_REQUEST: &str = "cancelled_by_request";
 
 #[cfg(test)]
 mod tests {

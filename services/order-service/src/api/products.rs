@@ -3,10 +3,16 @@
 //! Stock is never overwritten blindly (reservations change it at any moment): `PUT` edits name and
 //! price and sets stock only with an `If-Match` naming the product as it is now (its `ETag`, from
 //! any read); `POST /products/{id}/stock` moves it by a delta.
+//!
+//! Every write that Redis did not confirm answers 503 `outcome_unknown` (503 `redis_unavailable`
+//! only when nothing was written), and each is safe to retry: a create that finds the product as
+//! it would make it answers 200 with it; `PUT` and `DELETE` set what they set (a stock set with
+//! `If-Match` then answers 412, the ETag having moved); a stock delta is applied once per
+//! `Idempotency-Key`.
 
-use super::{ApiJson, ApiPath, AppState};
-use crate::catalog::{self, MAX_STOCK, Product, Written, if_match_version};
-use crate::error::{ApiError, ApiResult};
+use super::{ApiJson, ApiPath, AppState, idempotency};
+use crate::catalog::{self, AdjustmentKey, MAX_STOCK, Product, Written, if_match_version};
+use crate::error::{ApiError, ApiResult, confirmed};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -67,25 +73,54 @@ pub async fn get_one(
     Ok(with_etag(StatusCode::OK, &product))
 }
 
+/// `POST /products`: 201 with the product; 200 (header `idempotent-replayed: true`) when it
+/// exists already exactly as this would make it (same name, price and initial stock: a retried
+/// create), with its stock as it is now; 409 `product_exists` when the id is taken otherwise.
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ProductRequest>,
 ) -> ApiResult<Response> {
+    let deadline = super::write_deadline(&state);
+    let chosen = request.id.is_some();
     let id = request
         .id
         .clone()
         .unwrap_or_else(|| format!("product-{}", uuid::Uuid::new_v4().simple()));
     let mut product = validated(&id, &request.name, request.price, Some(request.stock))?;
-    match catalog::create(&state.redis, &product).await? {
+    let creating = catalog::create(&state.redis, &product);
+    let written = confirmed("creating a product", deadline, creating, || {
+        let advice = if chosen {
+            "a retry with the same body is safe: 201 if this one did not land, 200 with the \
+             product if it did"
+        } else {
+            "this request had no id, so a retry would make another product: GET the product \
+             named here first, or retry with it as the id"
+        };
+        ApiError::outcome_unknown(format!(
+            "the event store did not confirm the create in time: product {id} may or may not \
+             exist; GET /products/{id} tells; {advice}"
+        ))
+        .with_details(json!({"product_id": id, "location": format!("/products/{id}")}))
+    })
+    .await?;
+    match written {
         Written::Created { rev, stock } => {
             (product.rev, product.stock) = (rev, stock);
             Ok(with_etag(StatusCode::CREATED, &product))
         }
+        Written::Same { rev, stock } => {
+            (product.rev, product.stock) = (rev, stock);
+            Ok(replayed(with_etag(StatusCode::OK, &product)))
+        }
         Written::Exists => Err(ApiError::new(
             StatusCode::CONFLICT,
             "product_exists",
-            format!("product {} exists; PUT edits it", product.id),
-        )),
+            format!(
+                "product {} exists with another name, price or initial stock; PUT edits it",
+                product.id
+            ),
+        )
+        .with_details(json!({"product_id": product.id}))),
         other => Err(unexpected(other)),
     }
 }
@@ -96,6 +131,7 @@ pub async fn put(
     headers: HeaderMap,
     ApiJson(update): ApiJson<ProductUpdate>,
 ) -> ApiResult<Response> {
+    let deadline = super::write_deadline(&state);
     let mut product = validated(&id, &update.name, update.price, update.stock)?;
     let expected =
         match headers.get(header::IF_MATCH) {
@@ -110,14 +146,22 @@ pub async fn put(
                 },
             )?),
         };
-    let written = catalog::edit(
+    let editing = catalog::edit(
         &state.redis,
         &id,
         &product.name,
         product.price,
         update.stock,
         expected.as_deref(),
-    )
+    );
+    let written = confirmed("editing a product", deadline, editing, || {
+        ApiError::outcome_unknown(format!(
+            "the event store did not confirm the edit in time: product {id} may or may not \
+             have it; GET /products/{id} tells; the same PUT again is safe (a stock set with \
+             If-Match then answers 412 if this one landed: the product's ETag moved)"
+        ))
+        .with_details(json!({"product_id": id, "location": format!("/products/{id}")}))
+    })
     .await?;
     match written {
         Written::Created { rev, stock } => {
@@ -139,24 +183,61 @@ pub async fn put(
     }
 }
 
+/// `POST /products/{id}/stock`. With an `Idempotency-Key` (the caller's: scoped to the token
+/// presented when tokens are set), the delta is applied once: a retry with the key and the same
+/// body gets the first answer (header `idempotent-replayed: true`), with another body 422
+/// `idempotency_key_reused`.
 pub async fn adjust_stock(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(adjustment): ApiJson<StockAdjustment>,
 ) -> ApiResult<Response> {
+    let deadline = super::write_deadline(&state);
+    let key = idempotency::header(&headers)?;
     if adjustment.delta.unsigned_abs() > MAX_STOCK as u64 {
         return Err(ApiError::invalid(
             "invalid_adjustment",
             format!("delta must be between -{MAX_STOCK} and {MAX_STOCK}"),
         ));
     }
-    match catalog::adjust_stock(&state.redis, &id, adjustment.delta).await? {
-        Written::Updated { .. } => {
-            let product = catalog::get(&state.redis, &id)
-                .await?
-                .ok_or_else(|| not_found(&id))?;
-            Ok(with_etag(StatusCode::OK, &product))
+    let had_key = key.is_some();
+    let key = key.map(|key| AdjustmentKey {
+        key: idempotency::scoped(
+            "stock",
+            &[idempotency::caller_token(&state.settings, &headers)],
+            &key,
+        ),
+        fingerprint: json!({"product_id": id, "delta": adjustment.delta}).to_string(),
+        ttl_secs: state.settings.api.idempotency_ttl_secs,
+    });
+    let adjusting = catalog::adjust_stock(&state.redis, &id, adjustment.delta, key.as_ref());
+    let written = confirmed("adjusting stock", deadline, adjusting, || {
+        let advice = if had_key {
+            "retry with the same Idempotency-Key: it applies the delta only if this one did not"
+        } else {
+            "this request had no Idempotency-Key, so a retry could apply it twice: read the \
+             product's stock first, and send a key with every adjustment"
+        };
+        ApiError::outcome_unknown(format!(
+            "the event store did not confirm the adjustment in time: it may or may not have \
+             been applied to product {id}; {advice}"
+        ))
+        .with_details(json!({"product_id": id, "location": format!("/products/{id}")}))
+    })
+    .await?;
+    match written {
+        Written::Adjusted {
+            product,
+            replayed: again,
+        } => {
+            let response = with_etag(StatusCode::OK, &product);
+            Ok(if again { replayed(response) } else { response })
         }
+        Written::KeyReused => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different adjustment",
+        )),
         Written::NotFound => Err(not_found(&id)),
         Written::OutOfRange { stock } => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -168,15 +249,35 @@ pub async fn adjust_stock(
     }
 }
 
+/// `DELETE /products/{id}`: 204, or 404 when there is none. Safe to retry: after an
+/// `outcome_unknown`, 404 means the first delete removed it (or it never existed).
 pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    if catalog::delete(&state.redis, &id).await? {
+    let deadline = super::write_deadline(&state);
+    let deleting = catalog::delete(&state.redis, &id);
+    let removed = confirmed("deleting a product", deadline, deleting, || {
+        ApiError::outcome_unknown(format!(
+            "the event store did not confirm the delete in time: product {id} may or may not \
+             be gone; a retry is safe (404 product_not_found then means it is gone)"
+        ))
+        .with_details(json!({"product_id": id}))
+    })
+    .await?;
+    if removed {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_found(&id))
     }
+}
+
+/// Marks an answer as the one an earlier request got (or would have got).
+fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -11,9 +11,10 @@
 -- ARGV[1] reason, ARGV[2] now (RFC 3339), ARGV[3] OrderCancelled fields JSON,
 -- ARGV[4] status channel, ARGV[5] now (ms since the epoch), ARGV[6] completion times kept
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', '', ''} end
-local o = redis.call('HMGET', KEYS[1], 'status', 'index_member', 'id', 'created_ms')
+local o = redis.call('HMGET', KEYS[1], 'status', 'index_member', 'id', 'created_ms',
+  'status_reason')
 local status = o[1]
-if status == 'COMPLETED' or status == 'CANCELLED' then return {'conflict', status, ''} end
+if status == 'COMPLETED' or status == 'CANCELLED' then return {'conflict', status, o[5] or ''} end
 local shipment = redis.call('HGET', KEYS[4], 'state')
 if shipment == 'labelled' then return {'shipped', status, ''} end
 if not shipment then redis.call('HSET', KEYS[4], 'state', 'cancelled') end

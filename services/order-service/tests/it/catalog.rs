@@ -130,3 +130,117 @@ async fn stock_is_set_against_an_etag_or_moved_by_a_delta() {
     consumers.stop().await;
     h.stop().await;
 }
+
+/// POST /products/{id}/stock with an Idempotency-Key, sent with the same key and body
+/// twice. The second request stands in for a retry after the first answer was lost. The delta is
+/// applied once and both get the same answer; the same key with another delta is a 422; another key
+/// applies again.
+#[tokio::test]
+async fn a_stock_delta_retried_with_its_idempotency_key_is_applied_once() {
+    let h = Harness::start().await;
+    let adjust = |key: &'static str, delta: i64| {
+        h.http
+            .post(format!("{}/products/product-A/stock", h.base))
+            .header("idempotency-key", key)
+            .json(&json!({"delta": delta}))
+            .send()
+    };
+    let first = adjust("restock-1", 50).await.expect("post");
+    assert_eq!(first.status().as_u16(), 200);
+    let first_etag = first.headers()["etag"].clone();
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["stock"], 60);
+    let again = adjust("restock-1", 50).await.expect("post");
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.headers()["etag"],
+        first_etag,
+        "the first answer's ETag"
+    );
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again, first, "the first answer, again");
+    assert_eq!(h.stock("product-A").await, 60, "applied once");
+
+    let reused = adjust("restock-1", 70).await.expect("post");
+    assert_eq!(reused.status().as_u16(), 422);
+    let reused: Value = reused.json().await.expect("json");
+    assert_eq!(
+        reused["error"]["code"], "idempotency_key_reused",
+        "{reused}"
+    );
+    let other = adjust("restock-2", 50).await.expect("post");
+    assert_eq!(other.status().as_u16(), 200);
+    assert_eq!(h.stock("product-A").await, 110);
+    h.stop().await;
+}
+
+/// The case: Redis holds writes past the API's deadline, so the first delta's answer is
+/// 503 `outcome_unknown` (not `redis_unavailable` "try again"), though the delta lands; the
+/// retry with the same key then moves nothing: 999 -> 1049, never 1099.
+#[tokio::test]
+async fn a_timed_out_stock_delta_is_unknown_and_its_keyed_retry_applies_once() {
+    let h = Harness::start_with(|s| s.api.request_timeout_ms = 1_500).await;
+    h.create_product("timed", 999).await;
+    // The script is loaded before the pause, so the paused call is the adjustment itself.
+    let (status, _) = h.post("/products/timed/stock", json!({"delta": 0})).await;
+    assert_eq!(status, 200);
+    let adjust = || {
+        h.http
+            .post(format!("{}/products/timed/stock", h.base))
+            .header("idempotency-key", "delivery-77")
+            .json(&json!({"delta": 50}))
+            .send()
+    };
+    h.server.single().pause(3_000, "WRITE").await;
+    let unknown = adjust().await.expect("post");
+    assert_eq!(unknown.status().as_u16(), 503);
+    let body: Value = unknown.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+    // Reads wait behind the paused write on the API's connection: poll until one answers.
+    h.eventually(SECONDS_10, "the paused delta lands", || async {
+        h.get("/products/timed").await.1["stock"] == 1049
+    })
+    .await;
+    let retried = adjust().await.expect("post");
+    assert_eq!(retried.status().as_u16(), 200);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    let retried: Value = retried.json().await.expect("json");
+    assert_eq!(retried["stock"], 1049);
+    assert_eq!(h.stock("timed").await, 1049, "applied once");
+    h.stop().await;
+}
+
+/// A create retried after its answer was lost finds the product it made and answers 200 with it;
+/// a create of a taken id with another body is still a 409.
+#[tokio::test]
+async fn a_retried_create_answers_with_the_product_it_made() {
+    let h = Harness::start().await;
+    let body = json!({"id": "gadget", "name": "Gadget", "price": 1250, "stock": 8});
+    let (status, created) = h.post("/products", body.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let retried = h
+        .http
+        .post(format!("{}/products", h.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(retried.status().as_u16(), 200);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    let retried: Value = retried.json().await.expect("json");
+    assert_eq!(retried, created);
+    let other = json!({"id": "gadget", "name": "Gadget", "price": 999, "stock": 8});
+    let (status, refused) = h.post("/products", other).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "product_exists");
+    let (_, list) = h.get("/products").await;
+    let gadgets = list["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .filter(|p| p["id"] == "gadget")
+        .count();
+    assert_eq!(gadgets, 1);
+    h.stop().await;
+}

@@ -258,3 +258,77 @@ async fn stats_count_orders_completion_times_and_each_consumers_work(backend: Ba
     consumers.stop().await;
     h.stop().await;
 }
+
+/// The case: keys were global, so a second caller reusing `cart-1001` with another body
+/// got 422 naming the first caller's order. A key is its caller's own (customer, and token when
+/// tokens are set): another caller gets a fresh order of its own and never the first one's id;
+/// the same caller reusing its key with another body gets the 422 naming its own order.
+#[tokio::test]
+async fn an_idempotency_key_is_its_callers_alone() {
+    let h = Harness::start_with(|s| {
+        s.api.api_token = Some("api-t0ken".into());
+        s.api.admin_token = Some("adm1n".into());
+    })
+    .await;
+    let post = |token: &'static str, customer: &'static str, quantity: u32| {
+        h.http
+            .post(format!("{}/orders", h.base))
+            .bearer_auth(token)
+            .header("idempotency-key", "cart-1001")
+            .json(&json!({"customer_id": customer, "customer_email": format!("{customer}@example.com"),
+                "items": [{"product_id": "product-A", "quantity": quantity}]}))
+            .send()
+    };
+    let first = post("api-t0ken", "alice", 1).await.expect("post");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.expect("json");
+    let alices = first["id"].as_str().expect("id").to_owned();
+
+    // Another customer, the same key, another body: its own order, nothing of Alice's.
+    let bob = post("api-t0ken", "bob", 2).await.expect("post");
+    assert_eq!(bob.status().as_u16(), 201);
+    assert!(bob.headers().get("idempotent-replayed").is_none());
+    let bob = bob.text().await.expect("body");
+    assert!(!bob.contains(&alices), "{bob}");
+    assert!(!bob.contains("alice"), "{bob}");
+    // Bob's retry returns Bob's order.
+    let bob: Value = serde_json::from_str(&bob).expect("json");
+    let again = post("api-t0ken", "bob", 2).await.expect("post");
+    assert_eq!(again.status().as_u16(), 201);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], bob["id"]);
+
+    // The same customer id behind another token is another caller.
+    let other_token = post("adm1n", "alice", 3).await.expect("post");
+    assert_eq!(other_token.status().as_u16(), 201);
+    let other_token = other_token.text().await.expect("body");
+    assert!(!other_token.contains(&alices), "{other_token}");
+
+    // Alice herself reusing her key with another body: the 422 names her own order.
+    let reused = post("api-t0ken", "alice", 5).await.expect("post");
+    assert_eq!(reused.status().as_u16(), 422);
+    let reused: Value = reused.json().await.expect("json");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    assert_eq!(reused["error"]["details"]["order_id"], alices.as_str());
+    assert_eq!(h.stream_length().await, 3, "three orders placed");
+    h.stop().await;
+}
+
+/// Cancelling is safe to retry: the second cancel of an order is a 409 that says the order is
+/// cancelled and why, so a caller whose first answer was lost learns that it landed.
+#[tokio::test]
+async fn a_second_cancel_tells_the_first_one_landed() {
+    let h = Harness::start().await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    let (status, body) = h.post(&format!("/orders/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = h.post(&format!("/orders/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "order_final");
+    assert_eq!(body["error"]["details"]["status"], "CANCELLED");
+    assert_eq!(
+        body["error"]["details"]["status_reason"],
+        "cancelled_by_request"
+    );
+    h.stop().await;
+}
