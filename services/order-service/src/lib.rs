@@ -24,7 +24,9 @@ pub async fn prepare(settings: Arc<Settings>, redis: Redis) -> anyhow::Result<Ap
     Ok(AppState {
         redis,
         status_feed: status_feed::channel(),
-        ws_slots: Arc::new(tokio::sync::Semaphore::new(settings.api.ws_max_connections)),
+        live_feed: Arc::new(api::LiveFeed::new(api::LiveFeedConfig::from_settings(
+            &settings,
+        ))),
         settings,
     })
 }
@@ -40,7 +42,12 @@ pub async fn serve(
         state.status_feed.clone(),
         shutdown.clone(),
     ));
-    fulfillment_core::ops_http::serve(listener, api::router(state), shutdown).await?;
+    // As `ops_http::serve`, with each connection's peer address (the live feed counts a client's
+    // followers by it).
+    let app = api::router(state).into_make_service_with_connect_info::<api::Peer>();
+    axum::serve(fulfillment_core::ops_http::JsonParseErrors(listener), app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
     feed.abort();
     Ok(())
 }

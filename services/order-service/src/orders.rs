@@ -265,6 +265,17 @@ pub async fn get(redis: &Redis, order_id: &str) -> RedisResult<Option<Order>> {
     Ok(Order::from_hash(&hash))
 }
 
+/// The order's status alone (one `HGET`), `None` when there is no such order.
+pub async fn status(redis: &Redis, order_id: &str) -> RedisResult<Option<OrderStatus>> {
+    let partition = redis.layout().of_order(order_id);
+    let status: Option<String> = redis::cmd("HGET")
+        .arg(partition.keys.order(order_id))
+        .arg("status")
+        .query_async(&mut redis.conn())
+        .await?;
+    Ok(status.as_deref().and_then(OrderStatus::parse))
+}
+
 /// A page of orders, newest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderPage {

@@ -18,6 +18,7 @@ mod ws;
 
 pub use auth::Tier;
 pub use extract::{ApiJson, ApiPath, ApiQuery, MAX_BODY_BYTES};
+pub use ws::{LiveFeed, LiveFeedConfig, Peer};
 
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
@@ -32,7 +33,6 @@ use fulfillment_core::startup::ops_state;
 use fulfillment_core::{Redis, Settings, metrics};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 
@@ -42,8 +42,8 @@ pub struct AppState {
     pub redis: Redis,
     pub settings: Arc<Settings>,
     pub status_feed: crate::status_feed::Feed,
-    /// One permit per open `/ws` connection (`WS_MAX_CONNECTIONS`).
-    pub ws_slots: Arc<Semaphore>,
+    /// The rooms of `/ws` and their timings.
+    pub live_feed: Arc<LiveFeed>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -2,21 +2,41 @@
 //!
 //! Following one order is the caller tier's, the all-orders feed the admin tier's ([`Tier`]); a
 //! browser cannot send headers on a WebSocket, so the token may come as `?access_token=`.
-//! Connections are capped (`WS_MAX_CONNECTIONS`, answered 503 `too_many_connections` over it),
-//! each with small buffers, and a client that cannot keep up is told how much it missed (the feed
-//! is a bounded broadcast ring, never a per-client queue that grows).
+//!
+//! Nobody can lock the feed for the others ([`LiveFeed`]): the all-orders feed and the followers
+//! have separate rooms (`WS_MAX_CONNECTIONS` each, the all-orders feed at most
+//! [`ADMIN_FEED_ROOM`]), answered 503 `too_many_connections` when full; a follower of an order
+//! that does not exist is 404 `order_not_found` before any upgrade; one client (its peer address
+//! and the token it presented) holds at most a [`FOLLOWER_SHARE`]th of the follower room (429
+//! `too_many_client_connections` past it); a follower is closed (close frame 1000) a short
+//! [`FINAL_GRACE`] after its order is final, or after [`IDLE_TIMEOUT`] without a change of it;
+//! every connection is pinged every [`PING_INTERVAL`] and closed when a ping goes unanswered
+//! until the next. Each connection has small buffers, and a client that cannot keep up is told
+//! how much it missed (the feed is a bounded broadcast ring, never a per-client queue that grows).
 
 use super::{ApiQuery, AppState, Tier, auth};
 use crate::error::ApiError;
+use crate::orders::{self, OrderStatus};
+use crate::status_feed::Change;
 use axum::extract::State;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use fulfillment_core::Settings;
+use fulfillment_core::ops_http::JsonParseErrors;
 use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Bytes a connection buffers for reading and writing: clients send nothing but control frames,
 /// and a status message is a few hundred bytes.
@@ -27,12 +47,138 @@ const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 /// A client that takes longer than this to take one write of messages is dropped (its slot
 /// freed).
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages sent in one write: those already waiting when one arrives, up to this many.
 const MAX_MESSAGES_PER_WRITE: usize = 64;
 /// Most changes looked at before writing (a follower of one order skips most), so the loop
 /// yields even while changes keep arriving.
 const MAX_TAKEN: usize = 1024;
+
+/// Most all-orders feeds at once (operators' consoles, `fulfillment bench`), and never more than
+/// `WS_MAX_CONNECTIONS`: a room of its own, so followers cannot fill it.
+pub const ADMIN_FEED_ROOM: usize = 100;
+/// One client holds at most `1 / FOLLOWER_SHARE` of the follower room (at least one
+/// connection): 500 of the default 2,000. A client is its peer address together with the token
+/// it presented, so the operator behind the same proxy as a noisy caller keeps a share of their
+/// own; callers behind one proxy (one address, no tokens) share one.
+pub const FOLLOWER_SHARE: usize = 4;
+/// A follower stays open this long after its order became final (`COMPLETED`, `CANCELLED`), so a
+/// change published with the final one still reaches it; then it is closed.
+pub const FINAL_GRACE: Duration = Duration::from_secs(5);
+/// A follower whose order did not change for this long is closed (it can reconnect).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Every connection gets a WebSocket ping this often; one that has not answered the previous
+/// ping by the next is closed (a peer gone without a FIN otherwise holds its slot forever).
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+
+/// The live feed's rooms and timings. The defaults are the constants above, with the follower
+/// room `WS_MAX_CONNECTIONS`; a test shrinks them.
+#[derive(Debug, Clone)]
+pub struct LiveFeedConfig {
+    /// Followers at once (`WS_MAX_CONNECTIONS`).
+    pub follower_room: usize,
+    /// All-orders feeds at once.
+    pub admin_room: usize,
+    /// Followers one client may hold.
+    pub per_client: usize,
+    /// See [`FINAL_GRACE`].
+    pub final_grace: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`PING_INTERVAL`].
+    pub ping_interval: Duration,
+}
+
+impl LiveFeedConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let room = settings.api.ws_max_connections;
+        Self {
+            follower_room: room,
+            admin_room: room.min(ADMIN_FEED_ROOM),
+            per_client: (room / FOLLOWER_SHARE).max(1),
+            final_grace: FINAL_GRACE,
+            idle_timeout: IDLE_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+        }
+    }
+}
+
+/// A connection's peer address, as the router sees it (`ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, JsonParseErrors>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, JsonParseErrors>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Who a connection counts against: the peer's address and the token presented.
+type ClientKey = (IpAddr, String);
+
+/// The rooms of `/ws` and what each client holds.
+#[derive(Debug)]
+pub struct LiveFeed {
+    config: LiveFeedConfig,
+    admin: Arc<Semaphore>,
+    followers: Arc<Semaphore>,
+    held: Arc<Mutex<HashMap<ClientKey, usize>>>,
+}
+
+impl LiveFeed {
+    pub fn new(config: LiveFeedConfig) -> Self {
+        Self {
+            admin: Arc::new(Semaphore::new(config.admin_room)),
+            followers: Arc::new(Semaphore::new(config.follower_room)),
+            held: Arc::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &LiveFeedConfig {
+        &self.config
+    }
+
+    /// A place for one follower of `client`: `None` when the client holds its share already.
+    fn client_place(&self, client: ClientKey) -> Option<ClientPlace> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(client.clone()).or_insert(0);
+        if *count >= self.config.per_client {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPlace {
+            client,
+            held: self.held.clone(),
+        })
+    }
+}
+
+/// One follower counted against its client until dropped.
+#[derive(Debug)]
+struct ClientPlace {
+    client: ClientKey,
+    held: Arc<Mutex<HashMap<ClientKey, usize>>>,
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// What a connection holds while it is open.
+#[derive(Debug)]
+struct Slot {
+    _room: OwnedSemaphorePermit,
+    _client: Option<ClientPlace>,
+}
 
 #[derive(Debug, Deserialize)]
 pub struct FeedQuery {
@@ -43,6 +189,7 @@ pub struct FeedQuery {
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     ApiQuery(query): ApiQuery<FeedQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -63,16 +210,70 @@ pub async fn upgrade(
                 .into_response();
         }
     };
-    let Ok(slot) = state.ws_slots.clone().try_acquire_owned() else {
+    let feed = state.live_feed.clone();
+    // Subscribed before the order's status is read: a change made meanwhile is not missed.
+    let updates = state.status_feed.subscribe();
+    let (room, followed) = match &order_id {
+        None => (feed.admin.clone(), None),
+        Some(id) => match orders::status(&state.redis, id).await {
+            Ok(Some(status)) => (feed.followers.clone(), Some((id.clone(), status))),
+            Ok(None) => {
+                return ApiError::not_found("order_not_found", format!("no order {id}"))
+                    .into_response();
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+    };
+    let Ok(room) = room.try_acquire_owned() else {
+        let limit = if followed.is_some() {
+            feed.config.follower_room
+        } else {
+            feed.config.admin_room
+        };
+        let what = if followed.is_some() {
+            "order followers"
+        } else {
+            "all-orders feeds"
+        };
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
-            format!(
-                "this server holds its limit of {} live-status connections; retry later",
-                state.settings.api.ws_max_connections
-            ),
+            format!("this server holds its limit of {limit} {what}; retry later"),
         )
         .into_response();
+    };
+    let client = match &followed {
+        None => None,
+        Some(_) => {
+            let address = extensions
+                .get::<ConnectInfo<Peer>>()
+                .map(|ConnectInfo(Peer(peer))| peer.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let presented = super::idempotency::caller_token(&state.settings, &headers);
+            let presented = if presented.is_empty() {
+                query.access_token.as_deref().unwrap_or("")
+            } else {
+                presented
+            };
+            match feed.client_place((address, presented.to_owned())) {
+                Some(place) => Some(place),
+                None => {
+                    return ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_client_connections",
+                        format!(
+                            "this client follows {} orders already, its share; close one first",
+                            feed.config.per_client
+                        ),
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    let slot = Slot {
+        _room: room,
+        _client: client,
     };
     upgrade
         .read_buffer_size(BUFFER_BYTES)
@@ -80,16 +281,34 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| follow(socket, state, order_id, slot))
+        .on_upgrade(move |socket| follow(socket, feed.config.clone(), updates, followed, slot))
 }
+
+/// Why the server closes a connection, as its close frame says.
+const CLOSE_FINAL: &str = "the order is final";
+const CLOSE_IDLE: &str = "no change of the order for too long";
 
 async fn follow(
     mut socket: WebSocket,
-    state: AppState,
-    order_id: Option<String>,
-    _slot: OwnedSemaphorePermit,
+    config: LiveFeedConfig,
+    mut updates: Receiver<Arc<Change>>,
+    followed: Option<(String, OrderStatus)>,
+    _slot: Slot,
 ) {
-    let mut updates = state.status_feed.subscribe();
+    let order_id = followed.as_ref().map(|(id, _)| id.clone());
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    // When a follower closes: its order's final status plus the grace, or too long idle.
+    let mut closing_at = match &followed {
+        Some((_, status)) if status.is_final() => Instant::now() + config.final_grace,
+        _ => far,
+    };
+    let mut idle_at = match &followed {
+        Some(_) => Instant::now() + config.idle_timeout,
+        None => far,
+    };
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    let mut awaiting_pong = false;
     loop {
         tokio::select! {
             update = updates.recv() => {
@@ -104,6 +323,12 @@ async fn follow(
                         Ok(change) => {
                             if order_id.as_deref().is_none_or(|id| id == change.order_id) {
                                 texts.push(change.text.clone());
+                                if order_id.is_some() {
+                                    idle_at = Instant::now() + config.idle_timeout;
+                                    if closing_at == far && is_final(&change) {
+                                        closing_at = Instant::now() + config.final_grace;
+                                    }
+                                }
                             }
                         }
                         Err(RecvError::Lagged(missed)) => texts.push(
@@ -129,10 +354,41 @@ async fn follow(
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
                 Some(Ok(_)) => {}
             },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    // Gone without a word: no close handshake to wait for.
+                    return;
+                }
+                awaiting_pong = true;
+                let pinging = socket.send(Message::Ping(axum::body::Bytes::new()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, pinging).await, Ok(Ok(()))) {
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(closing_at) => return close(socket, CLOSE_FINAL).await,
+            _ = tokio::time::sleep_until(idle_at) => return close(socket, CLOSE_IDLE).await,
         }
     }
+}
+
+/// Whether a change moves its order to a final status.
+fn is_final(change: &Change) -> bool {
+    serde_json::from_str::<serde_json::Value>(change.text.as_str())
+        .ok()
+        .and_then(|v| v.get("status")?.as_str().and_then(OrderStatus::parse))
+        .is_some_and(OrderStatus::is_final)
+}
+
+/// Sends a close frame (1000, `reason`), within [`SEND_TIMEOUT`].
+async fn close(mut socket: WebSocket, reason: &'static str) {
+    let frame = CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
 /// Sends messages and flushes once; false when the client is gone or too slow to take them.

@@ -5,4 +5,5 @@
 mod api_input;
 mod catalog;
 mod guards;
+mod live_feed;
 mod orders;
