@@ -3,6 +3,10 @@
 //!
 //! The pipeline is built from the same library functions the images run ([`Pipeline::start`]),
 //! so the integration tests and the local runner exercise the code that ships.
+//!
+//! The private Redis is stopped last: it runs in a process group of its own, so a Ctrl-C at the
+//! terminal (SIGINT to the foreground group) reaches `up` alone, which finishes and acknowledges
+//! the work in hand and only then shuts Redis down.
 
 use anyhow::{Context, bail};
 use fulfillment_core::consumer::run_consumer;
@@ -223,7 +227,8 @@ impl PrivateRedis {
 
 /// Returns `None` when Redis answers at `REDIS_URL`; otherwise starts a private `redis-server`
 /// on the URL's port when the URL is local and `redis-server` is on the PATH, or says what is
-/// missing.
+/// missing. The private Redis runs in a process group of its own, out of reach of the terminal's
+/// Ctrl-C.
 pub async fn ensure_redis(
     redis: &RedisSettings,
     state_dir: &Path,
@@ -254,6 +259,9 @@ pub async fn ensure_redis(
         .arg(&dir)
         .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
         .args(["--logfile", "redis.log"])
+        // Its own process group: the terminal's SIGINT stops `up`, which stops Redis last.
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("cannot start redis-server")?;

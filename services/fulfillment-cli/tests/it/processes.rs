@@ -1,11 +1,12 @@
 //! The binaries as processes: bad settings refused in one line, SIGTERM drains and exits 0,
-//! the DLQ commands.
+//! Ctrl-C at a terminal stops `fulfillment up` before its private Redis, the DLQ commands.
 
 use fulfillment_core::Service;
 use fulfillment_testing::{
     Backend, Harness, SECONDS_10, SpawnGuarded, free_port, on_every_backend, terminate,
     workspace_binary,
 };
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -660,4 +661,264 @@ async fn bench_places_orders_follows_them_and_reports() {
     );
     consumers.stop().await;
     h.stop().await;
+}
+
+/// Ctrl-C at a terminal sends SIGINT to the whole foreground process group. `fulfillment up`, run
+/// in its own group as a shell runs it, with no Redis answering, starts a private redis-server;
+/// the signal must not reach that Redis: the pipeline finishes and acknowledges its work in hand
+/// on a Redis that still answers, then stops it, and nothing of it is left behind.
+#[tokio::test]
+async fn ctrl_c_to_the_group_of_up_stops_the_pipeline_before_its_private_redis() {
+    let dir = std::env::temp_dir().join(format!(
+        "fulfillment-ctrl-c-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let redis_port = free_port();
+    let http_port = free_port();
+    let log = dir.join("up.log");
+    let mut up = spawn_up_in_its_own_group(&state, redis_port, http_port, &log);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http_port}");
+    wait_ready(&http, &base, &log).await;
+    let redis_pid = redis_process_id(redis_port).await;
+    let _leftover = KillOnDrop(redis_pid);
+
+    // Steady load from a few clients, so that batches are in hand when the signal comes.
+    let placing = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (http, base, placing) = (http.clone(), base.clone(), placing.clone());
+            tokio::spawn(async move {
+                let mut accepted = 0u32;
+                while !placing.is_cancelled() {
+                    let placed = http
+                        .post(format!("{base}/orders"))
+                        .json(&serde_json::json!({
+                            "customer_id": format!("ctrl-c-{c}"),
+                            "customer_email": "ctrl-c@example.com",
+                            "items": [{"product_id": "product-A", "quantity": 1}],
+                        }))
+                        .send()
+                        .await;
+                    match placed {
+                        Ok(r) if r.status().as_u16() == 201 => accepted += 1,
+                        Ok(_) => {}
+                        // The API has stopped listening.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    interrupt_group(up.id());
+    let exit = wait_exit(&mut up, Duration::from_secs(20)).await;
+    placing.cancel();
+    let mut accepted = 0;
+    for client in clients {
+        accepted += client.await.expect("client");
+    }
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(exit.code(), Some(0), "{text}");
+    assert!(accepted > 0, "no order was placed");
+
+    // Nothing went wrong between the signal and the exit: no reader, acknowledgement or request
+    // lost its Redis.
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let stop = lines
+        .iter()
+        .position(|l| l["message"] == "stop requested; finishing work in hand")
+        .unwrap_or_else(|| panic!("no 'stop requested' line in:\n{text}"));
+    let troubles: Vec<&serde_json::Value> = lines[stop..]
+        .iter()
+        .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
+        .collect();
+    assert!(
+        troubles.is_empty(),
+        "after the signal: {troubles:#?}\nwhole log:\n{text}"
+    );
+    assert_private_redis_gone(redis_port, redis_pid).await;
+
+    // What it wrote: the work in hand was acknowledged (nothing pending in any group).
+    let check_port = free_port();
+    let _check = Command::new("redis-server")
+        .args(["--port", &check_port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(&state)
+        .args(["--appendonly", "yes", "--save", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn_guarded()
+        .expect("redis-server");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{check_port}")).expect("client");
+    let deadline = Instant::now() + SECONDS_10;
+    let mut conn = loop {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            break conn;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the state dir's Redis did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut groups = 0;
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        if kind != "stream" {
+            continue;
+        }
+        let reply: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("XINFO GROUPS");
+        for g in reply.groups {
+            groups += 1;
+            assert_eq!(g.pending, 0, "{key} {}: entries left pending", g.name);
+        }
+    }
+    assert!(groups >= 5, "only {groups} groups in the state dir");
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `fulfillment up` with its private Redis (none answers at `redis_port`) in `state`, in a process
+/// group of its own as a shell starts a foreground job (Ctrl-C signals that group), logging JSON
+/// to `log`.
+fn spawn_up_in_its_own_group(
+    state: &std::path::Path,
+    redis_port: u16,
+    http_port: u16,
+    log: &std::path::Path,
+) -> fulfillment_testing::Spawned {
+    Command::new(workspace_binary("fulfillment"))
+        .args(["up", "--http", &format!("127.0.0.1:{http_port}")])
+        .arg("--state-dir")
+        .arg(state)
+        .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+        .env("LOG_FORMAT", "json")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn_guarded()
+        .expect("fulfillment up")
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + SECONDS_10;
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The process id of the Redis answering on `port`.
+async fn redis_process_id(port: u16) -> u32 {
+    let redis = fulfillment_testing::redis_at(&format!("redis://127.0.0.1:{port}")).await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut redis.conn())
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("process_id:"))
+        .and_then(|p| p.parse().ok())
+        .expect("process_id")
+}
+
+/// SIGINT to every process in the group `group`, as a terminal sends on Ctrl-C.
+fn interrupt_group(group: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", "--", &format!("-{group}")])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -INT -- -{group}");
+}
+
+async fn wait_exit(
+    child: &mut fulfillment_testing::Spawned,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The private Redis's port no longer answers and its process is no more (a zombie, waiting for
+/// a reaper that is not ours, counts as gone).
+async fn assert_private_redis_gone(port: u16, pid: u32) {
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the private redis-server still answers"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_runs(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the private redis-server (pid {pid}) outlived up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, fields)| fields.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// SIGKILLs a process when dropped, if it still runs: a failing test leaves no redis-server
+/// behind (one in a group of its own is out of reach of the guard on `up`).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if process_runs(self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
 }
