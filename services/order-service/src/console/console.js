@@ -104,7 +104,8 @@ function askForToken() {
   say($("#token-message"), state.token ? "That token was refused." : "The API wants a token for this.", true);
 }
 
-// A fresh Idempotency-Key per order: a retried POST then returns the first order, never a second.
+// A fresh Idempotency-Key per order (and per stock adjustment): a retried POST then returns the
+// first answer, never applies it twice.
 function idempotencyKey() {
   if (crypto.randomUUID) return crypto.randomUUID();
   return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -555,11 +556,14 @@ async function restock() {
   const message = $("#restock-message");
   try {
     for (const p of state.products) {
-      await api(`/products/${encodeURIComponent(p.id)}/stock`, { method: "POST", body: { delta: 100 } });
+      await api(`/products/${encodeURIComponent(p.id)}/stock`, {
+        method: "POST", headers: { "idempotency-key": idempotencyKey() }, body: { delta: 100 },
+      });
     }
     say(message, `Added 100 to ${state.products.length} products.`);
   } catch (error) {
-    say(message, error.status === 401 ? "Stock edits need the admin token." : `Not restocked: ${error.message}`, true);
+    if (error.code === "outcome_unknown") say(message, `Not sure it was restocked: ${error.message}`, true);
+    else say(message, error.status === 401 ? "Stock edits need the admin token." : `Not restocked: ${error.message}`, true);
   }
   await loadProducts().catch(() => {});
 }
@@ -942,7 +946,7 @@ async function replayForOrder(letter) {
     say($("#order-dlq-message"), `Replayed to ${outcome.group}; the order resumes.`);
     announce(`Dead letter replayed to ${outcome.group}; the order resumes.`);
   } catch (error) {
-    say($("#order-dlq-message"), `Replay failed: ${error.message}`, true);
+    say($("#order-dlq-message"), `${error.code === "outcome_unknown" ? "Not sure it was replayed" : "Replay failed"}: ${error.message}`, true);
   }
   state.timelineSignature = null;
   setTimeout(refreshTimelineSoon, 500);
@@ -954,7 +958,8 @@ async function cancelOrder(id) {
     await api(`/orders/${encodeURIComponent(id)}/cancel`, { method: "POST" });
     say(message, "Cancel requested; compensation follows.");
   } catch (error) {
-    say(message, error.status === 401 ? "Cancelling needs the admin token." : `Not cancelled: ${error.message}`, true);
+    if (error.code === "outcome_unknown") say(message, `Not sure it was cancelled: ${error.message}`, true);
+    else say(message, error.status === 401 ? "Cancelling needs the admin token." : `Not cancelled: ${error.message}`, true);
   }
   refreshTimelineSoon();
 }
