@@ -6,7 +6,9 @@
 //!
 //! The private Redis is stopped last: it runs in a process group of its own, so a Ctrl-C at the
 //! terminal (SIGINT to the foreground group) reaches `up` alone, which finishes and acknowledges
-//! the work in hand and only then shuts Redis down.
+//! the work in hand and only then shuts Redis down. `up` killed outright (SIGKILL, a closed
+//! terminal's SIGHUP) cannot stop it; the next `up` on the same state dir adopts that Redis (it
+//! knows it by the pid file Redis keeps there) and stops it on its own way out.
 
 use anyhow::{Context, bail};
 use fulfillment_core::consumer::run_consumer;
@@ -199,10 +201,19 @@ pub async fn up(
     result
 }
 
-/// A `redis-server` this process started and stops.
+/// The file in the state dir where a private `redis-server` keeps its process id (Redis writes it
+/// at start and removes it on a clean shutdown).
+const PIDFILE: &str = "redis.pid";
+
+/// How long a private Redis has to shut down (flushing its append-only file) before it is killed.
+const REDIS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A `redis-server` this process stops: one it started, or one an earlier `up` on the same state
+/// dir started and left behind when it was killed.
 #[derive(Debug)]
 pub struct PrivateRedis {
-    child: Child,
+    /// `None` for an adopted Redis, which is not this process's child.
+    child: Option<Child>,
     redis: RedisSettings,
 }
 
@@ -215,20 +226,34 @@ impl PrivateRedis {
         {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
         }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+        match self.child.as_mut() {
+            Some(child) => {
+                if tokio::time::timeout(REDIS_STOP_TIMEOUT, child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+            None => {
+                let deadline = tokio::time::Instant::now() + REDIS_STOP_TIMEOUT;
+                while redis_answers(&self.redis).await {
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!("the adopted redis-server did not shut down");
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
         tracing::info!("private redis-server stopped");
     }
 }
 
-/// Returns `None` when Redis answers at `REDIS_URL`; otherwise starts a private `redis-server`
-/// on the URL's port when the URL is local and `redis-server` is on the PATH, or says what is
-/// missing. The private Redis runs in a process group of its own, out of reach of the terminal's
-/// Ctrl-C.
+/// Returns `None` when Redis answers at `REDIS_URL` (unless it is one an earlier `up` on
+/// `state_dir` left behind: that one is adopted); otherwise starts a private `redis-server` on the
+/// URL's port when the URL is local and `redis-server` is on the PATH, or says what is missing.
+/// The private Redis runs in a process group of its own, out of reach of the terminal's Ctrl-C.
 pub async fn ensure_redis(
     redis: &RedisSettings,
     state_dir: &Path,
@@ -236,6 +261,17 @@ pub async fn ensure_redis(
     use secrecy::ExposeSecret;
     let url = redis.url.expose_secret();
     if redis_answers(redis).await {
+        if let Some(pid) = left_behind(redis, state_dir).await {
+            tracing::info!(
+                pid,
+                dir = %state_dir.display(),
+                "adopted the private redis-server an earlier fulfillment up left behind; it stops on exit"
+            );
+            return Ok(Some(PrivateRedis {
+                child: None,
+                redis: redis.clone(),
+            }));
+        }
         return Ok(None);
     }
     let (host, port) = local_host_port(url).with_context(|| {
@@ -259,6 +295,8 @@ pub async fn ensure_redis(
         .arg(&dir)
         .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
         .args(["--logfile", "redis.log"])
+        .arg("--pidfile")
+        .arg(dir.join(PIDFILE))
         // Its own process group: the terminal's SIGINT stops `up`, which stops Redis last.
         .process_group(0)
         .stdin(std::process::Stdio::null())
@@ -266,7 +304,7 @@ pub async fn ensure_redis(
         .spawn()
         .context("cannot start redis-server")?;
     let private = PrivateRedis {
-        child,
+        child: Some(child),
         redis: redis.clone(),
     };
     for _ in 0..100 {
@@ -281,6 +319,47 @@ pub async fn ensure_redis(
         "started redis-server on port {port} but it did not answer; see {}/redis.log",
         dir.display()
     )
+}
+
+/// The process id of the Redis answering at `redis` when it is a private one that an earlier `up`
+/// on `state_dir` started and no longer runs: the pid file there names the process that answers,
+/// and that process's parent is not a `fulfillment` (it was handed to init when its `up` died).
+/// Linux only (it reads `/proc`); elsewhere a Redis left behind is used as any other that answers.
+async fn left_behind(redis: &RedisSettings, state_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(state_dir.join(PIDFILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let client = redis.connection_info().and_then(redis::Client::open).ok()?;
+    let info = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await
+    };
+    let info = tokio::time::timeout(Duration::from_secs(1), info)
+        .await
+        .ok()?
+        .ok()?;
+    let answering = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("process_id:"))?;
+    if answering != pid.to_string() {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let parent = parent_pid(&stat)?;
+    let parent_name = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+    (parent_name.trim() != "fulfillment").then_some(pid)
+}
+
+/// The parent's process id in a `/proc/<pid>/stat` line (`pid (comm) state ppid ...`; the command
+/// name may hold spaces and parentheses, so the fields are counted from its last `)`).
+fn parent_pid(stat: &str) -> Option<u32> {
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(1)?.parse().ok()
 }
 
 async fn redis_answers(redis: &RedisSettings) -> bool {
@@ -346,5 +425,12 @@ mod tests {
         );
         assert_eq!(local_host_port("redis://redis.prod:6379"), None);
         assert_eq!(local_host_port("rediss://127.0.0.1:6379"), None);
+    }
+
+    #[test]
+    fn the_parent_is_read_past_the_command_name() {
+        assert_eq!(parent_pid("4242 (redis-server) S 1 4242 4242 0"), Some(1));
+        assert_eq!(parent_pid("77 (a) b (c)) S 901 77 77 0"), Some(901));
+        assert_eq!(parent_pid("77 (redis-server"), None);
     }
 }

@@ -804,6 +804,46 @@ async fn ctrl_c_to_the_group_of_up_stops_the_pipeline_before_its_private_redis()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `up` killed outright (SIGKILL) cannot stop its private Redis, which is out of its group; the
+/// next `up` on the same state dir adopts that Redis and stops it on its own way out.
+#[tokio::test]
+async fn the_next_up_stops_the_private_redis_a_killed_up_left_behind() {
+    let dir = std::env::temp_dir().join(format!(
+        "fulfillment-left-behind-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let redis_port = free_port();
+    let http = reqwest::Client::new();
+
+    let http_port = free_port();
+    let log = dir.join("killed.log");
+    let mut killed = spawn_up_in_its_own_group(&state, redis_port, http_port, &log);
+    wait_ready(&http, &format!("http://127.0.0.1:{http_port}"), &log).await;
+    let redis_pid = redis_process_id(redis_port).await;
+    let _leftover = KillOnDrop(redis_pid);
+    killed.kill().expect("SIGKILL");
+    killed.wait().expect("reaped");
+    assert_eq!(
+        redis_process_id(redis_port).await,
+        redis_pid,
+        "the private Redis outlives an up killed outright"
+    );
+
+    let http_port = free_port();
+    let log = dir.join("next.log");
+    let mut next = spawn_up_in_its_own_group(&state, redis_port, http_port, &log);
+    wait_ready(&http, &format!("http://127.0.0.1:{http_port}"), &log).await;
+    interrupt_group(next.id());
+    let exit = wait_exit(&mut next, SECONDS_10).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(exit.code(), Some(0), "{text}");
+    assert!(text.contains("adopted the private redis-server"), "{text}");
+    assert_private_redis_gone(redis_port, redis_pid).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `fulfillment up` with its private Redis (none answers at `redis_port`) in `state`, in a process
 /// group of its own as a shell starts a foreground job (Ctrl-C signals that group), logging JSON
 /// to `log`.
