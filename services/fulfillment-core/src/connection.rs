@@ -7,10 +7,20 @@
 //! readers get a connection each, because `XREADGROUP BLOCK` would stall every other command
 //! multiplexed on the same socket and would trip the usual response timeout.
 //!
+//! The network lies, so nothing here waits without a deadline: an ordinary command gives up after
+//! [`COMMAND_TIMEOUT`], a blocking read after its `BLOCK` plus [`READ_MARGIN`] ([`read_deadline`]),
+//! a connection attempt after [`CONNECT_TIMEOUT`]. A connection whose peer vanished without a
+//! FIN (a node crash, a lost NAT or conntrack entry) looks open and answers nothing, and redis-rs
+//! reconnects only after an I/O error, never after a timeout; so a shared-connection command that
+//! timed out has the shared connection replaced (see [`Redis::conn`]), and a reader whose read
+//! timed out is dropped and opened afresh. TCP keepalive on every socket ([`tcp_settings`]) is the
+//! second net, for a peer that is gone while nothing is being asked of it.
+//!
 //! On a cluster, redis-rs's cluster client routes every command by its key's slot and follows
 //! MOVED, ASK and topology changes; the layout keeps every script and pipeline to one slot.
 
 use crate::keys::{KeySpace, Layout};
+use crate::liveness::Liveness;
 use crate::replica_wait::ReplicaWait;
 use crate::script_batch::{BatchedScript, Batches, ScriptCall};
 use crate::settings::Settings;
@@ -21,11 +31,13 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::socket2;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, RedisFuture, RedisResult,
     Value,
 };
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// `XGROUP CREATE ... 0`: a group created late still sees every entry still on the stream.
@@ -35,9 +47,31 @@ pub const NEW_ENTRIES: &str = ">";
 /// `XADD ... *`: let Redis choose the entry id.
 pub const AUTO_ID: &str = "*";
 
-/// Commands that are not blocking reads give up after this long.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands that are not blocking reads give up after this long: the write's outcome is then
+/// unknown (it may have happened), and the shared connection is replaced.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Opening a connection (TCP, TLS, `AUTH`, `SELECT`) gives up after this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A blocking read gives up this long after its `BLOCK` would have ended: time for a busy Redis
+/// (an `fsync` of the append-only file can hold it a second or two) to send the reply. A read cut
+/// short leaves what Redis delivered pending, for the retry worker; nothing is lost.
+pub const READ_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a read that blocks `block` may take in all, before its connection counts as dead.
+pub fn read_deadline(block: Duration) -> Duration {
+    block + READ_MARGIN
+}
+
+/// Keepalive probes start after this much silence on a socket...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// ...go out this often...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and this many unanswered ones drop the connection (a dead peer found in about 11 s).
+const KEEPALIVE_PROBES: u32 = 3;
+/// Data sent and not acknowledged by the peer for this long drops the connection
+/// (`TCP_USER_TIMEOUT`), so a write to a vanished peer fails instead of retransmitting for
+/// 15 minutes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The pipeline's Redis: connections, the layout of keys in it, the wait for replicas. Cloning
 /// it is cheap (a handle).
@@ -48,25 +82,27 @@ pub struct Redis {
 
 struct Shared {
     backend: Backend,
+    /// The shared connection and its generation (one more each time it is replaced).
+    current: RwLock<(u64, Conn)>,
+    /// Set while a replacement of the shared connection is being opened.
+    replacing: AtomicBool,
     layout: Layout,
     replicas: Option<ReplicaWait>,
     batches: Batches,
+    liveness: Liveness,
 }
 
 // One per process, behind the handle's Arc: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Backend {
-    /// One Redis: the client (to open blocking readers) and a reconnecting connection.
-    Single {
-        client: Client,
-        conn: ConnectionManager,
-    },
-    /// A Redis Cluster: the shared cluster connection, a client without response timeout for
-    /// blocking readers, and the seed nodes (for pub/sub).
+    /// One Redis: its client (for the shared connection, blocking readers and pub/sub).
+    Single { client: Client },
+    /// A Redis Cluster: the client of the shared connection, a client without response timeout
+    /// for blocking readers (their reads have deadlines of their own), and the seed nodes (for
+    /// pub/sub).
     Cluster {
         client: ClusterClient,
         readers: ClusterClient,
-        conn: ClusterConnection,
         seeds: Arc<[ConnectionInfo]>,
     },
 }
@@ -82,9 +118,29 @@ impl std::fmt::Debug for Redis {
 
 /// TCP settings of every connection: `TCP_NODELAY` (redis-rs leaves Nagle's algorithm on, which
 /// holds a request back while an earlier one is unacknowledged: a millisecond or more per hop
-/// once several readers share the work).
+/// once several readers share the work), keepalive probes and a user timeout, so a peer that
+/// vanished is noticed in seconds rather than Linux's default two hours.
 pub fn tcp_settings() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive())
+        .set_user_timeout(TCP_USER_TIMEOUT)
+}
+
+/// The keepalive of [`tcp_settings`].
+pub fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES)
+}
+
+/// Puts [`tcp_settings`]'s options on a socket opened without redis-rs.
+pub fn apply_tcp_settings(socket: &tokio::net::TcpStream) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(socket);
+    socket.set_tcp_keepalive(&keepalive())?;
+    socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
 }
 
 /// Makes `rediss://` URLs work: the TLS stack (rustls) needs a process-wide crypto provider, and
@@ -96,7 +152,7 @@ pub fn install_tls_provider() {
 
 impl Redis {
     /// Opens the shared connection (to `REDIS_URL`, or to the cluster of `REDIS_CLUSTER_NODES`);
-    /// fails when Redis does not answer.
+    /// fails when Redis does not answer within [`CONNECT_TIMEOUT`].
     pub async fn connect(settings: &Settings) -> RedisResult<Self> {
         install_tls_provider();
         let redis = &settings.redis;
@@ -115,33 +171,35 @@ impl Redis {
             };
             let client = builder().response_timeout(COMMAND_TIMEOUT).build()?;
             let readers = builder().build()?;
-            let conn = client.get_async_connection().await?;
             Backend::Cluster {
                 client,
                 readers,
-                conn,
                 seeds,
             }
         } else {
-            let client = Client::open(redis.connection_info()?)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(COMMAND_TIMEOUT))
-                .set_number_of_retries(6)
-                .set_max_delay(Duration::from_secs(2));
-            let conn = client.get_connection_manager_with_config(config).await?;
-            Backend::Single { client, conn }
+            Backend::Single {
+                client: Client::open(redis.connection_info()?)?,
+            }
         };
+        let conn = open_shared(&backend).await?;
         let replicas = (redis.wait_replicas > 0)
             .then(|| ReplicaWait::new(redis.wait_replicas, redis.wait_timeout()));
         Ok(Self {
             shared: Arc::new(Shared {
                 backend,
+                current: RwLock::new((0, conn)),
+                replacing: AtomicBool::new(false),
                 layout: settings.layout(),
                 replicas,
                 batches: Batches::new(),
+                liveness: Liveness::default(),
             }),
         })
+    }
+
+    /// The loops of this process that `/healthz` watches ([`crate::liveness`]).
+    pub fn liveness(&self) -> &Liveness {
+        &self.shared.liveness
     }
 
     /// Where the streams and keys live.
@@ -157,43 +215,95 @@ impl Redis {
         &self.shared.backend
     }
 
-    /// A clone of the shared connection (cheap: it is a handle).
+    /// A handle on the shared connection (cheap to clone). Each command on it takes the shared
+    /// connection of that moment and has [`COMMAND_TIMEOUT`] in all; one that gets no reply in
+    /// time has the shared connection replaced. A handle kept for long (a script's batcher keeps
+    /// one for the life of the process) so moves to the new connection with its next command.
     pub fn conn(&self) -> Conn {
-        match self.backend() {
-            Backend::Single { conn, .. } => Conn::Managed(conn.clone()),
-            Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
-        }
+        Conn::Shared(self.clone())
     }
 
-    /// A connection of its own, without response timeout, for one blocking reader: on one Redis
-    /// over plain TCP, the reader's own protocol client (see [`crate::stream_reader`]).
-    pub async fn blocking_reader(&self) -> RedisResult<StreamReader> {
-        match self.backend() {
-            Backend::Single { client, .. } => {
-                let info = client.get_connection_info();
-                if let ConnectionAddr::Tcp(host, port) = info.addr() {
-                    let raw = RawReader::connect(host, *port, info, CONNECT_TIMEOUT).await?;
-                    return Ok(StreamReader::Raw(raw));
-                }
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(None);
-                Ok(StreamReader::Client(Conn::Direct(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )))
-            }
-            Backend::Cluster { readers, .. } => Ok(StreamReader::Client(Conn::Cluster(
-                readers.get_async_connection().await?,
-            ))),
+    /// The shared connection now, and its generation.
+    fn current(&self) -> (u64, Conn) {
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces the shared connection of `generation` (unless it was replaced already, or a
+    /// replacement is being opened): one of its commands got no reply in time, so its peer may be
+    /// gone without a word, which redis-rs never notices by itself. Commands in flight on the old
+    /// connection finish or time out there; new ones use the new connection once it is open.
+    fn replace_shared(&self, generation: u64) {
+        let shared = &self.shared;
+        let current = shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if current != generation || shared.replacing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        tracing::warn!(
+            timeout_ms = COMMAND_TIMEOUT.as_millis() as u64,
+            "a Redis command got no reply in time; opening a new shared connection"
+        );
+        let redis = self.clone();
+        tokio::spawn(async move {
+            match open_shared(redis.backend()).await {
+                Ok(conn) => {
+                    let mut current = redis
+                        .shared
+                        .current
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    *current = (generation + 1, conn);
+                    tracing::info!("opened a new shared Redis connection");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a new shared Redis connection; the next timeout tries again");
+                }
+            }
+            redis.shared.replacing.store(false, Ordering::Release);
+        });
+    }
+
+    /// A connection of its own for one blocking reader: on one Redis over plain TCP, the reader's
+    /// own protocol client (see [`crate::stream_reader`]). It has no response timeout of its own:
+    /// [`StreamReader::read`] gives each read its deadline.
+    pub async fn blocking_reader(&self) -> RedisResult<StreamReader> {
+        let opening = async {
+            match self.backend() {
+                Backend::Single { client } => {
+                    let info = client.get_connection_info();
+                    if let ConnectionAddr::Tcp(host, port) = info.addr() {
+                        let raw = RawReader::connect(host, *port, info, CONNECT_TIMEOUT).await?;
+                        return Ok(StreamReader::Raw(raw));
+                    }
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                        .set_response_timeout(None);
+                    Ok(StreamReader::Client(Conn::Direct(
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?,
+                    )))
+                }
+                Backend::Cluster { readers, .. } => Ok(StreamReader::Client(Conn::Cluster(
+                    readers.get_async_connection().await?,
+                ))),
+            }
+        };
+        within(CONNECT_TIMEOUT * 2, "opening a reader", opening).await
     }
 
     /// A connection of its own with the given response timeout (the replica wait's).
     pub(crate) async fn dedicated(&self, timeout: Duration) -> RedisResult<Conn> {
         match self.backend() {
-            Backend::Single { client, .. } => {
+            Backend::Single { client } => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(timeout));
@@ -203,21 +313,30 @@ impl Redis {
                         .await?,
                 ))
             }
-            Backend::Cluster { client, .. } => {
-                Ok(Conn::Cluster(client.get_async_connection().await?))
-            }
+            Backend::Cluster { client, .. } => Ok(Conn::Cluster(
+                within(
+                    CONNECT_TIMEOUT * 2,
+                    "connecting",
+                    client.get_async_connection(),
+                )
+                .await?,
+            )),
         }
     }
 
-    /// A pub/sub connection (for the live status feed). On a cluster, a message published on any
-    /// node reaches the subscribers of every node, so one seed that answers is enough.
+    /// A pub/sub connection (for the live status feed), open within [`CONNECT_TIMEOUT`]. On a
+    /// cluster, a message published on any node reaches the subscribers of every node, so one seed
+    /// that answers is enough. Its user pings it to find a vanished peer.
     pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
         match self.backend() {
-            Backend::Single { client, .. } => client.get_async_pubsub().await,
+            Backend::Single { client } => {
+                within(CONNECT_TIMEOUT, "connecting", client.get_async_pubsub()).await
+            }
             Backend::Cluster { seeds, .. } => {
                 let mut last = None;
                 for seed in seeds.iter() {
-                    match Client::open(seed.clone())?.get_async_pubsub().await {
+                    let client = Client::open(seed.clone())?;
+                    match within(CONNECT_TIMEOUT, "connecting", client.get_async_pubsub()).await {
                         Ok(pubsub) => return Ok(pubsub),
                         Err(e) => last = Some(e),
                     }
@@ -256,16 +375,22 @@ impl Redis {
     }
 
     /// A small write that expires by itself, for readiness: it fails when Redis refuses writes
-    /// (out of memory under `noeviction`, a read-only replica), which a `PING` would not tell.
-    pub async fn check_writable(&self) -> RedisResult<()> {
-        let mut conn = self.conn();
-        redis::cmd("SET")
+    /// (out of memory under `noeviction`, a read-only replica), which a `PING` would not tell, and
+    /// when Redis does not answer within `limit` (then the shared connection is replaced, as a
+    /// command of its own that timed out would have it: readiness may be all an idle API asks).
+    pub async fn check_writable(&self, limit: Duration) -> RedisResult<()> {
+        let (generation, mut conn) = self.current();
+        let mut write = redis::cmd("SET");
+        write
             .arg(self.layout().global.readiness_probe())
             .arg(1)
             .arg("PX")
-            .arg(5_000)
-            .query_async::<()>(&mut conn)
-            .await
+            .arg(5_000);
+        let written = within(limit, "SET", write.query_async::<()>(&mut conn)).await;
+        if written.as_ref().is_err_and(redis::RedisError::is_timeout) {
+            self.replace_shared(generation);
+        }
+        written
     }
 
     /// `INFO <sections>` of every master, by node (`redis` for one Redis), sorted by node.
@@ -275,23 +400,69 @@ impl Redis {
         for section in sections {
             cmd.arg(*section);
         }
-        match self.backend() {
-            Backend::Single { conn, .. } => Ok(vec![(
-                "redis".to_owned(),
-                cmd.query_async(&mut conn.clone()).await?,
-            )]),
-            Backend::Cluster { conn, .. } => {
-                let routing = RoutingInfo::MultiNode((
-                    MultipleNodeRoutingInfo::AllMasters,
-                    Some(ResponsePolicy::Special),
-                ));
-                let reply = conn.clone().route_command(cmd, routing).await?;
-                let by_node: std::collections::BTreeMap<String, String> =
-                    redis::from_redis_value(reply)?;
-                Ok(by_node.into_iter().collect())
+        if let (generation, Conn::Cluster(mut cluster)) = self.current() {
+            let routing = RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::Special),
+            ));
+            let reply = within(COMMAND_TIMEOUT, "INFO", cluster.route_command(cmd, routing)).await;
+            if reply.as_ref().is_err_and(redis::RedisError::is_timeout) {
+                self.replace_shared(generation);
+            }
+            let by_node: std::collections::BTreeMap<String, String> =
+                redis::from_redis_value(reply?)?;
+            return Ok(by_node.into_iter().collect());
+        }
+        Ok(vec![(
+            "redis".to_owned(),
+            cmd.query_async(&mut self.conn()).await?,
+        )])
+    }
+}
+
+/// Opens the shared connection: on one Redis, a connection manager (which reconnects by itself
+/// after an I/O error), on a cluster, the cluster connection. Both give up on a command after
+/// [`COMMAND_TIMEOUT`].
+async fn open_shared(backend: &Backend) -> RedisResult<Conn> {
+    let opening = async {
+        match backend {
+            Backend::Single { client } => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_number_of_retries(6)
+                    .set_max_delay(Duration::from_secs(2));
+                Ok(Conn::Managed(
+                    client.get_connection_manager_with_config(config).await?,
+                ))
+            }
+            Backend::Cluster { client, .. } => {
+                Ok(Conn::Cluster(client.get_async_connection().await?))
             }
         }
+    };
+    // The manager retries its first connection (6 times, 2 s apart at most): past that, give up.
+    within(CONNECT_TIMEOUT * 4, "connecting", opening).await
+}
+
+/// `work`, or a timeout error naming `what` once `limit` has passed.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(what, limit)),
     }
+}
+
+/// An I/O timeout error (`is_timeout()`), naming what took too long.
+pub fn timed_out(what: &str, limit: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what}: no reply within {} ms", limit.as_millis()),
+    ))
 }
 
 /// Where a consumer reads its group's new entries.
@@ -304,27 +475,32 @@ pub enum StreamReader {
 
 impl StreamReader {
     /// Reads the entries; none when the block timed out. An error from Redis keeps its code
-    /// (`NOGROUP` when the group is gone).
+    /// (`NOGROUP` when the group is gone). No reply within [`read_deadline`] is a timeout error,
+    /// and the reader must not be used again (its connection is in an unknown state).
     pub async fn read(&mut self, read: GroupRead<'_>) -> RedisResult<Vec<RawEntry>> {
-        match self {
-            StreamReader::Raw(raw) => raw.read(read).await,
-            StreamReader::Client(conn) => {
-                let ReadReply(entries) = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(read.group)
-                    .arg(read.consumer)
-                    .arg("COUNT")
-                    .arg(read.count)
-                    .arg("BLOCK")
-                    .arg(read.block_ms())
-                    .arg("STREAMS")
-                    .arg(read.stream)
-                    .arg(read.from)
-                    .query_async(conn)
-                    .await?;
-                Ok(entries)
+        let deadline = read_deadline(read.block);
+        let reading = async {
+            match self {
+                StreamReader::Raw(raw) => raw.read(read).await,
+                StreamReader::Client(conn) => {
+                    let ReadReply(entries) = redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(read.group)
+                        .arg(read.consumer)
+                        .arg("COUNT")
+                        .arg(read.count)
+                        .arg("BLOCK")
+                        .arg(read.block_ms())
+                        .arg("STREAMS")
+                        .arg(read.stream)
+                        .arg(read.from)
+                        .query_async(conn)
+                        .await?;
+                    Ok(entries)
+                }
             }
-        }
+        };
+        within(deadline, "XREADGROUP", reading).await
     }
 }
 
@@ -334,6 +510,8 @@ pub enum Conn {
     Managed(ConnectionManager),
     Direct(MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// A handle on the shared connection ([`Redis::conn`]).
+    Shared(Redis),
 }
 
 impl ConnectionLike for Conn {
@@ -342,6 +520,17 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.req_packed_command(cmd),
             Conn::Direct(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Shared(redis) => Box::pin(async move {
+                let (generation, mut conn) = redis.current();
+                // Our own deadline: redis-rs bounds the reply, not the wait for a connection
+                // being made again, which on a silent network can last as long as it likes.
+                let sending = conn.req_packed_command(cmd);
+                let result = within(COMMAND_TIMEOUT, "a command", sending).await;
+                if result.as_ref().is_err_and(redis::RedisError::is_timeout) {
+                    redis.replace_shared(generation);
+                }
+                result
+            }),
         }
     }
 
@@ -355,6 +544,15 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Direct(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Shared(redis) => Box::pin(async move {
+                let (generation, mut conn) = redis.current();
+                let sending = conn.req_packed_commands(pipeline, offset, count);
+                let result = within(COMMAND_TIMEOUT, "a pipeline", sending).await;
+                if result.as_ref().is_err_and(redis::RedisError::is_timeout) {
+                    redis.replace_shared(generation);
+                }
+                result
+            }),
         }
     }
 
@@ -363,6 +561,7 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.get_db(),
             Conn::Direct(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Shared(redis) => redis.current().1.get_db(),
         }
     }
 }

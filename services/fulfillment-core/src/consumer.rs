@@ -6,7 +6,7 @@
 //! the retry worker alike, so both treat an entry the same way.
 
 use crate::backoff::Backoff;
-use crate::connection::{NEW_ENTRIES, Redis, StreamReader, ensure_groups_on};
+use crate::connection::{NEW_ENTRIES, Redis, StreamReader, ensure_groups_on, read_deadline};
 use crate::dead_letter::{self, DeadLetter};
 use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
 use crate::handler::{Delivery, EventHandler, Handled, HandlerError};
@@ -175,6 +175,9 @@ pub struct ConsumerConfig {
     /// fewer when `max_in_flight` is nearly taken), wait this long before the next one
     /// (`READ_LINGER_US`; zero reads again at once).
     pub linger: Duration,
+    /// How long a reader may go without coming round before `/healthz` counts it stuck
+    /// ([`stall_bound`] of `block`).
+    pub stall_bound: Duration,
 }
 
 /// Reads the group's new entries on every partition until `shutdown`, one blocking reader per
@@ -184,7 +187,9 @@ pub struct ConsumerConfig {
 /// for it. The partitions share one allowance of `max_in_flight` entries, taken in turn (first
 /// come, first served), so a hot partition cannot starve the others. A stopping consumer finishes
 /// and acknowledges every batch in hand before it returns. Redis errors are retried with backoff;
-/// they never end the loop.
+/// they never end the loop. A read that gets no reply within its deadline (`BLOCK_MS` plus
+/// [`crate::connection::READ_MARGIN`]) drops its connection and opens another; each reader marks
+/// its progress every time round ([`stall_bound`]), for `/healthz`.
 pub async fn run_consumer(
     redis: Redis,
     handler: Arc<dyn EventHandler>,
@@ -244,7 +249,12 @@ async fn read_partition(
     let mut backoff = Backoff::default();
     let mut reader = None;
     let mut last_beat: Option<Instant> = None;
+    let progress = redis.liveness().register(
+        format!("{group} reader of {}", partition.stream),
+        config.stall_bound,
+    );
     while !shutdown.is_cancelled() {
+        progress.mark();
         while let Some(done) = in_hand.try_join_next() {
             report_batch_task(group, done);
         }
@@ -275,7 +285,9 @@ async fn read_partition(
             .batch_size
             .min(1 + capacity.available_permits())
             .max(1);
-        let batch = match read_new_entries(conn, group, &config, &partition.stream, count).await {
+        let read = read_new_entries(conn, group, &config, &partition.stream, count).await;
+        progress.mark();
+        let batch = match read {
             Ok(batch) => {
                 backoff.reset();
                 batch
@@ -284,6 +296,17 @@ async fn read_partition(
                 if let Err(e) = ensure_groups_on(&redis, &partition.stream, &[group]).await {
                     tracing::warn!(group, error = %e, "cannot create group");
                 }
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+            Err(e) if e.is_timeout() => {
+                tracing::warn!(
+                    group,
+                    stream = partition.stream,
+                    deadline_ms = read_deadline(config.block).as_millis() as u64,
+                    "read got no reply within its deadline; dropping the connection and reconnecting"
+                );
+                reader = None;
                 backoff.wait(&shutdown).await;
                 continue;
             }
@@ -345,6 +368,14 @@ async fn read_partition(
             "the acknowledging task failed; its entries stay pending for the retry worker"
         );
     }
+}
+
+/// How long a reader may go without coming round before `/healthz` counts it stuck: three read
+/// deadlines, and at least 30 s, room for a turn's wait behind batches whose handlers each wait
+/// out a command timeout. Every wait in the loop has a deadline, so only a reader that cannot heal
+/// itself goes this long.
+pub fn stall_bound(block: Duration) -> Duration {
+    (read_deadline(block) * 3).max(Duration::from_secs(30))
 }
 
 /// Most id lists waiting for the acknowledging task (each one batch's); a batch task waits for

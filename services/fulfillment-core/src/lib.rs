@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod events;
 pub mod handler;
 pub mod keys;
+pub mod liveness;
 pub mod metrics;
 pub mod ops_http;
 pub mod projection;

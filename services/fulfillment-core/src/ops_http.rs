@@ -1,6 +1,9 @@
 //! The small HTTP surface every process has: liveness, readiness and metrics, and the listener
 //! every process serves HTTP on.
 //!
+//! Liveness means the process makes progress: every loop it registered ([`crate::liveness`]:
+//! stream readers, the retry loop, the live feed) came round within its bound. A stuck loop fails
+//! `/healthz` with 503 `stuck`, naming it, so Kubernetes restarts what cannot heal itself.
 //! Readiness means Redis takes writes (a ping is not enough: a Redis out of memory answers pings
 //! and refuses every write). `/metrics` never waits long on Redis: the Redis-read figures are
 //! left out when Redis does not answer in time, and the process's own are always served.
@@ -28,7 +31,7 @@ pub struct OpsState {
     pub redis: Redis,
 }
 
-/// `/healthz` (the process runs), `/readyz` (Redis takes writes) and `/metrics`.
+/// `/healthz` (the process makes progress), `/readyz` (Redis takes writes) and `/metrics`.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -37,15 +40,35 @@ pub fn ops_router(state: OpsState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+async fn healthz(State(state): State<OpsState>) -> Response {
+    let stuck = state.redis.liveness().stuck();
+    if stuck.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    let names: Vec<&str> = stuck.iter().map(|s| s.name.as_str()).collect();
+    tracing::error!(stuck = ?names, "a loop made no progress within its bound; /healthz fails");
+    let details: Vec<serde_json::Value> = stuck
+        .iter()
+        .map(|s| serde_json::json!({"loop": s.name, "for_ms": s.for_ms, "bound_ms": s.bound_ms}))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "error": {
+                "code": "stuck",
+                "message": format!("no progress within the bound: {}", names.join(", ")),
+                "details": details,
+            }
+        })),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
-    match tokio::time::timeout(READY_TIMEOUT, state.redis.check_writable()).await {
-        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => not_ready(&e.to_string()),
-        Err(_) => not_ready("redis did not answer within 2s"),
+    match state.redis.check_writable(READY_TIMEOUT).await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) if e.is_timeout() => not_ready("redis did not answer within 2s"),
+        Err(e) => not_ready(&e.to_string()),
     }
 }
 

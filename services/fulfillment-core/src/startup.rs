@@ -96,6 +96,7 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
         max_in_flight: settings.stream.max_in_flight,
         block: settings.block(),
         linger: settings.read_linger(),
+        stall_bound: crate::consumer::stall_bound(settings.block()),
     }
 }
 

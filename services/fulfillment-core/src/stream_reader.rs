@@ -10,7 +10,8 @@
 //! redirections) it reads through redis-rs as before (`connection::StreamReader`).
 //!
 //! A read cut short (the future dropped, an I/O error, a reply it cannot parse) leaves the
-//! connection in an unknown state: it is not used again, the caller opens a new one.
+//! connection in an unknown state: it is not used again, the caller opens a new one. The caller
+//! gives every read its deadline ([`crate::connection::StreamReader::read`]).
 
 use crate::stream_entry::RawEntry;
 use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult};
@@ -48,8 +49,9 @@ pub struct RawReader {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl RawReader {
-    /// Connects to `info`'s host and port (a TCP address: the caller checked), with
-    /// `TCP_NODELAY`, and authenticates and selects the database as `info` says.
+    /// Connects to `info`'s host and port (a TCP address: the caller checked), with the TCP
+    /// settings of every connection ([`crate::connection::tcp_settings`]: no delay, keepalive),
+    /// and authenticates and selects the database as `info` says.
     pub async fn connect(
         host: &str,
         port: u16,
@@ -59,7 +61,7 @@ impl RawReader {
         let socket = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
             .await
             .map_err(|_| io_error("connecting to Redis timed out"))??;
-        socket.set_nodelay(true)?;
+        crate::connection::apply_tcp_settings(&socket)?;
         let mut reader = Self {
             socket,
             buf: Vec::with_capacity(READ_CHUNK),

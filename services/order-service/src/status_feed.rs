@@ -4,17 +4,31 @@
 //! and cancel scripts), so a client connected to any replica sees changes made by every replica.
 //! A message is one change (a JSON object) or, from a batch of projection calls, several (a JSON
 //! array of them); clients get one message per change either way.
+//!
+//! A subscription only waits, so a peer that vanished without a word would leave it waiting
+//! forever: the subscription is pinged every [`PING_EVERY`], and one that does not answer within
+//! [`PING_TIMEOUT`] is dropped and made again. The loop marks its progress for `/healthz`.
 
 use axum::extract::ws::Utf8Bytes;
 use fulfillment_core::backoff::Backoff;
+use fulfillment_core::connection::{COMMAND_TIMEOUT, within};
 use fulfillment_core::{Redis, keys};
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// Messages buffered per slow client before it starts missing some.
 const CLIENT_BUFFER: usize = 1024;
+
+/// How often the subscription is pinged.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// A ping not answered within this long drops the subscription.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// `/healthz` fails once the loop has not come round for this long (it comes round at every
+/// message and ping, and at every attempt to subscribe again).
+const STALL_BOUND: Duration = Duration::from_secs(30);
 
 /// One status change as clients get it, with its order's id read once here, so a client
 /// following one order compares ids instead of parsing every message.
@@ -68,11 +82,13 @@ pub fn channel() -> Feed {
 }
 
 /// Forwards every status message from Redis to `sender` until `shutdown`, resubscribing after a
-/// lost connection.
+/// lost connection or an unanswered ping.
 pub async fn run(redis: Redis, sender: Feed, shutdown: CancellationToken) {
     let mut backoff = Backoff::default();
+    let progress = redis.liveness().register("status feed", STALL_BOUND);
     while !shutdown.is_cancelled() {
-        let mut pubsub = match redis.pubsub().await {
+        progress.mark();
+        let pubsub = match redis.pubsub().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "status feed cannot connect; retrying");
@@ -80,14 +96,22 @@ pub async fn run(redis: Redis, sender: Feed, shutdown: CancellationToken) {
                 continue;
             }
         };
-        if let Err(e) = pubsub.subscribe(keys::status_channel()).await {
+        let (mut sink, mut messages) = pubsub.split();
+        let subscribed = within(
+            COMMAND_TIMEOUT,
+            "SUBSCRIBE",
+            sink.subscribe(keys::status_channel()),
+        );
+        if let Err(e) = subscribed.await {
             tracing::warn!(error = %e, "status feed cannot subscribe; retrying");
             backoff.wait(&shutdown).await;
             continue;
         }
         backoff.reset();
-        let mut messages = pubsub.on_message();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            progress.mark();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 message = messages.next() => match message {
@@ -98,11 +122,20 @@ pub async fn run(redis: Redis, sender: Feed, shutdown: CancellationToken) {
                             }
                         }
                     }
-                    None => break,
+                    None => {
+                        tracing::warn!("status feed lost its subscription; resubscribing");
+                        break;
+                    }
                 },
+                _ = ping.tick() => {
+                    let pong = within(PING_TIMEOUT, "PING", sink.ping::<redis::Value>()).await;
+                    if let Err(e) = pong {
+                        tracing::warn!(error = %e, "status feed's ping got no answer; resubscribing");
+                        break;
+                    }
+                }
             }
         }
-        tracing::warn!("status feed lost its subscription; resubscribing");
     }
 }
 

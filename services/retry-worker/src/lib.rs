@@ -110,6 +110,9 @@ impl PassReport {
     }
 }
 
+/// A pass gives up after this long (each of its commands gives up after its own deadline too).
+pub const PASS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Most finished orders one pass removes; the rest wait for the next pass.
 pub const SWEEP_LIMIT_PER_PASS: usize = 100_000;
 
@@ -136,8 +139,14 @@ impl RetryWorker {
     }
 
     /// One pass over every partition: every group's retries, then consumer clean-up, trimming
-    /// and lag repair; then the retention sweep.
+    /// and lag repair; then the retention sweep. Every command has its deadline, and the pass as
+    /// a whole [`PASS_DEADLINE`]: a pass cut short is a pass that crashed, which every step is
+    /// made to survive (what it claimed stays pending for the next).
     pub async fn run_pass(&self) -> RedisResult<PassReport> {
+        fulfillment_core::connection::within(PASS_DEADLINE, "retry pass", self.pass()).await
+    }
+
+    async fn pass(&self) -> RedisResult<PassReport> {
         let mut report = PassReport::default();
         for partition in self.redis.layout().partitions() {
             for handler in &self.handlers {
@@ -193,9 +202,15 @@ impl RetryWorker {
     }
 
     /// Passes every `RETRY_INTERVAL_MS` until `shutdown`; a failed pass is logged and retried.
+    /// The loop marks its progress for `/healthz` every time round.
     pub async fn run_loop(&self, shutdown: CancellationToken) {
         let interval = std::time::Duration::from_millis(self.settings.retry.interval_ms);
+        let progress = self.redis.liveness().register(
+            "retry loop",
+            interval + PASS_DEADLINE + std::time::Duration::from_secs(30),
+        );
         while !shutdown.is_cancelled() {
+            progress.mark();
             match self.run_pass().await {
                 Ok(report) if report != PassReport::default() => {
                     tracing::info!(?report, "retry pass")

@@ -1,5 +1,6 @@
 //! The consumer loop against a real Redis: reading on while batches are in hand, heartbeats of
-//! quiet consumers, replicas sharing a group's work, a backlog draining, poison entries.
+//! quiet consumers, replicas sharing a group's work, a backlog draining, poison entries, and
+//! `/healthz` failing while a reader is stuck (and only then).
 
 use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
 use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
@@ -57,6 +58,7 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
             max_in_flight: 30,
             block: Duration::from_millis(50),
             linger: Duration::ZERO,
+            stall_bound: Duration::from_secs(30),
         },
         stop.clone(),
     ));
@@ -110,6 +112,7 @@ async fn a_lingering_consumer_takes_a_trickle_in_fewer_reads() {
                 max_in_flight: 256,
                 block: Duration::from_millis(1_000),
                 linger: Duration::from_millis(linger),
+                stall_bound: Duration::from_secs(30),
             },
             stop.clone(),
         ));
@@ -325,5 +328,70 @@ async fn a_backlog_of_five_hundred_orders_drains_when_consumers_start() {
         .await;
     }
     consumers.stop().await;
+    h.stop().await;
+}
+
+/// Never finishes a delivery.
+struct Hangs;
+
+impl EventHandler for Hangs {
+    fn service(&self) -> Service {
+        Service::Inventory
+    }
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::OrderPlaced
+    }
+    fn handle<'a>(&'a self, _delivery: Delivery<'a>) -> HandlerFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// `/healthz` answers 200 while the readers come round, idle ones included, and 503 `stuck`,
+/// naming the reader, once one has not come round within its bound: here a reader whose only
+/// room is held by a delivery that never finishes. Once that reader is gone, 200 again.
+#[tokio::test]
+async fn healthz_fails_while_a_reader_is_stuck_and_only_then() {
+    let h = Harness::start().await;
+    h.create_product("widget", 10).await;
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        h.redis.clone(),
+        Arc::new(Hangs),
+        ConsumerConfig {
+            consumer: "inventory-hangs".into(),
+            batch_size: 1,
+            max_in_flight: 1,
+            block: Duration::from_millis(50),
+            linger: Duration::ZERO,
+            stall_bound: Duration::from_millis(800),
+        },
+        stop.clone(),
+    ));
+    // Idle, it reads and comes round: healthy for several bounds.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            h.get("/healthz").await.0,
+            200,
+            "an idle reader is not stuck"
+        );
+    }
+    h.place("widget", 1, "tok_visa").await;
+    h.eventually(SECONDS_10, "/healthz fails", || async {
+        h.get("/healthz").await.0 == 503
+    })
+    .await;
+    let (_, body) = h.get("/healthz").await;
+    assert_eq!(body["error"]["code"], "stuck", "{body}");
+    let named = body["error"]["details"][0]["loop"].as_str().unwrap_or("");
+    assert!(named.starts_with("inventory_group reader of "), "{body}");
+    consumer.abort();
+    let _ = consumer.await;
+    h.eventually(
+        SECONDS_10,
+        "/healthz passes once the reader is gone",
+        || async { h.get("/healthz").await.0 == 200 },
+    )
+    .await;
     h.stop().await;
 }

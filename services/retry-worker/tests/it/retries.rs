@@ -145,6 +145,7 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
             max_in_flight: 100,
             block: Duration::from_millis(50),
             linger: Duration::ZERO,
+            stall_bound: Duration::from_secs(30),
         },
         CancellationToken::new(),
     ));
