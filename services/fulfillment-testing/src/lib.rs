@@ -6,8 +6,10 @@
 //! every backend ([`on_every_backend!`]).
 
 pub mod cluster;
+pub mod fault_proxy;
 
 pub use cluster::TestCluster;
+pub use fault_proxy::{FaultProxy, Mode};
 use fulfillment_cli::local_runner::{Pipeline, Replicas};
 use fulfillment_core::keys::{Layout, Partition};
 use fulfillment_core::stream_entry::{Entries, RawEntry};

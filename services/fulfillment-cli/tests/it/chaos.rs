@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-const INITIAL_STOCK: i64 = 100_000;
+pub(super) const INITIAL_STOCK: i64 = 100_000;
 
 /// One service process, restartable under the same consumer name.
 struct Service {
@@ -117,7 +117,7 @@ impl Service {
     }
 }
 
-async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
+pub(super) async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
     let response = http.get(url).send().await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.json().await.unwrap_or(Value::Null)))
@@ -415,7 +415,7 @@ const STORMY: &[(&str, &str)] = &[
 ];
 
 /// Waits until `count` reads 0, or fails after `within` naming `what` is left.
-async fn until_none<F, Fut>(within: Duration, what: &str, mut count: F)
+pub(super) async fn until_none<F, Fut>(within: Duration, what: &str, mut count: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = i64>,
@@ -432,7 +432,7 @@ where
 }
 
 /// Every entry of every group acknowledged (or dead-lettered), within `within`.
-async fn drained(store: &Redis, within: Duration) {
+pub(super) async fn drained(store: &Redis, within: Duration) {
     until_none(within, "entries never acknowledged", || async {
         let mut conn = store.conn();
         let mut pending = 0;
@@ -454,7 +454,7 @@ async fn drained(store: &Redis, within: Duration) {
 
 /// An order's reservation in the catalog's ledger: its state, and the units it holds (none
 /// unless `reserved`).
-async fn reservation(store: &Redis, id: &str) -> (Option<String>, i64) {
+pub(super) async fn reservation(store: &Redis, id: &str) -> (Option<String>, i64) {
     let (state, items): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(store.layout().catalog.reservation(id))
         .arg("state")
@@ -474,7 +474,7 @@ async fn reservation(store: &Redis, id: &str) -> (Option<String>, i64) {
 }
 
 /// The ids of every order Redis holds, on every partition.
-async fn all_orders(store: &Redis) -> Vec<String> {
+pub(super) async fn all_orders(store: &Redis) -> Vec<String> {
     let mut ids = Vec::new();
     for partition in store.layout().partitions() {
         let members: Vec<String> = redis::cmd("ZRANGE")
