@@ -112,6 +112,39 @@ impl TestCluster {
         }
     }
 
+    /// Makes the node on `port` announce `announced` as its port (its cluster bus stays where it
+    /// is), so that clients reach it there (a proxy's port), and waits until every node says so.
+    pub fn announce(&self, port: u16, announced: u16) {
+        let bus = (port + 10_000).to_string();
+        assert_eq!(
+            cli(port, &["CONFIG", "SET", "cluster-announce-bus-port", &bus]).trim(),
+            "OK"
+        );
+        let announced_text = announced.to_string();
+        assert_eq!(
+            cli(
+                port,
+                &["CONFIG", "SET", "cluster-announce-port", &announced_text]
+            )
+            .trim(),
+            "OK"
+        );
+        let id = cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let needle = format!(":{announced}@{bus}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.live_ports().into_iter().all(|p| {
+            cli(p, &["CLUSTER", "NODES"])
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains(&needle))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never learned node {port}'s announced port {announced}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts the node on `port` again, on its directory: it rejoins the cluster (as a replica of
     /// whoever took over its slots) and syncs.
     pub fn restart(&mut self, port: u16) {

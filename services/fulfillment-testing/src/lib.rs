@@ -303,6 +303,13 @@ impl TestServer {
         }
     }
 
+    pub fn cluster(&self) -> &TestCluster {
+        match self {
+            TestServer::Cluster(cluster) => cluster,
+            TestServer::Single(_) => panic!("this test needs a cluster"),
+        }
+    }
+
     pub fn cluster_mut(&mut self) -> &mut TestCluster {
         match self {
             TestServer::Cluster(cluster) => cluster,
@@ -390,6 +397,18 @@ impl Harness {
         let mut settings = test_settings(&server.url);
         tune(&mut settings);
         Self::with_settings(TestServer::Single(server), settings).await
+    }
+
+    /// The API on `server`, started and prepared by the caller (a cluster whose node announces a
+    /// proxy, say), with `partitions` and these settings.
+    pub async fn start_on_server(
+        server: TestServer,
+        partitions: usize,
+        tune: impl FnOnce(&mut TestSettings),
+    ) -> Self {
+        let mut settings = settings_for(&server, partitions);
+        tune(&mut settings);
+        Self::with_settings(server, settings).await
     }
 
     async fn with_settings(server: TestServer, settings: TestSettings) -> Self {
@@ -899,6 +918,70 @@ pub const SECONDS_10: Duration = Duration::from_secs(10);
 pub struct Ledger {
     pub charges: std::collections::HashMap<String, String>,
     pub refunds: std::collections::HashMap<String, String>,
+}
+
+/// A test CA (`ca.pem`, `ca.key`) and a server certificate it signed (`server.pem`, `server.key`,
+/// for `localhost` and 127.0.0.1), written into `dir` by `openssl`, for a `redis-server` on TLS.
+pub fn test_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed (apt-get install openssl)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fulfillment-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    )
+    .expect("san");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    ]);
 }
 
 /// Every entry on a stream.

@@ -65,10 +65,52 @@ mod tempdir {
     }
 }
 
-async fn start() -> Run {
-    let redis = TestRedis::start_durable();
-    let proxy = FaultProxy::to_url(&redis.url).await;
+/// How the pipeline reaches Redis through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Plain,
+    /// `rediss://`: TLS to the server's TLS port (the proxy passes the bytes through), the
+    /// server's certificate signed by a test CA that `SSL_CERT_FILE` names.
+    Tls,
+}
+
+/// The pipeline behind a proxy to a fresh durable `redis-server`; the books are read on the
+/// server's plain port, past the proxy.
+async fn start(link: Link) -> Run {
     let state = tempdir::Dir::new();
+    let (redis, proxy, url) = match link {
+        Link::Plain => {
+            let redis = TestRedis::start_durable();
+            let proxy = FaultProxy::to_url(&redis.url).await;
+            let url = proxy.url();
+            (redis, proxy, url)
+        }
+        Link::Tls => {
+            fulfillment_testing::test_certificates(&state.0);
+            let file = |name: &str| state.0.join(name).display().to_string();
+            let tls_port = free_port().to_string();
+            let redis = TestRedis::start_with(&[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--tls-port",
+                &tls_port,
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]);
+            let port: u16 = tls_port.parse().expect("port");
+            let proxy = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+            let url = format!("rediss://localhost:{}", proxy.port);
+            (redis, proxy, url)
+        }
+    };
     let log = state.0.join("up.log");
     let port = free_port();
     let out = std::fs::File::create(&log).expect("log");
@@ -77,7 +119,8 @@ async fn start() -> Run {
         .arg("--state-dir")
         .arg(&state.0)
         .args(["--replicas", "inventory=2,payment=2,shipping=2"])
-        .env("REDIS_URL", proxy.url())
+        .env("REDIS_URL", url)
+        .env("SSL_CERT_FILE", state.0.join("ca.pem"))
         .env("BLOCK_MS", "500")
         .env("RETRY_MIN_IDLE_MS", "2000")
         .env("RETRY_INTERVAL_MS", "500")
@@ -242,8 +285,8 @@ impl Fault {
     }
 }
 
-async fn survives(fault: Fault) {
-    let mut run = start().await;
+async fn survives(fault: Fault, link: Link) {
+    let mut run = start(link).await;
     let ws_url = format!("{}/ws", run.api.replacen("http", "ws", 1));
     let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
         .await
@@ -327,7 +370,7 @@ async fn survives(fault: Fault) {
         .filter(|l| l.contains("no reply") || l.contains("deadline"))
         .count();
     println!(
-        "{fault:?}: {} accepted, all final {:.1} s after the heal ({} completed), \
+        "{fault:?} ({link:?}): {} accepted, all final {:.1} s after the heal ({} completed), \
          /readyz 503 in {not_ready} of {} samples, {books}; {deadline_warnings} deadline warnings",
         accepted.len(),
         recovered_in.as_secs_f64(),
@@ -485,30 +528,154 @@ impl Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_then_resume_loses_nothing() {
-    survives(Fault::SilenceThenResume).await;
+    survives(Fault::SilenceThenResume, Link::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_then_close_loses_nothing() {
-    survives(Fault::SilenceThenClose).await;
+    survives(Fault::SilenceThenClose, Link::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_then_half_open_connections_are_found_and_replaced() {
-    survives(Fault::SilenceThenHalfOpen).await;
+    survives(Fault::SilenceThenHalfOpen, Link::Plain).await;
+}
+
+/// The same over TLS: the TLS reader (redis-rs's, not the raw one) and the TLS shared connection
+/// meet their deadlines too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_then_half_open_over_tls_connections_are_found_and_replaced() {
+    survives(Fault::SilenceThenHalfOpen, Link::Tls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_of_200_to_2000_ms_loses_nothing() {
-    survives(Fault::Latency).await;
+    survives(Fault::Latency, Link::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_reset_every_3_s_lose_nothing() {
-    survives(Fault::Resets).await;
+    survives(Fault::Resets, Link::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_trickle_loses_nothing() {
-    survives(Fault::Trickle).await;
+    survives(Fault::Trickle, Link::Plain).await;
+}
+
+/// On a Redis Cluster: one master behind the proxy (it announces the proxy's port, so every
+/// client reaches it there; its cluster bus stays direct, so no failover happens), silent for
+/// [`FAULT`], then every connection to it left half-open. The pipeline (in this process, with the
+/// retry loop) finds and replaces its connections to that master, and every order accepted
+/// before, during and after completes within the bound, with exact books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_silent_then_half_open_loses_nothing() {
+    use fulfillment_cli::local_runner::{Pipeline, Replicas};
+    use fulfillment_testing::{Backend, Harness, TestServer};
+    const STOCK: i64 = 100_000;
+    let server = TestServer::start(Backend::Cluster(6));
+    let victim = server.cluster().masters()[0];
+    let proxy = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], victim))).await;
+    server.cluster().announce(victim, proxy.port);
+    let h = Harness::start_on_server(server, 6, |s| {
+        s.stream.block_ms = 500;
+        s.retry.min_idle_ms = 2_000;
+        s.retry.interval_ms = 500;
+    })
+    .await;
+    h.create_product(PRODUCT, STOCK).await;
+    let mut replicas = Replicas::parse("inventory=2,payment=2,shipping=2").expect("replicas");
+    replicas.set(fulfillment_core::Service::Order, 1);
+    let pipeline = Pipeline::start(
+        &h.settings,
+        &h.settings.services,
+        &h.redis,
+        &replicas,
+        None,
+        true,
+    )
+    .await
+    .expect("consumers");
+    assert!(
+        proxy.accepted() > 0,
+        "nothing reaches the master through the proxy"
+    );
+
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (http, base, accepted, loading) = (
+            h.http.clone(),
+            h.base.clone(),
+            accepted.clone(),
+            loading.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut tasks = Vec::new();
+            while loading.load(Ordering::Relaxed) {
+                n += 1;
+                let body = json!({
+                    "customer_id": format!("cl-{n}"), "customer_email": "cl@example.com",
+                    "items": [{"product_id": PRODUCT, "quantity": 1 + n % 3}],
+                });
+                let (http, base, accepted) = (http.clone(), base.clone(), accepted.clone());
+                tasks.push(tokio::spawn(async move {
+                    let placed = http
+                        .post(format!("{base}/orders"))
+                        .timeout(Duration::from_secs(3))
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(r) = placed
+                        && r.status().as_u16() == 201
+                        && let Ok(order) = r.json::<Value>().await
+                        && let Some(id) = order["id"].as_str()
+                    {
+                        accepted.lock().await.push(id.to_owned());
+                    }
+                }));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set(Mode::Silent);
+    tokio::time::sleep(FAULT).await;
+    proxy.half_open_all();
+    proxy.set(Mode::Pass);
+    let healed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    loading.store(false, Ordering::Relaxed);
+    load.await.expect("load");
+    let accepted = accepted.lock().await.clone();
+    assert!(accepted.len() > 200, "only {} accepted", accepted.len());
+    for id in &accepted {
+        let left = RECOVERY_BOUND.saturating_sub(healed.elapsed());
+        h.wait_status(id, "COMPLETED", left.max(Duration::from_millis(1)))
+            .await;
+    }
+    let recovered_in = healed.elapsed();
+    h.eventually(Duration::from_secs(30), "nothing pending", || async {
+        for group in fulfillment_core::service::all_groups() {
+            if h.pending(group).await > 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    h.settled().await;
+    let books = super::scale_out::all_completed_books(&h, PRODUCT, STOCK, &accepted).await;
+    println!(
+        "cluster, master {victim} behind the proxy silent then half-open: {} accepted, all \
+         COMPLETED {:.1} s after the heal; {books}",
+        accepted.len(),
+        recovered_in.as_secs_f64(),
+    );
+    pipeline.stop().await;
+    h.stop().await;
 }
