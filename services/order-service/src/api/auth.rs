@@ -64,6 +64,49 @@ impl Tier {
     }
 }
 
+/// Who a presented token proves its bearer is: the admin, the callers' backend, or nobody in
+/// particular. What tells callers apart (a live-feed client, an `Idempotency-Key`'s owner) is
+/// this, never the token itself: a token that opens nothing names nobody, so sending a new junk
+/// token every time does not make a new caller, and nothing keeps the token's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// No token, or one that matches neither (also every caller when no token is set).
+    Anonymous,
+    /// `API_TOKEN`.
+    Caller,
+    /// `ADMIN_TOKEN`.
+    Admin,
+}
+
+impl Identity {
+    /// The identity `presented` proves under these settings, compared in constant time with
+    /// both tokens (the admin token wins when both are the same).
+    pub fn of(settings: &Settings, presented: Option<&str>) -> Self {
+        let is = |expected: &Option<SecretString>| match (expected, presented) {
+            (Some(e), Some(p)) => bool::from(e.expose_secret().as_bytes().ct_eq(p.as_bytes())),
+            _ => false,
+        };
+        let admin = is(&settings.api.admin_token);
+        let caller = is(&settings.api.api_token);
+        if admin {
+            Identity::Admin
+        } else if caller {
+            Identity::Caller
+        } else {
+            Identity::Anonymous
+        }
+    }
+
+    /// Its name in a scoped key: `admin`, `api`, or empty.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Anonymous => "",
+            Identity::Caller => "api",
+            Identity::Admin => "admin",
+        }
+    }
+}
+
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -126,5 +169,29 @@ mod tests {
         assert!(!Tier::Caller.allows(&both, Some("apx")));
         assert!(!Tier::Admin.allows(&both, Some("api")));
         assert!(Tier::Admin.allows(&both, Some("adm")));
+    }
+
+    #[test]
+    fn only_a_token_that_opens_something_names_its_bearer() {
+        let both = settings(Some("api"), Some("adm"));
+        assert_eq!(Identity::of(&both, Some("adm")), Identity::Admin);
+        assert_eq!(Identity::of(&both, Some("api")), Identity::Caller);
+        for junk in [
+            None,
+            Some(""),
+            Some("ad"),
+            Some("admx"),
+            Some("junk1"),
+            Some("junk2"),
+        ] {
+            assert_eq!(Identity::of(&both, junk), Identity::Anonymous, "{junk:?}");
+        }
+        let open = settings(None, None);
+        assert_eq!(Identity::of(&open, Some("anything")), Identity::Anonymous);
+        let same = settings(Some("t"), Some("t"));
+        assert_eq!(Identity::of(&same, Some("t")), Identity::Admin);
+        assert_eq!(Identity::Admin.as_str(), "admin");
+        assert_eq!(Identity::Caller.as_str(), "api");
+        assert_eq!(Identity::Anonymous.as_str(), "");
     }
 }

@@ -1,8 +1,8 @@
 //! `Idempotency-Key`s: read from the header, and scoped to their caller.
 //!
 //! A key belongs to whoever sent it: the key stored is a hash ([`scoped`]) of what the write is
-//! (`order`, `stock`), the caller (the customer id of an order; the token presented when
-//! `API_TOKEN` or `ADMIN_TOKEN` is set) and the client's key, so two callers choosing the same key
+//! (`order`, `stock`), the caller (the customer id of an order; the identity its token proves:
+//! admin, the callers' token, or none) and the client's key, so two callers choosing the same key
 //! never meet, and nothing of another caller's write can come back in an answer.
 
 use super::auth;
@@ -35,13 +35,11 @@ pub fn header(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-/// The token that tells callers apart: the bearer token presented (header, or `?access_token=`
-/// where a route takes it) when `API_TOKEN` or `ADMIN_TOKEN` is set; none when the API is open.
-pub fn caller_token<'a>(settings: &Settings, headers: &'a HeaderMap) -> &'a str {
-    if settings.api.api_token.is_none() && settings.api.admin_token.is_none() {
-        return "";
-    }
-    auth::bearer(headers).unwrap_or("")
+/// What tells callers apart in a key: the identity the bearer token proves (`admin`, `api`, or
+/// empty for no token or one that opens nothing; [`auth::Identity`]), never the token itself, so
+/// a caller cannot make itself a new scope by sending junk.
+pub fn caller_identity(settings: &Settings, headers: &HeaderMap) -> &'static str {
+    auth::Identity::of(settings, auth::bearer(headers)).as_str()
 }
 
 /// The stored form of `key` for this write and caller: `<purpose>` then each part, each prefixed
@@ -72,7 +70,7 @@ mod tests {
         assert_eq!(first, scoped("order", &["c1", ""], "cart-1001"));
         assert_eq!(first.len(), 32);
         assert_ne!(first, scoped("order", &["c2", ""], "cart-1001"));
-        assert_ne!(first, scoped("order", &["c1", "tok"], "cart-1001"));
+        assert_ne!(first, scoped("order", &["c1", "api"], "cart-1001"));
         assert_ne!(first, scoped("stock", &["c1", ""], "cart-1001"));
         // Lengths keep the parts apart: ("c1", "x") is not ("c", "1x").
         assert_ne!(

@@ -47,10 +47,10 @@ pub async fn place(
     let idempotency_key = idempotency::header(&headers)?;
     validate(&request)?;
     let new = price(&state, &request).await?;
-    // The key is the caller's own: its customer and, when tokens are set, its token.
+    // The key is the caller's own: its customer and the identity its token proves.
     let caller = [
         new.customer_id.as_str(),
-        idempotency::caller_token(&state.settings, &headers),
+        idempotency::caller_identity(&state.settings, &headers),
     ];
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
         key: idempotency::scoped("order", &caller, &key),

@@ -183,8 +183,8 @@ pub async fn put(
     }
 }
 
-/// `POST /products/{id}/stock`. With an `Idempotency-Key` (the caller's: scoped to the token
-/// presented when tokens are set), the delta is applied once: a retry with the key and the same
+/// `POST /products/{id}/stock`. With an `Idempotency-Key` (the caller's: scoped to the identity
+/// its token proves), the delta is applied once: a retry with the key and the same
 /// body gets the first answer (header `idempotent-replayed: true`), with another body 422
 /// `idempotency_key_reused`.
 pub async fn adjust_stock(
@@ -205,7 +205,7 @@ pub async fn adjust_stock(
     let key = key.map(|key| AdjustmentKey {
         key: idempotency::scoped(
             "stock",
-            &[idempotency::caller_token(&state.settings, &headers)],
+            &[idempotency::caller_identity(&state.settings, &headers)],
             &key,
         ),
         fingerprint: json!({"product_id": id, "delta": adjustment.delta}).to_string(),

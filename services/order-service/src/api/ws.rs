@@ -7,7 +7,7 @@
 //! have separate rooms (`WS_MAX_CONNECTIONS` each, the all-orders feed at most
 //! [`ADMIN_FEED_ROOM`]), answered 503 `too_many_connections` when full; a follower of an order
 //! that does not exist is 404 `order_not_found` before any upgrade; one client (its peer address
-//! and the token it presented) holds at most a [`FOLLOWER_SHARE`]th of the follower room (429
+//! and the identity its token proves: admin, the callers' token, or nobody) holds at most a [`FOLLOWER_SHARE`]th of the follower room (429
 //! `too_many_client_connections` past it); a follower is closed (close frame 1000) a short
 //! [`FINAL_GRACE`] after its order is final, or after [`IDLE_TIMEOUT`] without a change of it;
 //! every connection is pinged every [`PING_INTERVAL`] and closed when a ping goes unanswered
@@ -58,9 +58,10 @@ const MAX_TAKEN: usize = 1024;
 /// `WS_MAX_CONNECTIONS`: a room of its own, so followers cannot fill it.
 pub const ADMIN_FEED_ROOM: usize = 100;
 /// One client holds at most `1 / FOLLOWER_SHARE` of the follower room (at least one
-/// connection): 500 of the default 2,000. A client is its peer address together with the token
-/// it presented, so the operator behind the same proxy as a noisy caller keeps a share of their
-/// own; callers behind one proxy (one address, no tokens) share one.
+/// connection): 500 of the default 2,000. A client is its peer address together with the identity
+/// its token proves (admin, the callers' token, or nobody: a token that opens nothing counts as
+/// none), so the operator behind the same proxy as a noisy caller keeps a share of their own;
+/// callers behind one proxy with no valid token share one.
 pub const FOLLOWER_SHARE: usize = 4;
 /// A follower stays open this long after its order became final (`COMPLETED`, `CANCELLED`), so a
 /// change published with the final one still reaches it; then it is closed.
@@ -113,8 +114,9 @@ impl Connected<IncomingStream<'_, JsonParseErrors>> for Peer {
     }
 }
 
-/// Who a connection counts against: the peer's address and the token presented.
-type ClientKey = (IpAddr, String);
+/// Who a connection counts against: the peer's address and the identity its token proves (never
+/// the token itself, so sending junk tokens does not make a client many, and a key is small).
+type ClientKey = (IpAddr, auth::Identity);
 
 /// The rooms of `/ws` and what each client holds.
 #[derive(Debug)]
@@ -142,7 +144,7 @@ impl LiveFeed {
     /// A place for one follower of `client`: `None` when the client holds its share already.
     fn client_place(&self, client: ClientKey) -> Option<ClientPlace> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let count = held.entry(client.clone()).or_insert(0);
+        let count = held.entry(client).or_insert(0);
         if *count >= self.config.per_client {
             return None;
         }
@@ -249,13 +251,10 @@ pub async fn upgrade(
                 .get::<ConnectInfo<Peer>>()
                 .map(|ConnectInfo(Peer(peer))| peer.ip())
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let presented = super::idempotency::caller_token(&state.settings, &headers);
-            let presented = if presented.is_empty() {
-                query.access_token.as_deref().unwrap_or("")
-            } else {
-                presented
-            };
-            match feed.client_place((address, presented.to_owned())) {
+            // The identity the token proves, not the token: junk names nobody, and the key stays
+            // a few bytes however long a token was sent.
+            let identity = auth::Identity::of(&state.settings, token);
+            match feed.client_place((address, identity)) {
                 Some(place) => Some(place),
                 None => {
                     return ApiError::new(

@@ -161,6 +161,55 @@ async fn one_client_cannot_take_the_whole_follower_room() {
     h.stop().await;
 }
 
+/// The review's case: with only the admin token set, an anonymous client sends a new junk token
+/// with every follower (`?access_token=`, or a bearer token of 200 KB). A token that opens
+/// nothing names nobody: every one counts as the same anonymous client, so its share (2 of 8)
+/// is all it gets, and the room stays open to others; its huge tokens are not kept per connection.
+#[tokio::test]
+async fn junk_tokens_do_not_make_one_client_many() {
+    let h = Harness::start_with(|s| {
+        s.api.admin_token = Some("adm1n".into());
+        s.api.ws_max_connections = 8;
+    })
+    .await;
+    let id = h.place("product-A", 1, "tok_visa").await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..8 {
+        let huge = format!("junk{i}-{}", "x".repeat(200 * 1024));
+        let attempt = if i % 2 == 0 {
+            connect(
+                &h.base,
+                &format!("?order_id={id}&access_token=junk{i}"),
+                None,
+            )
+            .await
+        } else {
+            connect(&h.base, &format!("?order_id={id}"), Some(&huge)).await
+        };
+        match attempt {
+            Ok(socket) => held.push(socket),
+            Err(status) => {
+                assert_eq!(status, 429);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(held.len(), 2, "one anonymous client, one share");
+    assert_eq!(refused, 6);
+    held.push(
+        connect_from(&h.base, "127.0.0.2", &format!("?order_id={id}"), None)
+            .await
+            .expect("a customer elsewhere still gets in"),
+    );
+    held.push(
+        connect(&h.base, &format!("?order_id={id}"), Some("adm1n"))
+            .await
+            .expect("the operator behind the same address keeps a share of their own"),
+    );
+    h.stop().await;
+}
+
 /// An API on `h`'s Redis with this live feed; its base URL and its stop.
 async fn api_with(
     h: &Harness,

@@ -314,6 +314,35 @@ async fn an_idempotency_key_is_its_callers_alone() {
     h.stop().await;
 }
 
+/// A token that opens nothing names nobody: with only the admin token set, an anonymous caller
+/// that changes the junk token it sends is still the same anonymous caller, so its retry with the
+/// key returns its first order rather than placing another.
+#[tokio::test]
+async fn a_junk_token_does_not_make_a_new_caller_of_a_key() {
+    let h = Harness::start_with(|s| s.api.admin_token = Some("adm1n".into())).await;
+    let post = |token: &'static str| {
+        h.http
+            .post(format!("{}/orders", h.base))
+            .bearer_auth(token)
+            .header("idempotency-key", "cart-2002")
+            .json(
+                &json!({"customer_id": "carol", "customer_email": "carol@example.com",
+                "items": [{"product_id": "product-A", "quantity": 1}]}),
+            )
+            .send()
+    };
+    let first = post("junk-1").await.expect("post");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.expect("json");
+    let retried = post("junk-2").await.expect("post");
+    assert_eq!(retried.status().as_u16(), 201);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    let retried: Value = retried.json().await.expect("json");
+    assert_eq!(retried["id"], first["id"]);
+    assert_eq!(h.stream_length().await, 1, "one order placed");
+    h.stop().await;
+}
+
 /// Cancelling is safe to retry: the second cancel of an order is a 409 that says the order is
 /// cancelled and why, so a caller whose first answer was lost learns that it landed.
 #[tokio::test]
