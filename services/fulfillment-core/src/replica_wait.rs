@@ -9,6 +9,12 @@
 //! trip to the replicas serves every write of that moment. A request is answered with an error
 //! when fewer replicas acknowledged within `REDIS_WAIT_TIMEOUT_MS`; the waiter's connection is
 //! opened afresh after an error, so a wait never outlives the master it started on for long.
+//!
+//! A wait follows a write that happened, so every error it returns says "not confirmed", never
+//! "nothing written": whatever went wrong (too few replicas, an error reply such as `NOPERM` or
+//! `READONLY` to the marker or `WAIT`, a refused reconnect) comes back as one kind
+//! ([`not_replicated`]: `ErrorKind::Io`, no server code, no I/O error), so a caller that treats a
+//! refusal or an error reply as "never reached Redis" cannot mistake it for one.
 
 use crate::connection::{Conn, Redis};
 use crate::keys::KeySpace;
@@ -87,7 +93,14 @@ async fn run_waiter(
         while let Ok(more) = requests.try_recv() {
             group.push(more);
         }
-        let outcome = round(&redis, &mut conn, &marker, replicas, timeout).await;
+        let outcome = match round(&redis, &mut conn, &marker, replicas, timeout).await {
+            Ok(acked) if acked >= i64::from(replicas) => Ok(()),
+            Ok(acked) => Err(not_replicated(format!(
+                "written, but on {acked} of {replicas} replicas after {} ms (REDIS_WAIT_REPLICAS)",
+                timeout.as_millis()
+            ))),
+            Err(e) => Err(unconfirmed(&e)),
+        };
         if outcome.is_err() {
             conn = None;
         }
@@ -97,14 +110,15 @@ async fn run_waiter(
     }
 }
 
-/// One group commit: a marker write in the slot, then `WAIT` on the same connection.
+/// One group commit: a marker write in the slot, then `WAIT` on the same connection; how many
+/// replicas acknowledged.
 async fn round(
     redis: &Redis,
     conn: &mut Option<Conn>,
     marker: &str,
     replicas: u32,
     timeout: Duration,
-) -> RedisResult<()> {
+) -> RedisResult<i64> {
     let conn = match conn {
         Some(conn) => conn,
         None => conn.insert(redis.dedicated(timeout + Duration::from_secs(1)).await?),
@@ -119,15 +133,39 @@ async fn round(
         .arg(timeout.as_millis() as u64)
         .query_async(conn)
         .await?;
-    if acked < i64::from(replicas) {
-        return Err(not_replicated(format!(
-            "written, but on {acked} of {replicas} replicas after {} ms (REDIS_WAIT_REPLICAS)",
-            timeout.as_millis()
-        )));
-    }
-    Ok(())
+    Ok(acked)
 }
 
+/// The one error a wait returns: the write before it happened, its replication is unconfirmed.
 fn not_replicated(detail: String) -> RedisError {
     RedisError::from((ErrorKind::Io, "not acknowledged by replicas", detail))
+}
+
+/// `error` of the wait itself (connecting, the marker, `WAIT`) as [`not_replicated`]: whatever it
+/// was, the write before the wait is on the master.
+fn unconfirmed(error: &RedisError) -> RedisError {
+    not_replicated(format!("the replica wait failed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_of_a_wait_says_not_confirmed() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let noperm = RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "NOPERM",
+        ));
+        for error in [refused, noperm] {
+            let e = unconfirmed(&error);
+            assert!(!e.is_connection_refusal(), "{e}");
+            assert_eq!(e.code(), None, "{e}");
+            assert!(
+                e.to_string().contains("not acknowledged by replicas"),
+                "{e}"
+            );
+        }
+    }
 }

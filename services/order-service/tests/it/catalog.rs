@@ -211,6 +211,59 @@ async fn a_timed_out_stock_delta_is_unknown_and_its_keyed_retry_applies_once() {
     h.stop().await;
 }
 
+/// The review's case: with `REDIS_WAIT_REPLICAS=1`, a write whose replica wait fails with an
+/// error reply (here `WAIT` is refused by an ACL: NOPERM) was applied on the master, so its answer
+/// is 503 `outcome_unknown`, never `redis_unavailable` ("nothing was written, try again"); and the
+/// keyed retry applies nothing twice.
+#[tokio::test]
+async fn a_write_whose_replica_wait_fails_is_unknown() {
+    let primary = fulfillment_testing::TestRedis::start();
+    let replica = primary.start_replica();
+    let h = Harness::start_on(primary, |s| {
+        s.redis.wait_replicas = 1;
+        s.redis.wait_timeout_ms = 1_000;
+    })
+    .await;
+    h.create_product("waited", 14).await;
+    let mut admin = redis::Client::open(h.server.single().url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-wait")
+        .query_async(&mut admin)
+        .await
+        .expect("acl");
+    let adjust = || {
+        h.http
+            .post(format!("{}/products/waited/stock", h.base))
+            .header("idempotency-key", "delivery-100")
+            .json(&json!({"delta": 100}))
+            .send()
+    };
+    let answer = adjust().await.expect("post");
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+    assert_eq!(h.stock("waited").await, 114, "it was applied");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+wait")
+        .query_async(&mut admin)
+        .await
+        .expect("acl");
+    let retried = adjust().await.expect("post");
+    assert_eq!(retried.status().as_u16(), 200);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    assert_eq!(h.stock("waited").await, 114, "applied once");
+    drop(replica);
+    h.stop().await;
+}
+
 /// A create retried after its answer was lost finds the product it made and answers 200 with it;
 /// a create of a taken id with another body is still a 409.
 #[tokio::test]
