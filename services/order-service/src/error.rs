@@ -58,7 +58,8 @@ pub fn never_reached_redis(error: &redis::RedisError) -> bool {
     error.is_connection_refusal() || error.code().is_some()
 }
 
-/// Waits for `write` until `deadline`, and classifies its failure: `redis_unavailable` (the
+/// Waits for `write` until `deadline` (never starting it once the deadline has passed: 503
+/// `request_timeout`, nothing written), and classifies its failure: `redis_unavailable` (the
 /// [`From`] below) when it [`never_reached_redis`], else the `unknown` answer (an
 /// [`ApiError::outcome_unknown`] saying what may have happened and how to retry safely). `what`
 /// names the write in the log.
@@ -68,6 +69,15 @@ pub async fn confirmed<T>(
     write: impl Future<Output = redis::RedisResult<T>>,
     unknown: impl FnOnce() -> ApiError,
 ) -> ApiResult<T> {
+    if Instant::now() >= deadline {
+        // Not started (a future does nothing until polled): certainly nothing written.
+        tracing::warn!("{what}: not started, the request's time was up");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took too long before its write began; nothing was written; retry",
+        ));
+    }
     match tokio::time::timeout_at(deadline, write).await {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) if never_reached_redis(&e) => Err(e.into()),
@@ -165,5 +175,21 @@ mod tests {
             .await
             .expect_err("timed out");
         assert_eq!(e.code, "outcome_unknown");
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_time_is_up_before_it_starts_is_never_started() {
+        let deadline = Instant::now() - Duration::from_millis(1);
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let write = async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        };
+        let unknown = || ApiError::outcome_unknown("may have happened");
+        let e = confirmed("test write", deadline, write, unknown)
+            .await
+            .expect_err("too late");
+        assert_eq!(e.code, "request_timeout");
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

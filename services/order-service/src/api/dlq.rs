@@ -6,7 +6,7 @@
 //! once; a second call answers 404 `dead_letter_not_found`. After a 503 `outcome_unknown`, a retry
 //! answers 202 or 204 if the first did not land, 404 if it did.
 
-use super::{ApiPath, ApiQuery, AppState, PageQuery};
+use super::{ApiPath, ApiQuery, AppState, Arrival, PageQuery};
 use crate::error::{ApiError, ApiResult, confirmed};
 use axum::Json;
 use axum::extract::State;
@@ -43,9 +43,10 @@ pub async fn get_one(
 
 pub async fn replay(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let letter = dlq_id(&state, &id)?;
     let replaying = dead_letter::replay(&state.redis, &letter);
     let outcome = confirmed("replaying a dead letter", deadline, replaying, || {
@@ -62,9 +63,10 @@ pub async fn replay(
 
 pub async fn delete(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let letter = dlq_id(&state, &id)?;
     let deleting = dead_letter::delete(&state.redis, &letter);
     let deleted = confirmed("deleting a dead letter", deadline, deleting, || {

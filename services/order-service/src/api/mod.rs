@@ -90,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/stats", get(stats))
         .with_state(state.clone())
+        // Inside the guard: the arrival is when the timeout started.
+        .layer(middleware::from_fn(record_arrival))
         .layer(guard);
     let open = Router::new()
         .route("/openapi.json", get(openapi))
@@ -103,15 +105,46 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(count_requests))
 }
 
+/// When a request reached the API's guard: its timeout (`HTTP_REQUEST_TIMEOUT_MS`) counts from
+/// then, so a write's deadline ([`write_deadline`]) does too, however long its body took to come.
+/// Recorded by [`record_arrival`] right inside the timeout; a handler takes it as an extractor
+/// (now, where no guard recorded it).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(tokio::time::Instant);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Arrival {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Arrival>()
+            .copied()
+            .unwrap_or_else(|| Arrival(tokio::time::Instant::now())))
+    }
+}
+
+/// Records the request's [`Arrival`].
+async fn record_arrival(mut request: Request, next: Next) -> Response {
+    request
+        .extensions_mut()
+        .insert(Arrival(tokio::time::Instant::now()));
+    next.run(request).await
+}
+
 /// When a write stops waiting for Redis and answers 503 `outcome_unknown`: half a second before
 /// the request's own timeout (`HTTP_REQUEST_TIMEOUT_MS`, which would answer a vaguer
-/// `request_timeout`), at least 100 ms from now. Taken when the handler starts, so reads before
-/// the write count against it too.
-pub(crate) fn write_deadline(state: &AppState) -> tokio::time::Instant {
+/// `request_timeout`), at least 100 ms after its arrival. Counted from the request's
+/// [`Arrival`], as the timeout is, so the time its body took to come and reads before the write
+/// count against it too.
+pub(crate) fn write_deadline(state: &AppState, arrival: Arrival) -> tokio::time::Instant {
     let budget = Duration::from_millis(state.settings.api.request_timeout_ms)
         .saturating_sub(Duration::from_millis(500))
         .max(Duration::from_millis(100));
-    tokio::time::Instant::now() + budget
+    arrival.0 + budget
 }
 
 /// The API's answer when the guard refuses a request: over `HTTP_MAX_IN_FLIGHT` (503 `overloaded`,

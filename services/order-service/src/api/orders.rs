@@ -1,6 +1,6 @@
 //! `/orders`: place (validated and priced server-side), read, list, history, cancel.
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, PageQuery, idempotency};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Arrival, PageQuery, idempotency};
 use crate::catalog;
 use crate::error::{ApiError, ApiResult, confirmed};
 use crate::orders::{self, Cancelled, IdempotencyKey, NewOrder, OrderStatus, Placed};
@@ -40,10 +40,11 @@ struct ItemRequest {
 
 pub async fn place(
     State(state): State<AppState>,
+    arrival: Arrival,
     headers: HeaderMap,
     ApiJson(request): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let idempotency_key = idempotency::header(&headers)?;
     validate(&request)?;
     let new = price(&state, &request).await?;
@@ -314,9 +315,10 @@ pub async fn events(
 /// naming status `CANCELLED` and its `status_reason` (`cancelled_by_request` for this route).
 pub async fn cancel(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let order = existing(&state, &id).await?;
     let cancelling = orders::cancel(&state.redis, &order, CANCELLED_BY_REQUEST);
     let outcome = confirmed("cancel", deadline, cancelling, || {

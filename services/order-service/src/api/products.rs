@@ -10,7 +10,7 @@
 //! `If-Match` then answers 412, the ETag having moved); a stock delta is applied once per
 //! `Idempotency-Key`.
 
-use super::{ApiJson, ApiPath, AppState, idempotency};
+use super::{ApiJson, ApiPath, AppState, Arrival, idempotency};
 use crate::catalog::{self, AdjustmentKey, MAX_STOCK, Product, Written, if_match_version};
 use crate::error::{ApiError, ApiResult, confirmed};
 use axum::Json;
@@ -78,9 +78,10 @@ pub async fn get_one(
 /// create), with its stock as it is now; 409 `product_exists` when the id is taken otherwise.
 pub async fn create(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiJson(request): ApiJson<ProductRequest>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let chosen = request.id.is_some();
     let id = request
         .id
@@ -127,11 +128,12 @@ pub async fn create(
 
 pub async fn put(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(update): ApiJson<ProductUpdate>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let mut product = validated(&id, &update.name, update.price, update.stock)?;
     let expected =
         match headers.get(header::IF_MATCH) {
@@ -189,11 +191,12 @@ pub async fn put(
 /// `idempotency_key_reused`.
 pub async fn adjust_stock(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(adjustment): ApiJson<StockAdjustment>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let key = idempotency::header(&headers)?;
     if adjustment.delta.unsigned_abs() > MAX_STOCK as u64 {
         return Err(ApiError::invalid(
@@ -253,9 +256,10 @@ pub async fn adjust_stock(
 /// `outcome_unknown`, 404 means the first delete removed it (or it never existed).
 pub async fn delete(
     State(state): State<AppState>,
+    arrival: Arrival,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let deadline = super::write_deadline(&state);
+    let deadline = super::write_deadline(&state, arrival);
     let deleting = catalog::delete(&state.redis, &id);
     let removed = confirmed("deleting a product", deadline, deleting, || {
         ApiError::outcome_unknown(format!(
