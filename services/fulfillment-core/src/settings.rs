@@ -128,6 +128,10 @@ pub struct RetrySettings {
     pub consumer_gone_after_ms: u64,
 }
 
+/// Longest `IDEMPOTENCY_TTL_SECS`: 30 days. A retry comes within minutes; this keeps the value
+/// far inside what Redis takes for `SET ... EX`.
+pub const MAX_IDEMPOTENCY_TTL_SECS: u64 = 30 * 24 * 3600;
+
 /// The order service's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -139,7 +143,8 @@ pub struct ApiSettings {
     pub api_token: Option<SecretString>,
     /// `SEED_CATALOG`: seed product-A/B/C on first start when the catalog is empty. Default true.
     pub seed_catalog: bool,
-    /// `IDEMPOTENCY_TTL_SECS`: how long an `Idempotency-Key` is remembered. Default 86400.
+    /// `IDEMPOTENCY_TTL_SECS`: how long an `Idempotency-Key` is remembered. Default 86400, at
+    /// most [`MAX_IDEMPOTENCY_TTL_SECS`] (30 days).
     pub idempotency_ttl_secs: u64,
     /// `HTTP_REQUEST_TIMEOUT_MS`: an API request taking longer is answered 503
     /// `request_timeout`. Default 10000.
@@ -221,7 +226,12 @@ impl Settings {
                 admin_token: env.secret("ADMIN_TOKEN"),
                 api_token: env.secret("API_TOKEN"),
                 seed_catalog: env.parsed("SEED_CATALOG", Some(true), parse_bool)?,
-                idempotency_ttl_secs: env.ranged("IDEMPOTENCY_TTL_SECS", 86_400, 1, u64::MAX)?,
+                idempotency_ttl_secs: env.ranged(
+                    "IDEMPOTENCY_TTL_SECS",
+                    86_400,
+                    1,
+                    MAX_IDEMPOTENCY_TTL_SECS,
+                )?,
                 request_timeout_ms: env.ranged("HTTP_REQUEST_TIMEOUT_MS", 10_000, 1, 3_600_000)?,
                 max_in_flight: env.ranged("HTTP_MAX_IN_FLIGHT", 1024, 1, 1_000_000)?,
                 ws_max_connections: env.ranged("WS_MAX_CONNECTIONS", 2000, 0, 1_000_000)?,
@@ -573,6 +583,8 @@ mod tests {
             ("ORDER_RETENTION_MS", "1000"),
             ("STREAM_PARTITIONS", "0"),
             ("REDIS_WAIT_REPLICAS", "-1"),
+            ("IDEMPOTENCY_TTL_SECS", "18446744073709551615"),
+            ("IDEMPOTENCY_TTL_SECS", "2592001"),
             ("REDIS_CLUSTER_NODES", "127.0.0.1:7000"),
             ("REDIS_CLUSTER_NODES", " , "),
         ] {

@@ -51,9 +51,13 @@ impl ApiError {
 }
 
 /// Whether a failed write certainly never reached Redis (so nothing was written): the connection
-/// was refused, or Redis answered with an error (a script that errs writes nothing before its
-/// first write; a `MULTI` that errs applies nothing). Otherwise (a timeout, a dropped connection,
-/// replicas that did not acknowledge) the write may have happened.
+/// was refused, or Redis answered with an error. That holds because every write here is one step
+/// that refuses before it writes: a script makes every check that can fail (its keys' TTL
+/// included) before its first write (Redis keeps what a script wrote before an error; a `MULTI`
+/// too keeps the commands of its `EXEC` that did not err, so the one here, a product's delete,
+/// holds only `SREM` and `DEL` of keys of their own type, which cannot err once run). The wait for replicas after a write never answers with a
+/// code or a refusal (`replica_wait.rs`). Otherwise (a timeout, a dropped connection, replicas
+/// that did not acknowledge) the write may have happened.
 pub fn never_reached_redis(error: &redis::RedisError) -> bool {
     error.is_connection_refusal() || error.code().is_some()
 }

@@ -15,6 +15,9 @@
 --            when given, the edit applies only to the product as it is now; a stock needs it
 --   'adjust' ARGV[2] delta, ARGV[3] highest stock allowed, and with KEYS[3]: ARGV[4] the
 --            request's fingerprint, ARGV[5] how long the key is kept (s)
+-- Every check that can refuse comes before the first write (a script that errs after a write
+-- keeps the write, and its error reply would read as "nothing written"): a key's TTL that
+-- SET ... EX would refuse is refused first.
 -- Replies: {'created'|'updated', rev, stock}, {'same', rev, stock}, {'exists'}, {'not_found'},
 -- {'precondition_required'}, {'precondition_failed', rev, stock}, {'out_of_range', stock},
 -- {'adjusted'|'replayed', rev, stock, name, price}, {'key_reused'}
@@ -24,6 +27,10 @@ local function current()
   return tonumber(p[1] or '0'), tonumber(p[2] or '0')
 end
 if mode == 'adjust' and KEYS[3] then
+  local ttl = tonumber(ARGV[5])
+  if not ttl or ttl < 1 or ttl > 1e9 or ttl ~= math.floor(ttl) then
+    error({err = 'ERR the idempotency key TTL is out of range: ' .. tostring(ARGV[5])})
+  end
   local recorded = redis.call('GET', KEYS[3])
   if recorded then
     local first = cjson.decode(recorded)

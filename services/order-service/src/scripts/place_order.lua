@@ -8,7 +8,14 @@
 -- fingerprint, ARGV[4] key TTL (s), ARGV[5] n = count of order field names and values,
 -- ARGV[6] event_id, ARGV[7] and ARGV[8] the history entry's JSON before and after its stream id,
 -- ARGV[9 .. 8+n] order fields, ARGV[9+n ..] event fields
+-- Every check that can refuse comes before the first write (a script that errs after a write
+-- keeps the write, and its error reply would read as "nothing written"): a key's TTL that
+-- SET ... EX would refuse is refused first.
 if ARGV[2] == '1' then
+  local ttl = tonumber(ARGV[4])
+  if not ttl or ttl < 1 or ttl > 1e9 or ttl ~= math.floor(ttl) then
+    error({err = 'ERR the idempotency key TTL is out of range: ' .. tostring(ARGV[4])})
+  end
   local existing = redis.call('GET', KEYS[5])
   if existing then
     -- Stored as '<fingerprint>|<order id>'; the fingerprint (the request's JSON) may itself hold

@@ -324,6 +324,44 @@ async fn a_write_after_a_slow_body_is_unknown_before_the_request_times_out() {
     h.stop().await;
 }
 
+/// The review's case: a key's TTL that Redis refuses (`SET ... EX` past its range) came after the
+/// write in the scripts, so the write landed, its key was not recorded, and the error reply read
+/// as "nothing written". The scripts now check it before their first write: refused, nothing
+/// moved, no order placed. (Settings refuse such a TTL at start; this one goes around them.)
+#[tokio::test]
+async fn a_key_ttl_redis_refuses_writes_nothing() {
+    let h = Harness::start_with(|s| s.api.idempotency_ttl_secs = u64::MAX).await;
+    h.create_product("ttl", 14).await;
+    let adjusted = h
+        .http
+        .post(format!("{}/products/ttl/stock", h.base))
+        .header("idempotency-key", "delivery-1")
+        .json(&json!({"delta": 100}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(adjusted.status().as_u16(), 503);
+    let body: Value = adjusted.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "redis_unavailable", "{body}");
+    assert_eq!(h.stock("ttl").await, 14, "nothing moved");
+    let placed = h
+        .http
+        .post(format!("{}/orders", h.base))
+        .header("idempotency-key", "cart-1")
+        .json(
+            &json!({"customer_id": "c", "customer_email": "c@example.com",
+            "items": [{"product_id": "ttl", "quantity": 1}]}),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(placed.status().as_u16(), 503);
+    let body: Value = placed.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "redis_unavailable", "{body}");
+    assert_eq!(h.stream_length().await, 0, "no order placed");
+    h.stop().await;
+}
+
 /// A create retried after its answer was lost finds the product it made and answers 200 with it;
 /// a create of a taken id with another body is still a 409.
 #[tokio::test]
