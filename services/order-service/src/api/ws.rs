@@ -305,8 +305,7 @@ async fn follow(
         Some(_) => Instant::now() + config.idle_timeout,
         None => far,
     };
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    let mut ping = ping_timer(config.ping_interval);
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
@@ -373,6 +372,15 @@ async fn follow(
     }
 }
 
+/// The ping interval's timer: first tick one interval from now; a tick missed while the loop was
+/// busy (a slow write to the client, up to [`SEND_TIMEOUT`]) fires once, then the next is a whole
+/// interval later. Ticks in a burst would find the ping just sent unanswered and drop a live peer.
+fn ping_timer(interval: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
 /// Whether a change moves its order to a final status.
 fn is_final(change: &Change) -> bool {
     serde_json::from_str::<serde_json::Value>(change.text.as_str())
@@ -405,4 +413,20 @@ async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> bool {
         tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missed_pings_do_not_come_in_a_burst() {
+        let interval = Duration::from_millis(50);
+        let mut ping = ping_timer(interval);
+        // Busy for several intervals without looking at the timer.
+        std::thread::sleep(interval * 4);
+        ping.tick().await;
+        let next = tokio::time::timeout(Duration::from_millis(10), ping.tick()).await;
+        assert!(next.is_err(), "a second ping right after the first");
+    }
 }
