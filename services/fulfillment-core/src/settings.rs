@@ -152,8 +152,10 @@ pub struct ApiSettings {
     /// `HTTP_MAX_IN_FLIGHT`: API requests served at once; more are answered 503 `overloaded` at
     /// once. Default 1024.
     pub max_in_flight: usize,
-    /// `WS_MAX_CONNECTIONS`: open `/ws` connections per API process; more are refused with 503
-    /// `too_many_connections`. Default 2000 (about 9 KB each: 18 MB).
+    /// `WS_MAX_CONNECTIONS`: `/ws` followers (`?order_id=`) open per API process, and the most
+    /// all-orders feeds too (a room of their own, at most 100); a full room answers 503
+    /// `too_many_connections`, a client past its quarter of the followers' 429
+    /// `too_many_client_connections`. Default 2000 (about 9 KB each: 18 MB).
     pub ws_max_connections: usize,
 }
 
