@@ -30,7 +30,7 @@ use fulfillment_core::ops_http::JsonParseErrors;
 use futures_util::SinkExt;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::Receiver;
@@ -117,6 +117,22 @@ impl Connected<IncomingStream<'_, JsonParseErrors>> for Peer {
 /// Who a connection counts against: the peer's address and the identity its token proves (never
 /// the token itself, so sending junk tokens does not make a client many, and a key is small).
 type ClientKey = (IpAddr, auth::Identity);
+
+/// The address a client counts by: an IPv4 peer (also one mapped into IPv6, `::ffff:a.b.c.d`) by
+/// its address, an IPv6 peer by its /64 (what one host or subscriber is usually given, so a
+/// client rotating through its own addresses stays one client).
+fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// The rooms of `/ws` and what each client holds.
 #[derive(Debug)]
@@ -249,7 +265,7 @@ pub async fn upgrade(
         Some(_) => {
             let address = extensions
                 .get::<ConnectInfo<Peer>>()
-                .map(|ConnectInfo(Peer(peer))| peer.ip())
+                .map(|ConnectInfo(Peer(peer))| client_address(peer.ip()))
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             // The identity the token proves, not the token: junk names nobody, and the key stays
             // a few bytes however long a token was sent.
@@ -418,6 +434,25 @@ async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(client_address(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(client_address(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            client_address(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_address(ip("2001:db8:1:2::1")),
+            client_address(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            client_address(ip("2001:db8:1:2::1")),
+            client_address(ip("2001:db8:1:3::1"))
+        );
+    }
 
     #[tokio::test]
     async fn missed_pings_do_not_come_in_a_burst() {
