@@ -128,15 +128,32 @@ fn dispatch(c: &mut Criterion) {
     let for_others = raw_entry(&shipped);
     let layout = fulfillment_core::keys::Layout::new("order_events", "order_events:dlq", 1, false);
     let partition = &layout.partitions()[0];
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(1));
     group.bench_function("handled", |b| {
-        b.to_async(&runtime)
-            .iter(|| decide(&NoOp, partition, black_box(&handled), "inventory-1", 1))
+        b.to_async(&runtime).iter(|| {
+            decide(
+                &NoOp,
+                partition,
+                black_box(&handled),
+                "inventory-1",
+                1,
+                &stopping,
+            )
+        })
     });
     group.bench_function("not_this_groups", |b| {
-        b.to_async(&runtime)
-            .iter(|| decide(&NoOp, partition, black_box(&for_others), "inventory-1", 1))
+        b.to_async(&runtime).iter(|| {
+            decide(
+                &NoOp,
+                partition,
+                black_box(&for_others),
+                "inventory-1",
+                1,
+                &stopping,
+            )
+        })
     });
     group.finish();
 }

@@ -47,6 +47,7 @@ pub async fn decide(
     entry: &RawEntry,
     consumer: &str,
     attempt: u64,
+    stopping: &CancellationToken,
 ) -> (Disposition, Option<Event>) {
     let group = handler.group();
     if is_for_others(handler, entry) {
@@ -95,6 +96,7 @@ pub async fn decide(
             consumer,
             attempt,
             traceparent: own_context.as_deref().or(event.traceparent.as_deref()),
+            stopping,
         })
         .instrument(span.clone())
         .await;
@@ -338,15 +340,21 @@ async fn read_partition(
         } else {
             Duration::ZERO
         };
-        let (redis, handler, config, partition, acks) = (
+        let (redis, handler, config, partition, acks, stopping) = (
             redis.clone(),
             handler.clone(),
             config.clone(),
             partition.clone(),
             acks.clone(),
+            shutdown.clone(),
         );
         in_hand.spawn(async move {
-            handle_batch(&redis, handler.as_ref(), &config, &partition, &batch, &acks).await;
+            let batch_of = Batch {
+                partition: &partition,
+                entries: &batch,
+                stopping: &stopping,
+            };
+            handle_batch(&redis, handler.as_ref(), &config, batch_of, &acks).await;
             drop((turn, rest));
         });
         if !linger.is_zero() {
@@ -447,19 +455,29 @@ async fn beat(redis: &Redis, partition: &Partition, group: &str, consumer: &str)
     }
 }
 
+/// One batch read from a partition, and the process's stop signal for its handlers.
+struct Batch<'a> {
+    partition: &'a Partition,
+    entries: &'a [RawEntry],
+    stopping: &'a CancellationToken,
+}
+
 async fn handle_batch(
     redis: &Redis,
     handler: &dyn EventHandler,
     config: &ConsumerConfig,
-    partition: &Partition,
-    batch: &[RawEntry],
+    Batch {
+        partition,
+        entries: batch,
+        stopping,
+    }: Batch<'_>,
     ack: &mpsc::Sender<Vec<String>>,
 ) {
     let group = handler.group();
     let outcomes = join_all(
         batch
             .iter()
-            .map(|entry| decide(handler, partition, entry, &config.consumer, 1)),
+            .map(|entry| decide(handler, partition, entry, &config.consumer, 1, stopping)),
     )
     .await;
     let mut acks = Vec::new();
@@ -623,9 +641,16 @@ mod tests {
     }
 
     async fn disposition(handler: &Probe, event: &Event) -> Disposition {
-        decide(handler, &partition(), &entry_of(event), "c-1", 1)
-            .await
-            .0
+        decide(
+            handler,
+            &partition(),
+            &entry_of(event),
+            "c-1",
+            1,
+            &CancellationToken::new(),
+        )
+        .await
+        .0
     }
 
     #[tokio::test]
@@ -676,7 +701,8 @@ mod tests {
             id: "1-0".into(),
             fields: vec![(b"junk".to_vec(), vec![0xff])],
         };
-        let (d, _) = decide(&handler, &partition(), &garbage, "c-1", 1).await;
+        let stopping = CancellationToken::new();
+        let (d, _) = decide(&handler, &partition(), &garbage, "c-1", 1, &stopping).await;
         assert!(matches!(d, Disposition::DeadLetter { poison: true, .. }));
         assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
     }

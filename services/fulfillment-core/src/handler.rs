@@ -63,6 +63,9 @@ pub struct Delivery<'a> {
     pub attempt: u64,
     /// The trace context of the handler's span (or of the event, when traces are off).
     pub traceparent: Option<&'a str>,
+    /// Fires when the process is stopping: a handler that waits (a backoff between attempts)
+    /// gives up at once with a transient error, so the entry stays pending for whoever runs next.
+    pub stopping: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Delivery<'_> {

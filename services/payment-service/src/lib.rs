@@ -161,14 +161,22 @@ impl PaymentHandler {
             return Ok(Handled::Done);
         }
 
-        let result = self
+        let charged = self
             .charge_with_retries(
                 order_id,
                 &payment_id,
                 reserved.amount,
                 &reserved.payment_token,
+                delivery.stopping,
             )
             .await;
+        // Stopping between attempts: as if the process had crashed there (the payment stays
+        // `charging`, and whoever handles the entry next charges it with the same payment id).
+        let Some(result) = charged else {
+            return Err(HandlerError::Transient(
+                "stopping between charge attempts; left pending".into(),
+            ));
+        };
         let failure = match result {
             Ok(()) => None,
             Err(ChargeError::Unavailable(reason)) => {
@@ -292,7 +300,8 @@ impl PaymentHandler {
         payment_id: &str,
         amount: u64,
         token: &str,
-    ) -> Result<(), ChargeError> {
+        stopping: &tokio_util::sync::CancellationToken,
+    ) -> Option<Result<(), ChargeError>> {
         let mut attempt = 1;
         let mut backoff = self.charges.backoff();
         loop {
@@ -307,10 +316,13 @@ impl PaymentHandler {
                         reason = reason.as_str(),
                         "charge failed; backing off"
                     );
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stopping.cancelled() => return None,
+                    }
                     attempt += 1;
                 }
-                other => return other,
+                other => return Some(other),
             }
         }
     }

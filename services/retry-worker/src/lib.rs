@@ -143,14 +143,22 @@ impl RetryWorker {
     /// a whole [`PASS_DEADLINE`]: a pass cut short is a pass that crashed, which every step is
     /// made to survive (what it claimed stays pending for the next).
     pub async fn run_pass(&self) -> RedisResult<PassReport> {
-        fulfillment_core::connection::within(PASS_DEADLINE, "retry pass", self.pass()).await
+        self.run_pass_until(&CancellationToken::new()).await
     }
 
-    async fn pass(&self) -> RedisResult<PassReport> {
+    /// [`Self::run_pass`], whose handlers give up their waits once `stopping` fires.
+    async fn run_pass_until(&self, stopping: &CancellationToken) -> RedisResult<PassReport> {
+        let pass = self.pass(stopping);
+        fulfillment_core::connection::within(PASS_DEADLINE, "retry pass", pass).await
+    }
+
+    async fn pass(&self, stopping: &CancellationToken) -> RedisResult<PassReport> {
         let mut report = PassReport::default();
         for partition in self.redis.layout().partitions() {
             for handler in &self.handlers {
-                let group_report = self.retry_group(partition, handler.as_ref()).await?;
+                let group_report = self
+                    .retry_group(partition, handler.as_ref(), stopping)
+                    .await?;
                 report.add(&group_report);
             }
             report.consumers_removed += self.remove_gone_consumers(partition).await?;
@@ -211,7 +219,7 @@ impl RetryWorker {
         );
         while !shutdown.is_cancelled() {
             progress.mark();
-            match self.run_pass().await {
+            match self.run_pass_until(&shutdown).await {
                 Ok(report) if report != PassReport::default() => {
                     tracing::info!(?report, "retry pass")
                 }
@@ -229,6 +237,7 @@ impl RetryWorker {
         &self,
         partition: &Partition,
         handler: &dyn EventHandler,
+        stopping: &CancellationToken,
     ) -> RedisResult<PassReport> {
         let group = handler.group();
         let s = &self.settings;
@@ -290,7 +299,14 @@ impl RetryWorker {
             .map(|e| deliveries.get(e.id.as_str()).copied().unwrap_or(1))
             .collect();
         let outcomes = join_all(live.iter().zip(&before).map(|(entry, before)| {
-            decide(handler, partition, entry, &s.consumer_name, before + 1)
+            decide(
+                handler,
+                partition,
+                entry,
+                &s.consumer_name,
+                before + 1,
+                stopping,
+            )
         }))
         .await;
         let mut acks = Vec::new();

@@ -169,3 +169,44 @@ async fn a_charge_racing_its_own_retry_never_moves_money_silently() {
     consumers.stop().await;
     h.stop().await;
 }
+
+/// Stopping cuts a backoff between charge attempts short: the consumer stops at once (not after
+/// its long pause), the payment is neither failed nor charged (the order is not cancelled for
+/// it), and the entry stays pending for whoever runs next, who then charges it.
+#[tokio::test]
+async fn stopping_between_charge_attempts_leaves_the_payment_to_the_next_run() {
+    let h = Harness::start().await;
+    let mut flaky = h.settings.clone();
+    flaky.services.payment.failure_rate = 1.0;
+    flaky.services.payment.max_attempts = 3;
+    // A minute between attempts: a stop that waited for it would take that long.
+    flaky.services.payment.backoff_ms = 30_000;
+    let consumers = h.consumers_with("", &flaky).await;
+    let id = h.place("product-B", 1, "tok_visa").await;
+    h.eventually(SECONDS_10, "the first attempt failed", || async {
+        h.order(&id).await["status"] == "RESERVED"
+            && h.pending("payment_group").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    consumers.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopping waited {:?} for the backoff",
+        stopping.elapsed()
+    );
+    assert_eq!(h.order(&id).await["status"], "RESERVED", "not failed for it");
+    assert_eq!(h.pending("payment_group").await, 1, "left pending");
+    assert_eq!(h.charges().await, 0);
+
+    // Whoever runs next (here a retry pass, the gateway healthy) charges it once.
+    let mut retry = h.settings.clone();
+    retry.retry.min_idle_ms = 1;
+    let consumers = h.consumers().await;
+    h.retry_pass(&retry).await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    assert_eq!(h.charges().await, 1);
+    consumers.stop().await;
+    h.stop().await;
+}
