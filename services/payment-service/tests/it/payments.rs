@@ -184,8 +184,7 @@ async fn stopping_between_charge_attempts_leaves_the_payment_to_the_next_run() {
     let consumers = h.consumers_with("", &flaky).await;
     let id = h.place("product-B", 1, "tok_visa").await;
     h.eventually(SECONDS_10, "the first attempt failed", || async {
-        h.order(&id).await["status"] == "RESERVED"
-            && h.pending("payment_group").await == 1
+        h.order(&id).await["status"] == "RESERVED" && h.pending("payment_group").await == 1
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -196,7 +195,11 @@ async fn stopping_between_charge_attempts_leaves_the_payment_to_the_next_run() {
         "stopping waited {:?} for the backoff",
         stopping.elapsed()
     );
-    assert_eq!(h.order(&id).await["status"], "RESERVED", "not failed for it");
+    assert_eq!(
+        h.order(&id).await["status"],
+        "RESERVED",
+        "not failed for it"
+    );
     assert_eq!(h.pending("payment_group").await, 1, "left pending");
     assert_eq!(h.charges().await, 0);
 
