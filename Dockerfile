@@ -36,6 +36,8 @@ RUN cargo build --release --locked \
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # VERSION and REVISION come from scripts/build-images; labels only, so they never bust the compile cache.
+# RUNTIME_IMAGE again, so base.name names the base this image was built on (a digest, a mirror).
+ARG RUNTIME_IMAGE
 ARG VERSION=0.0.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="fulfillment" \
@@ -46,7 +48,7 @@ LABEL org.opencontainers.image.title="fulfillment" \
       org.opencontainers.image.vendor="fulfillment maintainers" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 # distroless nonroot: uid and gid 65532
 USER 65532:65532
 EXPOSE 8080
