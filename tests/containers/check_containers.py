@@ -109,6 +109,20 @@ class Compose:
                      if c.get("Labels", {}).get("com.docker.compose.service") == service]
         return found
 
+    def down(self):
+        """Everything of the project gone: `down` leaves the containers `--scale` added (and the
+        Redis they depend on), so those go by their label, then the network and the volume."""
+        self("down", "-v", check_rc=False)
+        for _ in range(2):
+            leftovers = [c["Id"] for c in self.containers()]
+            if leftovers:
+                run(["podman", "rm", "-f", "-t", "0"] + leftovers, check_rc=False, quiet=True)
+        run(["podman", "network", "rm", "-f", f"{self.project}_default"], check_rc=False,
+            quiet=True)
+        run(["podman", "volume", "rm", "-f", f"{self.project}_redis-data"], check_rc=False,
+            quiet=True)
+        return [c["Names"] for c in self.containers()]
+
     def redis(self, *args):
         (redis,) = [c["Names"][0] for c in self.containers("redis")]
         out = run(["podman", "exec", redis, "redis-cli", "-a", PASSWORD, "--no-auth-warning"]
@@ -246,7 +260,8 @@ def main():
                 sigterm(compose, api)
         finally:
             if not keep:
-                compose("down", "-v", check_rc=False)
+                left = compose.down()
+                results.append(("compose project removed", AssertionError(left) if left else None))
     passed = sum(1 for _, e in results if e is None)
     failed = len(results) - passed
     print(f"{passed} passed, {failed} failed")
