@@ -535,7 +535,7 @@ def main():
     print("translate what podman 4.3 cannot run", flush=True)
     play = Play(docs, args.tag)
     try:
-        run_play(play)
+        run_play(play, args.keep)
     finally:
         if args.keep:
             print(f"kept: pods {' '.join(play.created_pods)}; network {play.net}; secrets "
@@ -561,7 +561,7 @@ def pod_containers(d):
     return []
 
 
-def run_play(play):
+def run_play(play, keep):
     if check("network, podman secrets and volumes created", play.setup) is None:
         return
     serving = [p for p, role, _ in play.pods if role == "serve"]
@@ -599,16 +599,6 @@ def run_play(play):
     print(f"  kube play to every pod ready: {ready_s:.0f} s", flush=True)
 
     for pod, role, _ in play.pods:
-        if role != "job":
-            continue
-        name = pod["metadata"]["name"]
-
-        def job(p=pod):
-            play.play(p)
-            return play.wait_exit(p, 300)
-        check(f"{name} (one run of the CronJob's Job) exits 0", job)
-
-    for pod, role, _ in play.pods:
         if role != "test":
             continue
         name = pod["metadata"]["name"]
@@ -623,6 +613,37 @@ def run_play(play):
         check(f"helm test pod {name} (the e2e suite) exits 0", test)
         print(f"  e2e: {time.monotonic() - started:.0f} s", flush=True)
 
+    # After the e2e suite, so the pass finds its streams, groups and dead letters.
+    for pod, role, _ in play.pods:
+        if role != "job":
+            continue
+        name = pod["metadata"]["name"]
+
+        def job(p=pod):
+            play.play(p)
+            logs = play.wait_exit(p, 300)
+            print(f"    {[line for line in logs.splitlines() if line.strip()][-1]}")
+        check(f"{name} (one run of the CronJob's Job, after the e2e suite) exits 0", job)
+
+    def consumers():
+        """Every replica reads as its own consumer (CONSUMER_NAME from metadata.name)."""
+        (redis,) = [p for p in serving
+                    if p["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"]
+        ctr = play.container(redis)
+        config = next(c["data"] for c in play.configmaps if "STREAM" in (c.get("data") or {}))
+        stream = config["STREAM"]
+        if int(config.get("STREAM_PARTITIONS", "1")) > 1:
+            return
+        for component in ("order", "inventory", "payment", "shipping", "notification"):
+            expected = sorted(p["metadata"]["name"] for p in serving if p["metadata"]["labels"]
+                              .get("app.kubernetes.io/component") == component)
+            out = run(["podman", "exec", ctr, "sh", "-c", "redis-cli -a \"$REDIS_PASSWORD\" "
+                       f"--no-auth-warning --json xinfo consumers {stream} {component}_group"])
+            names = sorted(c["name"] for c in json.loads(out.stdout))
+            assert names == expected, f"{component}_group: consumers {names}, pods {expected}"
+            print(f"    {component}_group: {', '.join(names)}")
+    check("each group's consumers are its service's pods, one each", consumers)
+
     # The pipeline stayed up through it: nothing restarted or died.
     def steady():
         bad = []
@@ -634,6 +655,36 @@ def run_play(play):
                     bad.append(f"{ctr}: {status} exit {code} restarts {restarts}")
         assert not bad, bad
     check("every pipeline container still running, none restarted", steady)
+    if keep:
+        return
+
+    def sigterm():
+        """Deleting the pods: SIGTERM, and each exits 0 within terminationGracePeriodSeconds."""
+        pods = [p for p in serving
+                if p["metadata"]["labels"].get("app.kubernetes.io/component") != "redis"]
+        grace = max(p["spec"].get("terminationGracePeriodSeconds", 30) for p in pods)
+        started = time.monotonic()
+        stops = {p["metadata"]["name"]: subprocess.Popen(
+            ["podman", "pod", "stop", "-t", str(grace), p["metadata"]["name"]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for p in pods}
+        took = {}
+        while len(took) < len(stops) and time.monotonic() - started < grace + 60:
+            for name, proc in stops.items():
+                if name not in took and proc.poll() is not None:
+                    took[name] = time.monotonic() - started
+            time.sleep(0.1)
+        bad = []
+        for pod in pods:
+            name, ctr = pod["metadata"]["name"], play.container(pod)
+            status, code, _ = play.state(ctr)
+            if code != 0 or status not in ("exited", "stopped"):
+                bad.append(f"{ctr} {status} exit {code}")
+            if took.get(name, grace + 60) >= grace:
+                bad.append(f"{name} took {took.get(name, 'over')} s, grace {grace} s")
+        assert not bad, f"not a clean stop on SIGTERM: {bad}"
+        print(f"    {len(pods)} pods stopped at once, the slowest in {max(took.values()):.1f} s "
+              f"(grace {grace} s), every exit 0")
+    check("SIGTERM: every pipeline container exits 0 within terminationGracePeriodSeconds", sigterm)
 
 
 def finish():
