@@ -12,9 +12,13 @@ Usage: kube_play.py --tag IMAGE_TAG [--keep]
 2. Plays what it renders under podman (4.3) on one network of its own with DNS. Only what podman
    cannot run is translated, and every translation is printed ("translate:", "drop:", "skip:").
 3. Waits for every pod's readiness probe (run by this script: podman 4.3 does not run them), runs
-   one pass of the CronJob's Job (the retry worker) and the chart's helm test pod (the e2e suite),
-   each of which must exit 0.
-4. Removes every pod, volume, secret and the network it created, unless --keep.
+   the chart's helm test pod (the e2e suite), then one pass of the CronJob's Job (the retry
+   worker), each of which must exit 0; checks that every replica is its own consumer of its
+   service's group, that podman applied the chart's securityContext (uid 65532, read-only root,
+   no capabilities), that nothing restarted, and (without --keep) that every pipeline pod stopped
+   with SIGTERM exits 0 within its terminationGracePeriodSeconds.
+4. Removes every pod, volume, secret and the network it created, unless --keep (it then prints
+   what it left).
 
 Prints "N passed, N failed"; exit 1 when a check failed.
 """
@@ -246,6 +250,10 @@ class Play:
                 "port is the container's own, as the Service's targetPorts name them)")
             if spec.get("type") in ("NodePort", "LoadBalancer"):
                 say("drop", f"Service {name} {spec['type']}: nothing published on the host")
+        if self.configmaps:
+            names = ", ".join(c["metadata"]["name"] for c in self.configmaps)
+            say("translate", f"ConfigMaps {names} -> given as they are with every pod's "
+                "`podman kube play` (one play per pod, each with its own network aliases)")
         for secret in self.secrets:
             say("translate", f"Secret {secret['metadata']['name']} -> podman secret of the same "
                 "name holding the Secret's data as one JSON object of base64 values, the form "
@@ -643,6 +651,26 @@ def run_play(play, keep):
             assert names == expected, f"{component}_group: consumers {names}, pods {expected}"
             print(f"    {component}_group: {', '.join(names)}")
     check("each group's consumers are its service's pods, one each", consumers)
+
+    def security():
+        """The chart's securityContext as podman applied it: the user, a read-only root, no
+        capabilities (distroless has no shell to ask from inside, so podman inspect tells)."""
+        bad = []
+        for pod in serving:
+            sc = pod["spec"].get("securityContext", {})
+            for c in pod["spec"]["containers"]:
+                ctr = f"{pod['metadata']['name']}-{c['name']}"
+                out = run(["podman", "inspect", "--format", "{{.Config.User}} "
+                           "{{.HostConfig.ReadonlyRootfs}} {{len .EffectiveCaps}}", ctr])
+                user, readonly, caps = out.stdout.split()
+                want = f"{sc.get('runAsUser')}:{sc.get('runAsGroup')}"
+                if user not in (want, str(sc.get("runAsUser"))) or readonly != "true" \
+                        or caps != "0":
+                    bad.append(f"{ctr}: user {user} (chart {want}), read-only root {readonly}, "
+                               f"{caps} capabilities")
+        assert not bad, bad
+    check("securityContext applied: runAsUser 65532, read-only root, no capabilities",
+          security)
 
     # The pipeline stayed up through it: nothing restarted or died.
     def steady():
