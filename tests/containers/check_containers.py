@@ -11,6 +11,8 @@ Usage: check_containers.py [--keep]
    its e2e service passes, inventory scaled to 3 shares inventory_group, a service stopped with
    SIGTERM exits 0 within its grace period and nothing it had is lost, and in every container of
    the pipeline: uid 65532, a read-only root file system, no shell.
+3. The chart rendered with the kind values and run as pods under podman kube play, its helm test
+   pod passing (tests/containers/kube_play.py, which prints every translation it makes).
 
 Prints "N passed, N failed"; exit 1 when a check failed.
 """
@@ -117,6 +119,7 @@ class Compose:
             leftovers = [c["Id"] for c in self.containers()]
             if leftovers:
                 run(["podman", "rm", "-f", "-t", "0"] + leftovers, check_rc=False, quiet=True)
+        run(["podman", "pod", "rm", "-f", f"pod_{self.project}"], check_rc=False, quiet=True)
         run(["podman", "network", "rm", "-f", f"{self.project}_default"], check_rc=False,
             quiet=True)
         run(["podman", "volume", "rm", "-f", f"{self.project}_redis-data"], check_rc=False,
@@ -241,6 +244,13 @@ def sigterm(compose, api):
     assert pending
 
 
+@check("the rendered chart under podman kube play, its helm test pod passing (kube_play.py)")
+def kube_play(tag):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "containers", "kube_play.py"),
+                          "--tag", tag], cwd=ROOT, timeout=900)
+    assert out.returncode == 0, f"kube_play.py exited {out.returncode}"
+
+
 def main():
     keep = "--keep" in sys.argv
     standin = standins()
@@ -262,6 +272,7 @@ def main():
             if not keep:
                 left = compose.down()
                 results.append(("compose project removed", AssertionError(left) if left else None))
+        kube_play(tag)
     passed = sum(1 for _, e in results if e is None)
     failed = len(results) - passed
     print(f"{passed} passed, {failed} failed")
