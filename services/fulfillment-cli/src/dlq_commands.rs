@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use fulfillment_core::Redis;
-use fulfillment_core::dead_letter::{self, DlqId, ReplayOutcome};
+use fulfillment_core::runtime::dead_letter::{self, DlqId, ReplayOutcome};
 use std::fmt::Write as _;
 
 /// Lists up to `limit` dead letters oldest first, as a table or as JSON.

@@ -11,12 +11,12 @@
 //! knows it by the pid file Redis keeps there) and stops it on its own way out.
 
 use anyhow::{Context, bail};
-use fulfillment_core::consumer::run_consumer;
+use fulfillment_core::runtime::consumer::run_consumer;
+use fulfillment_core::runtime::startup::{consumer_config, prepare_redis};
 use fulfillment_core::settings::RedisSettings;
-use fulfillment_core::startup::{consumer_config, prepare_redis};
 use fulfillment_core::{Redis, Service, Settings};
+use fulfillment_pipeline::ServiceSettings;
 use retry_worker::RetryWorker;
-use retry_worker::ServiceSettings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl Pipeline {
             }));
         }
         for service in Service::ALL {
-            let handler = retry_worker::handler(service, redis, own);
+            let handler = fulfillment_pipeline::handler(service, redis, own);
             for i in 1..=replicas.of(service) {
                 tasks.push(tokio::spawn(run_consumer(
                     redis.clone(),
@@ -121,7 +121,7 @@ impl Pipeline {
             let worker = RetryWorker::new(
                 redis.clone(),
                 retry_settings.clone(),
-                retry_worker::all_handlers(redis, own),
+                fulfillment_pipeline::all_handlers(redis, own),
             );
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run_loop(stop).await }));
@@ -363,7 +363,7 @@ fn parent_pid(stat: &str) -> Option<u32> {
 }
 
 async fn redis_answers(redis: &RedisSettings) -> bool {
-    fulfillment_core::connection::install_tls_provider();
+    fulfillment_redis::connection::install_tls_provider();
     let Ok(client) = redis.connection_info().and_then(redis::Client::open) else {
         return false;
     };

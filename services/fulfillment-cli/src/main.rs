@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use fulfillment_cli::local_runner::{self, Replicas, UpOptions};
 use fulfillment_cli::{bench, dlq_commands, partitions, stats};
 use fulfillment_core::Redis;
+use fulfillment_core::runtime::startup::{exit_code, or_exit};
 use fulfillment_core::settings::{Env, Settings};
-use fulfillment_core::startup::{exit_code, or_exit};
-use retry_worker::ServiceSettings;
+use fulfillment_pipeline::ServiceSettings;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,16 +133,18 @@ fn main() -> std::process::ExitCode {
     // `up` next to its Redis leaves that Redis a CPU: on two cores, one worker for every service
     // finished more orders per second with less CPU per order than two (README, Performance).
     let workers = match cli.command {
-        Command::Up { .. } if settings.redis.is_on_this_machine() => {
-            Some(fulfillment_core::startup::cpus().saturating_sub(1).max(1))
-        }
+        Command::Up { .. } if settings.redis.is_on_this_machine() => Some(
+            fulfillment_core::runtime::startup::cpus()
+                .saturating_sub(1)
+                .max(1),
+        ),
         _ => None,
     };
-    fulfillment_core::startup::run_main(workers, run(cli, settings, own))
+    fulfillment_core::runtime::startup::run_main(workers, run(cli, settings, own))
 }
 
 async fn run(cli: Cli, settings: Settings, own: ServiceSettings) -> std::process::ExitCode {
-    let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "fulfillment");
+    let _telemetry = fulfillment_core::ops::telemetry::init(settings.log_format, "fulfillment");
     let result = async {
         match cli.command {
             Command::Up {
@@ -161,7 +163,7 @@ async fn run(cli: Cli, settings: Settings, own: ServiceSettings) -> std::process
                     settings,
                     own,
                     options,
-                    fulfillment_core::shutdown::on_signal(),
+                    fulfillment_core::runtime::shutdown::on_signal(),
                 )
                 .await
             }
@@ -243,5 +245,5 @@ async fn run(cli: Cli, settings: Settings, own: ServiceSettings) -> std::process
 }
 
 async fn connect(settings: &fulfillment_core::Settings) -> anyhow::Result<Redis> {
-    fulfillment_core::startup::connect(settings).await
+    fulfillment_core::runtime::startup::connect(settings).await
 }

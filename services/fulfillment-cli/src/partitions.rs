@@ -1,7 +1,7 @@
 //! `fulfillment partitions`: which streams a deployment's settings name, and the chart's table of
 //! partition hash tags (one source for the names: [`Layout`]).
 
-use fulfillment_core::keys::{Layout, slot_of};
+use fulfillment_events::keys::{Layout, slot_of};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

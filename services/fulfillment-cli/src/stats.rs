@@ -1,7 +1,7 @@
 //! `fulfillment stats`: one screen of groups, consumers, pending, lag, retries and the DLQ (and,
 //! with several partitions, each partition's length, pending and lag, to find a hot one).
 
-pub use fulfillment_core::stream_stats::{Stats, collect};
+pub use fulfillment_core::ops::stream_stats::{Stats, collect};
 use std::fmt::Write as _;
 
 /// The one-screen table.

@@ -5,10 +5,10 @@
 //! measures the whole pipeline.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fulfillment_core::consumer::decide;
-use fulfillment_core::events::{LineItem, OrderPlaced};
-use fulfillment_core::stream_entry::{RawEntry, parse_read_reply};
+use fulfillment_core::runtime::consumer::decide;
 use fulfillment_core::{Delivery, Event, EventHandler, EventType, Handled, HandlerFuture, Service};
+use fulfillment_events::events::{LineItem, OrderPlaced};
+use fulfillment_redis::stream_entry::{RawEntry, parse_read_reply};
 use redis::Value;
 use std::hint::black_box;
 
@@ -126,7 +126,8 @@ fn dispatch(c: &mut Criterion) {
     let mut shipped = order_placed();
     shipped.event_type = EventType::ShipmentPrepared;
     let for_others = raw_entry(&shipped);
-    let layout = fulfillment_core::keys::Layout::new("order_events", "order_events:dlq", 1, false);
+    let layout =
+        fulfillment_events::keys::Layout::new("order_events", "order_events:dlq", 1, false);
     let partition = &layout.partitions()[0];
     let stopping = tokio_util::sync::CancellationToken::new();
     let mut group = c.benchmark_group("dispatch");

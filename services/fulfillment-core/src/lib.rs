@@ -1,38 +1,23 @@
-//! What every fulfillment service shares: the event schema, the Redis Streams runtime (publish,
-//! consumer-group loop, dead-letter), per-order state transitions, settings, telemetry, metrics
-//! and shutdown.
+//! The runtime every fulfillment service shares, on top of the Redis layer
+//! ([`fulfillment_redis`]) and the event model ([`fulfillment_events`]).
 //!
-//! The modules form a line, each using only those before it: `events` → `stream_entry` →
-//! `stream_reader` →
-//! `dead_letter` → `handler` → `consumer` → `startup` (what a service's `main` does).
+//! Three folders, dependencies one way (`ops` ← `saga`, `ops` ← `runtime`; none imports the
+//! others back):
+//! - [`ops`]: what operators see: metrics, the one reader of the stream figures, `/healthz` and
+//!   `/metrics`, traces and logs, liveness;
+//! - [`saga`]: per-order state in Redis: step transitions, the order's projection, retention;
+//! - [`runtime`]: read, handle, acknowledge, retry: the consumer loop, handlers, the dead-letter
+//!   stream, shutdown, and what a service's `main` does ([`runtime::startup`]).
+//!
+//! Beside them, [`settings`] (read once at start) and [`store`] (the pipeline's Redis).
 
-pub mod backoff;
-pub mod connection;
-pub mod consumer;
-pub mod dead_letter;
-pub mod events;
-pub mod handler;
-pub mod keys;
-pub mod liveness;
-pub mod metrics;
-pub mod ops_http;
-pub mod projection;
-mod replica_wait;
-pub mod retention;
-pub mod script_batch;
-pub mod script_reply;
-pub mod service;
+pub mod ops;
+pub mod runtime;
+pub mod saga;
 pub mod settings;
-pub mod shutdown;
-pub mod startup;
-pub mod stream_entry;
-pub mod stream_reader;
-pub mod stream_stats;
-pub mod telemetry;
-pub mod transition;
+pub mod store;
 
-pub use connection::Redis;
-pub use events::{Event, EventType, Payload};
-pub use handler::{Delivery, EventHandler, Handled, HandlerError, HandlerFuture};
-pub use service::Service;
+pub use fulfillment_events::{Event, EventType, Payload, Service};
+pub use runtime::handler::{Delivery, EventHandler, Handled, HandlerError, HandlerFuture};
 pub use settings::Settings;
+pub use store::Redis;

@@ -9,7 +9,8 @@
 //! [`SecretString`]s: `Debug` prints them as redacted, and reading one is an explicit
 //! `expose_secret()`.
 
-use secrecy::{ExposeSecret, SecretString};
+pub use fulfillment_redis::connection::{RedisSettings, redact};
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,33 +53,6 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `SHUTDOWN_GRACE_MS`: longest a stopping process waits for in-flight work. Default 25000.
     pub shutdown_grace_ms: u64,
-}
-
-/// Where the event stream and all state live.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// `REDIS_URL`: `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default
-    /// `redis://127.0.0.1:6379`. Ignored (with a warning at start) when `REDIS_CLUSTER_NODES` is
-    /// set.
-    pub url: SecretString,
-    /// Whether `REDIS_URL` was set beside `REDIS_CLUSTER_NODES` (and so is ignored).
-    pub url_ignored: bool,
-    /// `REDIS_CLUSTER_NODES`: comma-separated seed URLs of a Redis Cluster (`redis://` or
-    /// `rediss://`, password allowed). When set, every process talks to the cluster through
-    /// redis-rs's cluster client, which follows MOVED/ASK and topology changes. Default unset: one
-    /// Redis at `REDIS_URL`.
-    pub cluster_nodes: Vec<SecretString>,
-    /// `REDIS_PASSWORD`: when set, the password to use whatever the URL (or the seed URLs) say;
-    /// any characters, no URL-encoding (what a Kubernetes Secret holds).
-    pub password: Option<SecretString>,
-    /// `REDIS_WAIT_REPLICAS`: when above 0, a write that a client or another step relies on
-    /// (an order before its 201, a stock reservation before its event) is acknowledged by this
-    /// many replicas (`WAIT`) before it is relied on; otherwise the caller gets an error and the
-    /// step is retried. Default 0 (Redis's asynchronous replication), 0..=16.
-    pub wait_replicas: u32,
-    /// `REDIS_WAIT_TIMEOUT_MS`: longest a write waits for its replicas. Default 2000; keep it
-    /// below the cluster's `cluster-node-timeout`, so no wait outlives a failover.
-    pub wait_timeout_ms: u64,
 }
 
 /// The stream and how a consumer reads it.
@@ -280,8 +254,8 @@ impl Settings {
 
     /// Where the streams and keys live under these settings: the partitions, and the plain or
     /// hash-tagged key names (tagged on a cluster, or with more than one partition).
-    pub fn layout(&self) -> crate::keys::Layout {
-        crate::keys::Layout::new(
+    pub fn layout(&self) -> fulfillment_events::keys::Layout {
+        fulfillment_events::keys::Layout::new(
             &self.stream.name,
             &self.stream.dlq,
             self.stream.partitions,
@@ -299,90 +273,6 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
-    }
-}
-
-impl RedisSettings {
-    /// Whether every process talks to a Redis Cluster (`REDIS_CLUSTER_NODES`).
-    pub fn is_cluster(&self) -> bool {
-        !self.cluster_nodes.is_empty()
-    }
-
-    /// Where to connect on one Redis: the URL, with `REDIS_PASSWORD` in place of its password when
-    /// set.
-    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
-        self.with_password(self.url.expose_secret())
-    }
-
-    /// The cluster's seed nodes, each with `REDIS_PASSWORD` in place of its password when set.
-    pub fn cluster_seeds(&self) -> redis::RedisResult<Vec<redis::ConnectionInfo>> {
-        self.cluster_nodes
-            .iter()
-            .map(|url| self.with_password(url.expose_secret()))
-            .collect()
-    }
-
-    fn with_password(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
-        use redis::IntoConnectionInfo;
-        let info = url
-            .into_connection_info()?
-            .set_tcp_settings(crate::connection::tcp_settings());
-        Ok(match &self.password {
-            None => info,
-            Some(password) => {
-                let redis = info
-                    .redis_settings()
-                    .clone()
-                    .set_password(password.expose_secret());
-                info.set_redis_settings(redis)
-            }
-        })
-    }
-
-    /// Whether every Redis this process talks to is on this machine: a loopback address,
-    /// `localhost` or a Unix socket (`fulfillment up` then leaves Redis a core).
-    pub fn is_on_this_machine(&self) -> bool {
-        use redis::ConnectionAddr;
-        let infos = if self.is_cluster() {
-            self.cluster_seeds()
-        } else {
-            self.connection_info().map(|info| vec![info])
-        };
-        let is_local = |host: &str| {
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        };
-        infos.is_ok_and(|infos| {
-            infos.iter().all(|info| match info.addr() {
-                ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
-                    is_local(host)
-                }
-                ConnectionAddr::Unix(_) => true,
-                _ => false,
-            })
-        })
-    }
-
-    /// Where this process connects, without passwords, for messages: the URL, or the seed nodes.
-    pub fn redacted_url(&self) -> String {
-        if self.is_cluster() {
-            let seeds: Vec<String> = self
-                .cluster_nodes
-                .iter()
-                .map(|url| redact(url.expose_secret()))
-                .collect();
-            return format!("cluster {}", seeds.join(","));
-        }
-        redact(self.url.expose_secret())
-    }
-
-    /// How long a write waits for its replicas.
-    pub fn wait_timeout(&self) -> Duration {
-        Duration::from_millis(self.wait_timeout_ms)
     }
 }
 
@@ -408,16 +298,6 @@ fn parse_seed_urls(value: &str) -> Result<Vec<SecretString>, String> {
             .map_err(|e| format!("{}: {e}", redact(url)))?;
     }
     Ok(urls.into_iter().map(SecretString::from).collect())
-}
-
-/// A URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Reads variables and refuses a bad one with one line naming it; services with settings of
@@ -549,6 +429,7 @@ pub fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {

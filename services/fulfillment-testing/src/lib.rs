@@ -11,10 +11,11 @@ pub mod fault_proxy;
 pub use cluster::TestCluster;
 pub use fault_proxy::{FaultProxy, Mode};
 use fulfillment_cli::local_runner::{Pipeline, Replicas};
-use fulfillment_core::keys::{Layout, Partition};
-use fulfillment_core::stream_entry::{Entries, RawEntry};
 use fulfillment_core::{Redis, Service, Settings};
-use retry_worker::{PassReport, RetryWorker, ServiceSettings};
+use fulfillment_events::keys::{Layout, Partition};
+use fulfillment_pipeline::ServiceSettings;
+use fulfillment_redis::stream_entry::{Entries, RawEntry};
+use retry_worker::{PassReport, RetryWorker};
 use serde_json::{Value, json};
 use std::net::TcpListener as StdListener;
 use std::ops::{Deref, DerefMut};
@@ -412,7 +413,7 @@ impl Harness {
     }
 
     async fn with_settings(server: TestServer, settings: TestSettings) -> Self {
-        let redis = fulfillment_core::startup::prepare_redis(&settings)
+        let redis = fulfillment_core::runtime::startup::prepare_redis(&settings)
             .await
             .expect("redis");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -524,7 +525,7 @@ impl Harness {
         RetryWorker::new(
             self.redis.clone(),
             settings.settings.clone(),
-            retry_worker::all_handlers(&self.redis, &settings.services),
+            fulfillment_pipeline::all_handlers(&self.redis, &settings.services),
         )
     }
 
@@ -711,7 +712,7 @@ impl Harness {
         let mut all = Vec::new();
         for partition in self.layout().partitions() {
             for entry in self.entries(&partition.dlq).await {
-                let id = fulfillment_core::dead_letter::DlqId {
+                let id = fulfillment_core::runtime::dead_letter::DlqId {
                     partition: partition.index,
                     entry: entry.id.clone(),
                 };
@@ -802,14 +803,14 @@ impl Harness {
     /// nothing left to read. What a test checks after this is what the pipeline did, not what it
     /// had not yet got to.
     pub async fn settled(&self) {
-        self.settled_in(&fulfillment_core::service::all_groups())
+        self.settled_in(&fulfillment_events::service::all_groups())
             .await;
     }
 
     /// [`Harness::settled`] for every group but `group` (which may keep an entry pending on purpose,
     /// or has no consumer running).
     pub async fn settled_except(&self, group: &str) {
-        let others: Vec<&str> = fulfillment_core::service::all_groups()
+        let others: Vec<&str> = fulfillment_events::service::all_groups()
             .into_iter()
             .filter(|g| *g != group)
             .collect();
@@ -820,10 +821,12 @@ impl Harness {
     pub async fn settled_in(&self, groups: &[&str]) {
         self.eventually(SECONDS_10, "groups settled", || async {
             for partition in self.layout().partitions() {
-                let figures =
-                    fulfillment_core::stream_stats::group_figures(&self.redis, &partition.stream)
-                        .await
-                        .expect("groups");
+                let figures = fulfillment_core::ops::stream_stats::group_figures(
+                    &self.redis,
+                    &partition.stream,
+                )
+                .await
+                .expect("groups");
                 let settled = figures
                     .iter()
                     .filter(|g| groups.contains(&g.name.as_str()))

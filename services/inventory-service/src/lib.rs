@@ -12,17 +12,19 @@
 //! `INVENTORY_FAILURE_RATE` fails a delivery before any side effect, `INVENTORY_ACK_LOSS_RATE`
 //! reserves and publishes, then withholds the acknowledgement so the entry is delivered again.
 
-use fulfillment_core::events::{OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved};
-use fulfillment_core::keys::Partition;
-use fulfillment_core::projection;
-use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
-use fulfillment_core::script_reply::Tagged;
+use fulfillment_core::saga::projection;
+use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::settings::{Env, SettingsError};
-use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
-    keys,
 };
+use fulfillment_events::events::{
+    OrderPlaced, StockFailed, StockLine, StockReleased, StockReserved,
+};
+use fulfillment_events::keys;
+use fulfillment_events::keys::Partition;
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
+use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, Script, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -100,7 +102,7 @@ impl InventoryHandler {
             customer_email: placed.customer_email.clone(),
         });
         // Publishing in the script, it records a StockReserved in the order's status and history
-        // too (see `fulfillment_core::projection`); the outbox's transition does that otherwise.
+        // too (see `fulfillment_core::saga::projection`); the outbox's transition does that otherwise.
         reserved.projected = in_script;
         // The payload of StockFailed is filled in by the script, which knows the short product.
         let failed = delivery.follow_up_without_payload::<StockFailed>();
@@ -135,7 +137,7 @@ impl InventoryHandler {
         let stored = if in_script {
             String::new()
         } else {
-            fulfillment_core::events::fields_json(&reserved_fields)
+            fulfillment_events::events::fields_json(&reserved_fields)
         };
         invocation
             .arg(serde_json::to_string(&lines).unwrap_or_default())
@@ -467,7 +469,7 @@ pub fn handler(redis: Redis, instability: Instability) -> InventoryHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fulfillment_core::events::LineItem;
+    use fulfillment_events::events::LineItem;
 
     #[test]
     fn lines_of_one_product_are_added_up() {

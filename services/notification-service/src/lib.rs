@@ -7,13 +7,14 @@
 //! confirmation, only while the order's label is live (not voided, not cancelled). Only the
 //! delivery that made that move writes the message. No real mail is sent; the message is logged.
 
-use fulfillment_core::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
-use fulfillment_core::transition::{ABSENT, Guard, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{ABSENT, Guard, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
+use fulfillment_events::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
+use fulfillment_events::keys;
 
-pub use fulfillment_core::keys::notification_kind as kind;
+pub use fulfillment_events::keys::notification_kind as kind;
 
 /// The notification group's handler.
 #[derive(Debug, Clone)]

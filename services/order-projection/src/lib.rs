@@ -3,25 +3,24 @@
 //! Invariant: a status never moves backwards, whatever order or how often events arrive (the
 //! rules are core's `project.lua`, applied in one step with the history entry). A stock or
 //! payment failure cancels the order and publishes `OrderCancelled` in that same step. Entries
-//! their producer already projected (`projected`, see `fulfillment_core::projection`) are
+//! their producer already projected (`projected`, see `fulfillment_core::saga::projection`) are
 //! acknowledged unread.
 //!
 //! Its own crate, below the order service's API, so the retry worker (which must run every
 //! group's handler) links the projection and not the whole HTTP API.
 
-use fulfillment_core::events::{EventDeadLettered, OrderCancelled};
-use fulfillment_core::projection;
-use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
-use fulfillment_core::script_reply::Tagged;
+use fulfillment_core::saga::projection;
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
+use fulfillment_events::events::{EventDeadLettered, OrderCancelled};
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
+use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, Value};
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::sync::LazyLock;
 
-pub use fulfillment_core::projection::HistoryEntry;
+pub use fulfillment_core::saga::projection::HistoryEntry;
+pub use fulfillment_events::states::OrderStatus;
 
 static PROJECT: LazyLock<BatchedScript> = LazyLock::new(|| {
     BatchedScript::with_library(
@@ -33,64 +32,6 @@ static PROJECT: LazyLock<BatchedScript> = LazyLock::new(|| {
 
 /// Longest `status_reason` kept from a dead letter's error.
 const MAX_REASON_LEN: usize = 200;
-
-/// An order's status (the contract's names). It never moves backwards: progress
-/// `Pending < Reserved < Paid < Completed`; `Completed` and `Cancelled` are final; `Failed` (an
-/// event of the order was dead-lettered) holds until progress moves again after a replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Pending,
-    Reserved,
-    Paid,
-    Completed,
-    Cancelled,
-    Failed,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
-        OrderStatus::Pending,
-        OrderStatus::Reserved,
-        OrderStatus::Paid,
-        OrderStatus::Completed,
-        OrderStatus::Cancelled,
-        OrderStatus::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Reserved => "RESERVED",
-            OrderStatus::Paid => "PAID",
-            OrderStatus::Completed => "COMPLETED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
-    }
-
-    /// `Completed` or `Cancelled`: nothing moves it any more.
-    pub fn is_final(self) -> bool {
-        matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromRedisValue for OrderStatus {
-    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let text = String::from_redis_value(v)?;
-        Self::parse(&text).ok_or_else(|| format!("unknown order status {text:?}").into())
-    }
-}
 
 /// Records placed → final time in `fulfillment_order_completion_seconds`.
 pub fn observe_completion(status: OrderStatus, created_ms: &str) {

@@ -6,8 +6,8 @@
 //! its own; a write is answered once it is on enough replicas (`REDIS_WAIT_REPLICAS`).
 
 use fulfillment_core::Redis;
-use fulfillment_core::keys::KeySpace;
-use fulfillment_core::script_reply::Tagged;
+use fulfillment_events::keys::KeySpace;
+use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

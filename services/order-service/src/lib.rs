@@ -10,7 +10,7 @@ pub mod status_feed;
 
 use api::AppState;
 
-use fulfillment_core::startup::with_consumer;
+use fulfillment_core::runtime::startup::with_consumer;
 use fulfillment_core::{Redis, Settings};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -45,9 +45,12 @@ pub async fn serve(
     // As `ops_http::serve`, with each connection's peer address (the live feed counts a client's
     // followers by it).
     let app = api::router(state).into_make_service_with_connect_info::<api::Peer>();
-    axum::serve(fulfillment_core::ops_http::JsonParseErrors(listener), app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        fulfillment_core::ops::ops_http::JsonParseErrors(listener),
+        app,
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     feed.abort();
     Ok(())
 }

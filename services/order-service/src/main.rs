@@ -4,12 +4,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use fulfillment_core::startup::{bind, exit_code, prepare_redis, settings_or_exit};
+use fulfillment_core::runtime::startup::{bind, exit_code, prepare_redis, settings_or_exit};
 
 fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::run_main(None, async {
+    fulfillment_core::runtime::startup::run_main(None, async {
         let settings = settings_or_exit();
-        let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "order-service");
+        let _telemetry =
+            fulfillment_core::ops::telemetry::init(settings.log_format, "order-service");
         let result = async {
             let redis = prepare_redis(&settings).await?;
             let listener = bind(&settings).await?;
@@ -17,7 +18,7 @@ fn main() -> std::process::ExitCode {
                 settings,
                 redis,
                 listener,
-                fulfillment_core::shutdown::on_signal(),
+                fulfillment_core::runtime::shutdown::on_signal(),
             )
             .await
         }

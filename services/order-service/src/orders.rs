@@ -11,13 +11,14 @@
 //! With `REDIS_WAIT_REPLICAS`, an order is reported placed or cancelled only once that is on
 //! enough replicas.
 
-use fulfillment_core::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
-use fulfillment_core::keys::{Layout, Partition};
-use fulfillment_core::projection;
-use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
-use fulfillment_core::script_reply::Tagged;
-use fulfillment_core::stream_entry::entry_id_order;
-use fulfillment_core::{Event, Redis, keys};
+use fulfillment_core::saga::projection;
+use fulfillment_core::{Event, Redis};
+use fulfillment_events::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
+use fulfillment_events::keys;
+use fulfillment_events::keys::{Layout, Partition};
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
+use fulfillment_redis::script_reply::Tagged;
+use fulfillment_redis::stream_entry::entry_id_order;
 pub use order_projection::{HistoryEntry, OrderStatus, observe_completion};
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use serde::Serialize;
@@ -29,8 +30,8 @@ static PLACE: LazyLock<BatchedScript> =
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}\n{}",
-        fulfillment_core::script_batch::PLAIN_PRELUDE,
-        fulfillment_core::projection::LIBRARY,
+        fulfillment_redis::script_batch::PLAIN_PRELUDE,
+        fulfillment_core::saga::projection::LIBRARY,
         include_str!("scripts/cancel_order.lua")
     ))
 });
@@ -192,7 +193,7 @@ pub async fn place(
     event.occurred_at = now.clone();
     event.traceparent = traceparent;
     // Recorded in the order's history by the script that publishes it (see
-    // `fulfillment_core::projection`): the order group skips it.
+    // `fulfillment_core::saga::projection`): the order group skips it.
     event.projected = true;
     let (history_before_id, history_after_id) =
         projection::history_json_around_id(&event, recorded_by, 1);

@@ -10,9 +10,10 @@
 //! [`PING_TIMEOUT`] is dropped and made again. The loop marks its progress for `/healthz`.
 
 use axum::extract::ws::Utf8Bytes;
-use fulfillment_core::backoff::Backoff;
-use fulfillment_core::connection::{COMMAND_TIMEOUT, within};
-use fulfillment_core::{Redis, keys};
+use fulfillment_core::Redis;
+use fulfillment_core::runtime::backoff::Backoff;
+use fulfillment_events::keys;
+use fulfillment_redis::connection::{COMMAND_TIMEOUT, within};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,9 +11,9 @@
 //! what it has durably recorded.
 
 use fulfillment_core::Redis;
-use fulfillment_core::events::{PAYMENT_TOKENS, now_rfc3339};
-use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
-use fulfillment_core::script_reply::Tagged;
+use fulfillment_events::events::{PAYMENT_TOKENS, now_rfc3339};
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
+use fulfillment_redis::script_reply::Tagged;
 use std::sync::LazyLock;
 
 const DECLINED_TOKEN: &str = "tok_chargeDeclined";

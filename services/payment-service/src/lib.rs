@@ -12,16 +12,16 @@
 
 pub mod gateway;
 
-use fulfillment_core::backoff::Backoff;
-use fulfillment_core::events::{
-    OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
-};
-use fulfillment_core::keys::Partition;
+use fulfillment_core::runtime::backoff::Backoff;
+use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::settings::{Env, SettingsError};
-use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
+use fulfillment_events::events::{
+    OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
+};
+use fulfillment_events::keys::Partition;
 use gateway::{ChargeError, TestGateway, Void};
 use std::time::Duration;
 use uuid::Uuid;

@@ -10,20 +10,19 @@
 //! lag counter is repaired if a restart from the append-only file left it wrong. The pass records
 //! when it finished, for `/metrics`.
 
-use fulfillment_core::consumer::{Disposition, acknowledge, decide, resolve_replayed};
-use fulfillment_core::dead_letter::{self, DeadLetter};
-use fulfillment_core::events::now_millis;
-use fulfillment_core::keys::Partition;
-use fulfillment_core::script_reply::Tagged;
-use fulfillment_core::settings::{Env, SettingsError};
-use fulfillment_core::stream_entry::{Entries, RawEntry};
-use fulfillment_core::stream_stats::{
+use fulfillment_core::ops::stream_stats::{
     consumer_figures, group_figures, oldest_pending_id, parse_entry_id,
 };
-use fulfillment_core::{EventHandler, Redis, Service, Settings, keys, retention};
+use fulfillment_core::runtime::consumer::{Disposition, acknowledge, decide, resolve_replayed};
+use fulfillment_core::runtime::dead_letter::{self, DeadLetter};
+use fulfillment_core::saga::retention;
+use fulfillment_core::{EventHandler, Redis, Settings};
+use fulfillment_events::events::now_millis;
+use fulfillment_events::keys;
+use fulfillment_events::keys::Partition;
+use fulfillment_redis::script_reply::Tagged;
+use fulfillment_redis::stream_entry::{Entries, RawEntry};
 use futures_util::future::join_all;
-use inventory_service::Instability;
-use payment_service::ChargeSettings;
 use redis::streams::StreamPendingCountReply;
 use redis::{RedisResult, Script};
 use serde::Serialize;
@@ -39,45 +38,6 @@ static REPAIR_LAG: LazyLock<Script> =
 /// Most entries a lag repair counts per group and pass; a group further behind is repaired by a
 /// later pass, once it has caught up some.
 const LAG_REPAIR_MAX_COUNT: usize = 1000;
-
-/// The settings that services keep to themselves: inventory's failure injection and payment's
-/// charge retries. Whoever builds their handlers (their binaries, the retry worker, `fulfillment
-/// up`) reads these beside [`Settings`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ServiceSettings {
-    pub inventory: Instability,
-    pub payment: ChargeSettings,
-}
-
-impl ServiceSettings {
-    pub fn read(env: &Env) -> Result<Self, SettingsError> {
-        Ok(Self {
-            inventory: Instability::read(env)?,
-            payment: ChargeSettings::read(env)?,
-        })
-    }
-}
-
-/// The handler of a service's group, built as the service's binary builds it: the one registry
-/// of services and handlers (the retry worker and `fulfillment up` both need every one).
-pub fn handler(service: Service, redis: &Redis, own: &ServiceSettings) -> Arc<dyn EventHandler> {
-    let redis = redis.clone();
-    match service {
-        Service::Order => Arc::new(order_projection::handler(redis)),
-        Service::Inventory => Arc::new(inventory_service::handler(redis, own.inventory)),
-        Service::Payment => Arc::new(payment_service::handler(redis, own.payment)),
-        Service::Shipping => Arc::new(shipping_service::handler(redis)),
-        Service::Notification => Arc::new(notification_service::handler(redis)),
-    }
-}
-
-/// Every group's handler.
-pub fn all_handlers(redis: &Redis, own: &ServiceSettings) -> Vec<Arc<dyn EventHandler>> {
-    Service::ALL
-        .iter()
-        .map(|s| handler(*s, redis, own))
-        .collect()
-}
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -149,7 +109,7 @@ impl RetryWorker {
     /// [`Self::run_pass`], whose handlers give up their waits once `stopping` fires.
     async fn run_pass_until(&self, stopping: &CancellationToken) -> RedisResult<PassReport> {
         let pass = self.pass(stopping);
-        fulfillment_core::connection::within(PASS_DEADLINE, "retry pass", pass).await
+        fulfillment_redis::connection::within(PASS_DEADLINE, "retry pass", pass).await
     }
 
     async fn pass(&self, stopping: &CancellationToken) -> RedisResult<PassReport> {
@@ -174,7 +134,7 @@ impl RetryWorker {
     async fn repair_lags(&self, partition: &Partition) -> RedisResult<usize> {
         let mut conn = self.redis.conn();
         let mut repaired = 0;
-        for group in fulfillment_core::service::all_groups() {
+        for group in fulfillment_events::service::all_groups() {
             let reply: Tagged = REPAIR_LAG
                 .key(&partition.stream)
                 .arg(group)
@@ -362,7 +322,7 @@ impl RetryWorker {
         let s = &self.settings;
         let mut conn = self.redis.conn();
         let mut removed = 0;
-        for group in fulfillment_core::service::all_groups() {
+        for group in fulfillment_events::service::all_groups() {
             for consumer in consumer_figures(&self.redis, partition, group).await? {
                 if consumer.pending > 0
                     || (consumer.unseen_ms as u64) < s.retry.consumer_gone_after_ms

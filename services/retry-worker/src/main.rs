@@ -5,10 +5,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use fulfillment_core::ops_http::{ops_router, serve};
+use fulfillment_core::ops::ops_http::{ops_router, serve};
+use fulfillment_core::runtime::startup::{bind, exit_code, ops_state, or_exit, prepare_redis};
 use fulfillment_core::settings::{Env, Settings};
-use fulfillment_core::startup::{bind, exit_code, ops_state, or_exit, prepare_redis};
-use retry_worker::{RetryWorker, ServiceSettings, all_handlers};
+use fulfillment_pipeline::{ServiceSettings, all_handlers};
+use retry_worker::RetryWorker;
 
 /// Retries entries left pending in every consumer group, dead-letters those that keep failing,
 /// removes gone consumers and trims the stream. Settings come from the environment
@@ -23,12 +24,13 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::run_main(None, async {
+    fulfillment_core::runtime::startup::run_main(None, async {
         let args = Args::parse();
         let env = Env::from_process();
         let settings = or_exit(Settings::read(&env));
         let own = or_exit(ServiceSettings::read(&env));
-        let _telemetry = fulfillment_core::telemetry::init(settings.log_format, "retry-worker");
+        let _telemetry =
+            fulfillment_core::ops::telemetry::init(settings.log_format, "retry-worker");
         let result = async {
             let redis = prepare_redis(&settings).await?;
             let worker =
@@ -38,7 +40,7 @@ fn main() -> std::process::ExitCode {
                 println!("{}", serde_json::to_string(&report)?);
                 return Ok(());
             }
-            let shutdown = fulfillment_core::shutdown::on_signal();
+            let shutdown = fulfillment_core::runtime::shutdown::on_signal();
             let listener = bind(&settings).await?;
             let app = ops_router(ops_state(&redis));
             let server = tokio::spawn(serve(listener, app, shutdown.clone()));

@@ -7,11 +7,12 @@
 //! made afterwards (the cancel request itself leaves `cancelled` here, and is refused once a label
 //! exists); a cancellation that still meets a label (one recorded before that rule) voids it.
 
-use fulfillment_core::events::{PaymentProcessed, ShipmentPrepared};
-use fulfillment_core::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service, keys,
+    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
+use fulfillment_events::events::{PaymentProcessed, ShipmentPrepared};
+use fulfillment_events::keys;
 use uuid::Uuid;
 
 use keys::shipment_state as state;

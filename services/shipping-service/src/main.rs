@@ -5,9 +5,9 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    fulfillment_core::startup::run_main(
+    fulfillment_core::runtime::startup::run_main(
         None,
-        fulfillment_core::startup::main_for_worker(
+        fulfillment_core::runtime::startup::main_for_worker(
             "shipping-service",
             |_| Ok(()),
             |redis, ()| std::sync::Arc::new(shipping_service::handler(redis)),

@@ -55,7 +55,7 @@ fn spawn(
         .env("RETRY_INTERVAL_MS", "500")
         .env("PAYMENT_BACKOFF_MS", "20")
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,fulfillment_core::consumer=warn")
+        .env("RUST_LOG", "info,fulfillment_core::runtime::consumer=warn")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(
@@ -395,7 +395,7 @@ async fn nothing_is_lost_when_consumers_redis_and_connections_fail_under_load() 
         .expect("counters");
     assert_eq!(
         counters
-            .get(fulfillment_core::keys::counter::LABELS_CREATED)
+            .get(fulfillment_events::keys::counter::LABELS_CREATED)
             .copied()
             .unwrap_or(0),
         completed,
@@ -462,7 +462,7 @@ pub(super) async fn drained(store: &Redis, within: Duration) {
         let mut conn = store.conn();
         let mut pending = 0;
         for partition in store.layout().partitions() {
-            for group in fulfillment_core::service::all_groups() {
+            for group in fulfillment_events::service::all_groups() {
                 let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
                     .arg(&partition.stream)
                     .arg(group)

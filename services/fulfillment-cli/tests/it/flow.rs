@@ -2,7 +2,7 @@
 //! effects once. Each scenario runs on one Redis, on one Redis with four partitions, and on a
 //! Redis Cluster with twelve.
 
-use fulfillment_core::keys;
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use serde_json::json;
 
@@ -59,7 +59,7 @@ async fn an_order_completes_with_one_label_and_one_confirmation(backend: Backend
         .map(|e| e["stream_id"].as_str().expect("stream id"))
         .collect();
     let mut sorted = stream_ids.clone();
-    sorted.sort_by_key(|id| fulfillment_core::stream_entry::entry_id_order(id));
+    sorted.sort_by_key(|id| fulfillment_redis::stream_entry::entry_id_order(id));
     assert_eq!(stream_ids, sorted, "history is in stream order");
     consumers.stop().await;
     h.stop().await;

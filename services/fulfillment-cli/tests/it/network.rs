@@ -457,7 +457,7 @@ impl Run {
         assert_eq!(INITIAL_STOCK, stock + held, "stock is conserved");
         assert_eq!(
             counters
-                .get(fulfillment_core::keys::counter::LABELS_CREATED)
+                .get(fulfillment_events::keys::counter::LABELS_CREATED)
                 .copied()
                 .unwrap_or(0),
             completed,
@@ -615,7 +615,7 @@ async fn a_cluster_master_silent_then_half_open_loses_nothing() {
     }
     let recovered_in = healed.elapsed();
     h.eventually(Duration::from_secs(30), "nothing pending", || async {
-        for group in fulfillment_core::service::all_groups() {
+        for group in fulfillment_events::service::all_groups() {
             if h.pending(group).await > 0 {
                 return false;
             }

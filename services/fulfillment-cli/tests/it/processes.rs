@@ -348,7 +348,7 @@ async fn scaling_inventory_down_loses_nothing() {
             .query_async(&mut conn)
             .await
             .expect("read");
-        held = fulfillment_core::stream_stats::consumer_figures(
+        held = fulfillment_core::ops::stream_stats::consumer_figures(
             &h.redis,
             &h.layout().partitions()[0],
             "inventory_group",
@@ -414,7 +414,7 @@ async fn scaling_inventory_down_loses_nothing() {
         report["consumers_removed"].as_u64().unwrap_or(0) >= 2,
         "{report}"
     );
-    let consumers = fulfillment_core::stream_stats::consumer_figures(
+    let consumers = fulfillment_core::ops::stream_stats::consumer_figures(
         &h.redis,
         &h.layout().partitions()[0],
         "inventory_group",

@@ -3,7 +3,7 @@
 //! losing no order answered 201.
 
 use fulfillment_cli::local_runner::{Pipeline, Replicas};
-use fulfillment_core::keys::slot_of;
+use fulfillment_events::keys::slot_of;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, TestRedis};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -174,7 +174,7 @@ async fn a_master_killed_under_load_loses_no_order_answered_201() {
             .await;
     }
     h.eventually(Duration::from_secs(60), "nothing pending", || async {
-        for group in fulfillment_core::service::all_groups() {
+        for group in fulfillment_events::service::all_groups() {
             if h.pending(group).await > 0 {
                 return false;
             }
@@ -261,7 +261,7 @@ pub(super) async fn all_completed_books(
     assert_eq!(initial, stock + held, "stock is conserved exactly");
     assert_eq!(labelled, completed, "one label per order");
     assert_eq!(
-        h.counter(fulfillment_core::keys::counter::LABELS_CREATED)
+        h.counter(fulfillment_events::keys::counter::LABELS_CREATED)
             .await,
         completed,
         "no label made twice"

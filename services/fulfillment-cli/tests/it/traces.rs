@@ -2,8 +2,9 @@
 //! included, carried by the `traceparent` field of every entry. Its own test binary, because it
 //! installs the process's global trace pipeline (an in-memory exporter).
 
+use fulfillment_core::ops::telemetry;
 use fulfillment_core::settings::LogFormat;
-use fulfillment_core::{keys, telemetry};
+use fulfillment_events::keys;
 use fulfillment_testing::{Harness, SECONDS_10};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -68,7 +69,7 @@ async fn an_order_is_one_trace_across_every_service_retries_included() {
         .collect();
     // Every step records its own event in the order's projection, so the order group handles
     // none of a completed order's entries (it acknowledges them unread) and has no span here.
-    for group in fulfillment_core::service::all_groups() {
+    for group in fulfillment_events::service::all_groups() {
         if group == "order_group" {
             assert!(!groups.contains(group), "order_group handled an entry");
         } else {

@@ -2,8 +2,9 @@
 //! quiet consumers, replicas sharing a group's work, a backlog draining, poison entries, and
 //! `/healthz` failing while a reader is stuck (and only then).
 
-use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
-use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
+use fulfillment_core::runtime::consumer::{ConsumerConfig, run_consumer};
+use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service};
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -151,8 +152,8 @@ async fn quiet_live_consumers_stay_active_and_are_not_removed() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let report = h.retry_worker(&h.settings).run_pass().await.expect("pass");
     assert_eq!(report.consumers_removed, 0, "live consumers were removed");
-    for group in fulfillment_core::service::all_groups() {
-        let figures = fulfillment_core::stream_stats::consumer_figures(
+    for group in fulfillment_events::service::all_groups() {
+        let figures = fulfillment_core::ops::stream_stats::consumer_figures(
             &h.redis,
             &h.layout().partitions()[0],
             group,
@@ -234,7 +235,7 @@ async fn a_poison_entry_is_dead_lettered_at_once_and_consumers_keep_going(backen
         ["inventory_group", "order_group"],
         "each group that handles the type"
     );
-    for group in fulfillment_core::service::all_groups() {
+    for group in fulfillment_events::service::all_groups() {
         h.eventually(SECONDS_10, "all acknowledged", || async {
             h.pending(group).await == 0
         })
@@ -321,7 +322,7 @@ async fn a_backlog_of_five_hundred_orders_drains_when_consumers_start() {
             .await;
     }
     assert_eq!(h.stock("bulk").await, 10_000 - 500);
-    for group in fulfillment_core::service::all_groups() {
+    for group in fulfillment_events::service::all_groups() {
         h.eventually(Duration::from_secs(10), "drained", || async {
             h.pending(group).await == 0
         })

@@ -2,10 +2,10 @@
 //! well-formed event always survives encoding, and the blocking reader's own `XREADGROUP` parser
 //! reads every reply as redis-rs's parser does.
 
-use fulfillment_core::events::{Event, EventType};
-use fulfillment_core::stream_entry::{RawEntry, is_entry_id, parse_entries, parse_read_reply};
-use fulfillment_core::stream_reader;
-use fulfillment_core::telemetry::canonical_traceparent;
+use fulfillment_core::ops::telemetry::canonical_traceparent;
+use fulfillment_events::events::{Event, EventType};
+use fulfillment_redis::stream_entry::{RawEntry, is_entry_id, parse_entries, parse_read_reply};
+use fulfillment_redis::stream_reader;
 use proptest::prelude::*;
 use redis::Value;
 use std::collections::HashMap;

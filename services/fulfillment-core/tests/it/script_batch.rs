@@ -2,9 +2,9 @@
 //! to its end (`count`, `keep_recent`) adds up to what the calls one by one would have done.
 
 use fulfillment_core::Redis;
-use fulfillment_core::keys::KeySpace;
-use fulfillment_core::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_core::settings::Settings;
+use fulfillment_events::keys::KeySpace;
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_testing::TestRedis;
 use futures_util::future::join_all;
 use std::sync::LazyLock;

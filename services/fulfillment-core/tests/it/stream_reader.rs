@@ -3,9 +3,9 @@
 //! and keeps Redis's error code.
 
 use fulfillment_core::Redis;
-use fulfillment_core::connection::{NEW_ENTRIES, StreamReader, ensure_groups_on};
 use fulfillment_core::settings::Settings;
-use fulfillment_core::stream_reader::GroupRead;
+use fulfillment_redis::connection::{NEW_ENTRIES, StreamReader, ensure_groups_on};
+use fulfillment_redis::stream_reader::GroupRead;
 use fulfillment_testing::TestRedis;
 use std::time::Duration;
 

@@ -1,10 +1,11 @@
 //! A step's repeat publishes the same entry again: by the id its state hash keeps, from a copy a
 //! hash written before kept, and not at all once the entry is trimmed (every group had it).
 
-use fulfillment_core::events::{Event, EventType};
+use fulfillment_core::Redis;
+use fulfillment_core::saga::transition::{ABSENT, Step, StepOutcome, transition};
 use fulfillment_core::settings::Settings;
-use fulfillment_core::transition::{ABSENT, Step, StepOutcome, transition};
-use fulfillment_core::{Redis, keys::Partition};
+use fulfillment_events::events::{Event, EventType};
+use fulfillment_events::keys::Partition;
 use fulfillment_testing::{TestRedis, stream_entries as entries};
 use redis::AsyncCommands;
 

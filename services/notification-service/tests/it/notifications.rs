@@ -1,6 +1,8 @@
 //! Notifications: a voided label confirms nothing; nobody is told both outcomes.
 
-use fulfillment_core::{Service, keys};
+use fulfillment_core::Service;
+
+use fulfillment_events::keys;
 use fulfillment_testing::{Harness, SECONDS_10};
 use serde_json::json;
 

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fulfillment_core::dead_letter::{self, DlqId, ReplayOutcome};
+use fulfillment_core::runtime::dead_letter::{self, DlqId, ReplayOutcome};
 use serde_json::json;
 
 pub async fn list(

@@ -28,9 +28,10 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
-use fulfillment_core::ops_http::ops_router;
-use fulfillment_core::startup::ops_state;
-use fulfillment_core::{Redis, Settings, metrics};
+use fulfillment_core::ops::metrics;
+use fulfillment_core::ops::ops_http::ops_router;
+use fulfillment_core::runtime::startup::ops_state;
+use fulfillment_core::{Redis, Settings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -228,7 +229,7 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The stream's live numbers (what `fulfillment stats --json` prints), for the console.
 async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Response> {
-    let stats = fulfillment_core::stream_stats::collect(&state.redis).await?;
+    let stats = fulfillment_core::ops::stream_stats::collect(&state.redis).await?;
     Ok(axum::Json(stats).into_response())
 }
 

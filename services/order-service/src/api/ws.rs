@@ -26,7 +26,7 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use fulfillment_core::Settings;
-use fulfillment_core::ops_http::JsonParseErrors;
+use fulfillment_core::ops::ops_http::JsonParseErrors;
 use futures_util::SinkExt;
 use serde::Deserialize;
 use std::collections::HashMap;

@@ -1,7 +1,9 @@
 //! The catalog: stock set against an ETag or moved by a delta; edits racing reservations never
 //! oversell.
 
-use fulfillment_core::{Service, keys};
+use fulfillment_core::Service;
+
+use fulfillment_events::keys;
 use fulfillment_testing::{Harness, SECONDS_10};
 use serde_json::{Value, json};
 

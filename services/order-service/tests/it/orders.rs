@@ -1,6 +1,8 @@
 //! Orders: cancelling, the live feed, idempotency keys.
 
-use fulfillment_core::{Service, keys};
+use fulfillment_core::Service;
+
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -50,7 +52,7 @@ async fn cancelling_before_shipment_compensates_and_a_completed_order_cannot_be_
     h.eventually(SECONDS_10, "shipping handled both", || async {
         h.pending("shipping_group").await == 0
             && matches!(
-                fulfillment_core::transition::read_fact(
+                fulfillment_core::saga::transition::read_fact(
                     &h.redis,
                     &h.partition_of(&id).keys.shipment(&id),
                     "state",

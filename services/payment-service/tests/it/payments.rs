@@ -1,6 +1,6 @@
 //! Charges: a declined card, a gateway that keeps failing, a charge racing its own retry.
 
-use fulfillment_core::keys;
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Order retention: finished orders leave Redis; late deliveries change nothing.
 
-use fulfillment_core::keys;
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 
 /// Every key of `order_id` that exists: its state in its partition, its line in the catalog's

@@ -1,7 +1,8 @@
 //! Retries, dead letters and replay, crashed consumers, trimming, gone consumers, deleted entries.
 
-use fulfillment_core::consumer::{ConsumerConfig, run_consumer};
-use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service, keys};
+use fulfillment_core::runtime::consumer::{ConsumerConfig, run_consumer};
+use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service};
+use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Labels: none after a cancel, no cancel after a label.
 
-use fulfillment_core::{Service, keys};
+use fulfillment_core::Service;
+
+use fulfillment_events::keys;
 use fulfillment_testing::{Harness, SECONDS_10};
 use serde_json::json;
 

@@ -12,8 +12,8 @@
 //! `entries-read` can fall behind for good and XINFO's lag with it (the retry worker then repairs
 //! the group's counter, see `repair_lag.lua`).
 
-use crate::connection::Redis;
-use crate::keys::{self, Partition};
+use crate::store::Redis;
+use fulfillment_events::keys::{self, Partition};
 use redis::{RedisResult, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -154,7 +154,7 @@ pub async fn collect(redis: &Redis) -> RedisResult<Stats> {
     };
     let (partitions, memory, last_pass) = futures_util::join!(partitions, memory, last_pass);
     let (partitions, last_pass) = (partitions?, last_pass?);
-    let now = crate::events::now_millis() as i64;
+    let now = fulfillment_events::events::now_millis() as i64;
 
     let mut counters: HashMap<String, i64> = HashMap::new();
     let mut completions = Vec::new();
@@ -515,7 +515,7 @@ pub async fn consumer_figures(
     };
     let (info, beats) = futures_util::join!(info, beats);
     let beats = beats?;
-    let now = crate::events::now_millis() as i64;
+    let now = fulfillment_events::events::now_millis() as i64;
     match info {
         Ok(info) => Ok(info
             .consumers

@@ -1,13 +1,13 @@
 //! Prometheus metrics: counters and histograms kept by this process, and the pipeline's figures
-//! read from Redis at scrape time (through [`crate::stream_stats`], the one reader `/stats` shares).
+//! read from Redis at scrape time (through [`crate::ops::stream_stats`], the one reader `/stats` shares).
 //!
 //! Retry and dead-letter totals live in Redis (the counters hash,
-//! [`KeySpace::counters`](crate::keys::KeySpace::counters)) rather than in the retry worker's
+//! [`KeySpace::counters`](fulfillment_events::keys::KeySpace::counters)) rather than in the retry worker's
 //! memory, because the retry worker is a short-lived CronJob: every long-running process exports
 //! the Redis totals, so they reach Prometheus whoever did the retrying.
 
-use crate::connection::Redis;
-use crate::stream_stats::{self, Stats};
+use crate::ops::stream_stats::{self, Stats};
+use crate::store::Redis;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -234,7 +234,7 @@ fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
             .set(g.oldest_pending_ms.unwrap_or(0) / 1000);
     }
     // Every group of the contract, even before its first retry or dead letter.
-    for group in crate::service::all_groups() {
+    for group in fulfillment_events::service::all_groups() {
         let g = stats.groups.iter().find(|g| g.group == *group);
         let total = |n: Option<i64>| n.unwrap_or(0).max(0) as u64;
         retries

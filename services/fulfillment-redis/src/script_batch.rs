@@ -13,7 +13,6 @@
 //! they were made, as pipelined calls did.
 
 use crate::connection::Conn;
-use crate::keys::KeySpace;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use redis::{
@@ -260,28 +259,30 @@ struct Queued {
     answer: oneshot::Sender<RedisResult<Value>>,
 }
 
-/// The queues of one process (one per script and key space), and the connection they send on.
-pub(crate) struct Batches {
+/// The queues of one process (one per script and slot), and the connection they send on.
+#[derive(Default)]
+pub struct Batches {
     queues: Mutex<HashMap<(&'static str, String), mpsc::UnboundedSender<Queued>>>,
 }
 
 impl Batches {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             queues: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Queues `call` of `script` on `space`'s slot and waits for its answer.
-    pub(crate) async fn run<T: FromRedisValue>(
+    /// Queues `call` of `script` on `slot` (the hash tag, or any name shared by exactly the calls
+    /// whose keys are on one slot) and waits for its answer.
+    pub async fn run<T: FromRedisValue>(
         &self,
         conn: impl FnOnce() -> Conn,
         script: &'static BatchedScript,
-        space: &KeySpace,
+        slot: &str,
         call: ScriptCall,
     ) -> RedisResult<T> {
         let (answer, answered) = oneshot::channel();
-        self.queue(conn, script, space)
+        self.queue(conn, script, slot)
             .send(Queued { call, answer })
             .map_err(|_| stopped())?;
         let value = answered.await.map_err(|_| stopped())??;
@@ -292,9 +293,9 @@ impl Batches {
         &self,
         conn: impl FnOnce() -> Conn,
         script: &'static BatchedScript,
-        space: &KeySpace,
+        slot: &str,
     ) -> mpsc::UnboundedSender<Queued> {
-        let key = (script.name, space.prefix().to_owned());
+        let key = (script.name, slot.to_owned());
         let mut queues = self
             .queues
             .lock()

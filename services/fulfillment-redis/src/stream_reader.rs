@@ -50,7 +50,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 impl RawReader {
     /// Connects to `info`'s host and port (a TCP address: the caller checked), with the TCP
-    /// settings of every connection ([`crate::connection::tcp_settings`]: no delay, keepalive),
+    /// settings of every connection ([`crate::socket::tcp_settings`]: no delay, keepalive),
     /// and authenticates and selects the database as `info` says.
     pub async fn connect(
         host: &str,
@@ -61,7 +61,7 @@ impl RawReader {
         let socket = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
             .await
             .map_err(|_| io_error("connecting to Redis timed out"))??;
-        crate::connection::apply_tcp_settings(&socket)?;
+        crate::socket::apply_tcp_settings(&socket)?;
         let mut reader = Self {
             socket,
             buf: Vec::with_capacity(READ_CHUNK),

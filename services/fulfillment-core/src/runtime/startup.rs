@@ -3,11 +3,12 @@
 //! The binaries' `main` and the local runner both come through here, so what a test composes is
 //! what an image runs.
 
-use crate::connection::{Redis, ensure_groups, warn_if_keys_may_be_evicted};
-use crate::consumer::{ConsumerConfig, run_consumer};
-use crate::handler::EventHandler;
-use crate::ops_http::{OpsState, ops_router, serve};
+use crate::ops::ops_http::{OpsState, ops_router, serve};
+use crate::runtime::consumer::{ConsumerConfig, run_consumer};
+use crate::runtime::handler::EventHandler;
 use crate::settings::{Env, Settings, SettingsError};
+use crate::store::{Redis, ensure_groups};
+use fulfillment_redis::connection::warn_if_keys_may_be_evicted;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -71,7 +72,7 @@ pub async fn prepare_redis(settings: &Settings) -> anyhow::Result<Redis> {
     use anyhow::Context;
     let redis = connect(settings).await?;
     warn_if_keys_may_be_evicted(&redis).await;
-    ensure_groups(&redis, &crate::service::all_groups())
+    ensure_groups(&redis, &fulfillment_events::service::all_groups())
         .await
         .context("cannot create consumer groups")?;
     Ok(redis)
@@ -96,7 +97,7 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
         max_in_flight: settings.stream.max_in_flight,
         block: settings.block(),
         linger: settings.read_linger(),
-        stall_bound: crate::consumer::stall_bound(settings.block()),
+        stall_bound: crate::runtime::consumer::stall_bound(settings.block()),
     }
 }
 
@@ -155,7 +156,7 @@ pub async fn main_for_worker<T>(
     let env = Env::from_process();
     let settings = or_exit(Settings::read(&env));
     let own = or_exit(read_own(&env));
-    let _telemetry = crate::telemetry::init(settings.log_format, service_name);
+    let _telemetry = crate::ops::telemetry::init(settings.log_format, service_name);
     let result = async {
         let redis = prepare_redis(&settings).await?;
         let listener = bind(&settings).await?;
@@ -165,7 +166,7 @@ pub async fn main_for_worker<T>(
             redis,
             handler,
             listener,
-            crate::shutdown::on_signal(),
+            crate::runtime::shutdown::on_signal(),
         )
         .await
     }

@@ -5,16 +5,17 @@
 //! else stays pending for the retry worker. [`decide`] makes that decision for the live loop and
 //! the retry worker alike, so both treat an entry the same way.
 
-use crate::backoff::Backoff;
-use crate::connection::{NEW_ENTRIES, Redis, StreamReader, ensure_groups_on, read_deadline};
-use crate::dead_letter::{self, DeadLetter};
-use crate::events::{DecodeError, Event, EventType, field, field_value, now_millis};
-use crate::handler::{Delivery, EventHandler, Handled, HandlerError};
-use crate::keys::Partition;
-use crate::metrics;
-use crate::stream_entry::RawEntry;
-use crate::stream_reader::GroupRead;
-use crate::telemetry;
+use crate::ops::metrics;
+use crate::ops::telemetry;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::dead_letter::{self, DeadLetter};
+use crate::runtime::handler::{Delivery, EventHandler, Handled, HandlerError};
+use crate::store::Redis;
+use fulfillment_events::events::{DecodeError, Event, EventType, field, field_value, now_millis};
+use fulfillment_events::keys::Partition;
+use fulfillment_redis::connection::{NEW_ENTRIES, StreamReader, ensure_groups_on, read_deadline};
+use fulfillment_redis::stream_entry::RawEntry;
+use fulfillment_redis::stream_reader::GroupRead;
 use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +191,7 @@ pub struct ConsumerConfig {
 /// come, first served), so a hot partition cannot starve the others. A stopping consumer finishes
 /// and acknowledges every batch in hand before it returns. Redis errors are retried with backoff;
 /// they never end the loop. A read that gets no reply within its deadline (`BLOCK_MS` plus
-/// [`crate::connection::READ_MARGIN`]) drops its connection and opens another; each reader marks
+/// [`fulfillment_redis::connection::READ_MARGIN`]) drops its connection and opens another; each reader marks
 /// its progress every time round ([`stall_bound`]), for `/healthz`.
 pub async fn run_consumer(
     redis: Redis,
@@ -439,7 +440,7 @@ fn report_batch_task(group: &str, done: Result<(), tokio::task::JoinError>) {
 
 /// How often a consumer records that it is alive (see [`KeySpace::heartbeats`]).
 ///
-/// [`KeySpace::heartbeats`]: crate::keys::KeySpace::heartbeats
+/// [`KeySpace::heartbeats`]: fulfillment_events::keys::KeySpace::heartbeats
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 async fn beat(redis: &Redis, partition: &Partition, group: &str, consumer: &str) {
@@ -544,7 +545,7 @@ pub async fn resolve_replayed(
 /// `XACK` for many ids of one partition, and the count of them added to `consumer`'s share of
 /// the group's work ([`KeySpace::handled`]), in one round trip (one slot).
 ///
-/// [`KeySpace::handled`]: crate::keys::KeySpace::handled
+/// [`KeySpace::handled`]: fulfillment_events::keys::KeySpace::handled
 pub async fn acknowledge(
     redis: &Redis,
     partition: &Partition,
@@ -593,9 +594,9 @@ async fn read_new_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventType;
-    use crate::handler::HandlerFuture;
-    use crate::service::Service;
+    use crate::runtime::handler::HandlerFuture;
+    use fulfillment_events::events::EventType;
+    use fulfillment_events::service::Service;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts its calls and fails when told to.
@@ -637,7 +638,7 @@ mod tests {
     }
 
     fn partition() -> Partition {
-        crate::keys::Layout::new("s", "s:dlq", 1, false).partitions()[0].clone()
+        fulfillment_events::keys::Layout::new("s", "s:dlq", 1, false).partitions()[0].clone()
     }
 
     async fn disposition(handler: &Probe, event: &Event) -> Disposition {

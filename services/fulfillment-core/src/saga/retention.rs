@@ -12,15 +12,15 @@
 //! for a removed order finds no order and changes nothing (see `transition.lua` and
 //! `reserve_stock.lua`).
 
-use crate::connection::Redis;
-use crate::keys::{KeySpace, Partition};
+use crate::store::Redis;
+use fulfillment_events::keys::{KeySpace, Partition};
 use redis::{RedisResult, Script};
 use std::sync::LazyLock;
 
 static SWEEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/sweep_orders.lua")));
 
-/// Statuses that had an index before they were left out of [`crate::keys::INDEXED_STATUSES`].
+/// Statuses that had an index before they were left out of [`fulfillment_events::keys::INDEXED_STATUSES`].
 const UNINDEXED_BEFORE: [&str; 2] = ["RESERVED", "PAID"];
 
 /// Orders removed per script call: short enough not to hold Redis up (about a millisecond).

@@ -4,7 +4,6 @@
 //! Parsing never fails: a reply of an unexpected shape is no entries, and an entry deleted while
 //! pending comes back with no fields (the retry worker acknowledges those).
 
-use crate::events::field_value;
 use redis::{FromRedisValue, ParsingError, Value};
 
 /// A stream entry as read, fields in order and binary-safe.
@@ -15,9 +14,17 @@ pub struct RawEntry {
 }
 
 impl RawEntry {
+    /// A field's value, when it is there.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// A field's value as text, when it is there and UTF-8.
     pub fn text(&self, name: &str) -> Option<String> {
-        field_value(&self.fields, name)
+        self.field(name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned)
     }

@@ -4,9 +4,9 @@
 //! Handlers are idempotent: the same event delivered twice has its effect once. A handler never
 //! acknowledges anything itself; the consumer runtime decides from its answer.
 
-use crate::events::{DecodeError, Event, EventType, Payload};
-use crate::keys::Partition;
-use crate::service::Service;
+use fulfillment_events::events::{DecodeError, Event, EventType, Payload};
+use fulfillment_events::keys::Partition;
+use fulfillment_events::service::Service;
 use std::future::Future;
 use std::pin::Pin;
 

@@ -12,14 +12,14 @@
 //! letters and compensations go through the order group: a stock or payment failure must read the
 //! order to publish its `OrderCancelled`.
 //!
-//! [`Recorder`]: crate::transition::Recorder
+//! [`Recorder`]: crate::saga::transition::Recorder
 //!
-//! [`transition`]: crate::transition::transition
+//! [`transition`]: crate::saga::transition::transition
 
-use crate::events::{Event, EventType, now_millis};
-use crate::keys::{self, KeySpace};
-use crate::metrics;
-use crate::script_batch::ScriptCall;
+use crate::ops::metrics;
+use fulfillment_events::events::{Event, EventType, now_millis};
+use fulfillment_events::keys::{self, KeySpace};
+use fulfillment_redis::script_batch::ScriptCall;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -117,7 +117,7 @@ pub fn push_keys(call: &mut ScriptCall, space: &KeySpace, stream: &str, order_id
 }
 
 /// `project()`'s arguments ([`ARG_COUNT`] of them) for `event`; `history` is the history entry
-/// as JSON (or the part before its stream id, for [`crate::transition`]), `cancellation` the
+/// as JSON (or the part before its stream id, for [`crate::saga::transition`]), `cancellation` the
 /// `OrderCancelled` fields as JSON a cancelling event publishes, or empty.
 pub fn push_args(
     call: &mut ScriptCall,

@@ -2,8 +2,8 @@
 //! replicas before it is relied on, so a master's failover cannot lose it.
 //!
 //! `WAIT` counts the replicas that have everything the *calling connection* wrote. Issued on the
-//! shared connection it would hold up every command queued behind it, so each key space (one hash
-//! slot: a partition, the catalog, the gateway) has a waiter with a connection of its own that
+//! shared connection it would hold up every command queued behind it, so each slot (named by the
+//! caller's marker key, one per hash slot it writes to) has a waiter with a connection of its own that
 //! commits in groups: it takes every request waiting, writes a marker in the slot (so its own
 //! offset is past every write that finished before), sends `WAIT` and answers them all. One round
 //! trip to the replicas serves every write of that moment. A request is answered with an error
@@ -17,7 +17,6 @@
 //! refusal or an error reply as "never reached Redis" cannot mistake it for one.
 
 use crate::connection::{Conn, Redis};
-use crate::keys::KeySpace;
 use redis::{ErrorKind, RedisError, RedisResult};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,15 +26,15 @@ use tokio::sync::{mpsc, oneshot};
 /// What one request waits for: its answer.
 type Waiting = oneshot::Sender<RedisResult<()>>;
 
-/// The waiters of one process, by key space.
-pub(crate) struct ReplicaWait {
+/// The waiters of one process, by marker key.
+pub struct ReplicaWait {
     replicas: u32,
     timeout: Duration,
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Waiting>>>,
 }
 
 impl ReplicaWait {
-    pub(crate) fn new(replicas: u32, timeout: Duration) -> Self {
+    pub fn new(replicas: u32, timeout: Duration) -> Self {
         Self {
             replicas,
             timeout,
@@ -43,10 +42,11 @@ impl ReplicaWait {
         }
     }
 
-    /// Waits until this process's writes in `space` so far are on enough replicas.
-    pub(crate) async fn wait(&self, redis: &Redis, space: &KeySpace) -> RedisResult<()> {
+    /// Waits until this process's writes so far to the slot of `marker` (a key of its own there,
+    /// which the waiter overwrites) are on enough replicas.
+    pub async fn wait(&self, redis: &Redis, marker: &str) -> RedisResult<()> {
         let (answer, answered) = oneshot::channel();
-        self.waiter(redis, space)
+        self.waiter(redis, marker)
             .send(answer)
             .map_err(|_| not_replicated("the replica waiter stopped".into()))?;
         answered
@@ -54,14 +54,13 @@ impl ReplicaWait {
             .map_err(|_| not_replicated("the replica waiter stopped".into()))?
     }
 
-    /// The waiter of `space`, started on first use.
-    fn waiter(&self, redis: &Redis, space: &KeySpace) -> mpsc::UnboundedSender<Waiting> {
-        let marker = space.replica_marker();
+    /// The waiter of `marker`'s slot, started on first use.
+    fn waiter(&self, redis: &Redis, marker: &str) -> mpsc::UnboundedSender<Waiting> {
         let mut waiters = self
             .waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(sender) = waiters.get(&marker)
+        if let Some(sender) = waiters.get(marker)
             && !sender.is_closed()
         {
             return sender.clone();
@@ -69,12 +68,12 @@ impl ReplicaWait {
         let (sender, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_waiter(
             redis.clone(),
-            marker.clone(),
+            marker.to_owned(),
             self.replicas,
             self.timeout,
             requests,
         ));
-        waiters.insert(marker, sender.clone());
+        waiters.insert(marker.to_owned(), sender.clone());
         sender
     }
 }

@@ -6,12 +6,12 @@
 //! makes "one charge", "one label" and "one notification" hold when deliveries repeat or replicas
 //! race.
 
-use crate::connection::Redis;
-use crate::events::{Event, field};
-use crate::keys::Partition;
-use crate::projection;
-use crate::script_batch::{BatchedScript, ScriptCall};
-use crate::script_reply::Tagged;
+use crate::saga::projection;
+use crate::store::Redis;
+use fulfillment_events::events::{Event, field};
+use fulfillment_events::keys::Partition;
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
+use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Value};
 use std::sync::LazyLock;
 

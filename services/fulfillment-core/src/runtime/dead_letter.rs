@@ -12,13 +12,13 @@
 //! set [`KeySpace::orders_dead_lettered`]) and keeps it from the retention sweep until the dead
 //! letter is resolved: its replay handled by its group ([`resolve`]), or deleted by an operator.
 //!
-//! [`KeySpace::orders_dead_lettered`]: crate::keys::KeySpace::orders_dead_lettered
+//! [`KeySpace::orders_dead_lettered`]: fulfillment_events::keys::KeySpace::orders_dead_lettered
 
-use crate::connection::Redis;
-use crate::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
-use crate::keys::{Layout, Partition};
-use crate::script_reply::Tagged;
-use crate::stream_entry::{Entries, RawEntry, entry_id_order, id_after, is_entry_id};
+use crate::store::Redis;
+use fulfillment_events::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
+use fulfillment_events::keys::{Layout, Partition};
+use fulfillment_redis::script_reply::Tagged;
+use fulfillment_redis::stream_entry::{Entries, RawEntry, entry_id_order, id_after, is_entry_id};
 use redis::{RedisResult, Script};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,7 +96,9 @@ pub async fn dead_letter(
         .arg(letter.error)
         .arg(now_rfc3339())
         .arg(if letter.poison { "1" } else { "0" })
-        .arg(crate::keys::counter::dead_letters(letter.group))
+        .arg(fulfillment_events::keys::counter::dead_letters(
+            letter.group,
+        ))
         .arg(&order_id)
         .arg(member(letter.group, &event_id))
         .arg(original.len() * 2);

@@ -1,10 +1,8 @@
-//! Connections to Redis (one server, or a Redis Cluster), where the pipeline's keys live in it,
-//! and the stream set-up every process does at start.
+//! Connections to Redis (one server, or a Redis Cluster).
 //!
-//! A [`Redis`] is the pipeline's Redis: a shared, self-reconnecting connection for ordinary
-//! commands and scripts, the [`Layout`] that says which partition and key space everything lives
-//! in, and, with `REDIS_WAIT_REPLICAS`, the wait for replicas ([`Redis::replicated`]). Blocking
-//! readers get a connection each, because `XREADGROUP BLOCK` would stall every other command
+//! A [`Redis`] is a process's connections: a shared, self-reconnecting connection for ordinary
+//! commands and scripts, and on demand a connection of its own for each blocking reader, for
+//! pub/sub and for waits on replicas ([`Redis::dedicated`]). Blocking readers get a connection each, because `XREADGROUP BLOCK` would stall every other command
 //! multiplexed on the same socket and would trip the usual response timeout.
 //!
 //! The network lies, so nothing here waits without a deadline: an ordinary command gives up after
@@ -17,13 +15,9 @@
 //! second net, for a peer that is gone while nothing is being asked of it.
 //!
 //! On a cluster, redis-rs's cluster client routes every command by its key's slot and follows
-//! MOVED, ASK and topology changes; the layout keeps every script and pipeline to one slot.
+//! MOVED, ASK and topology changes; callers keep every script and pipeline to one slot.
 
-use crate::keys::{KeySpace, Layout};
-use crate::liveness::Liveness;
-use crate::replica_wait::ReplicaWait;
-use crate::script_batch::{BatchedScript, Batches, ScriptCall};
-use crate::settings::Settings;
+use crate::socket::tcp_settings;
 use crate::stream_entry::{RawEntry, ReadReply};
 use crate::stream_reader::{GroupRead, RawReader};
 use redis::aio::{
@@ -31,11 +25,11 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::io::tcp::socket2;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, RedisFuture, RedisResult,
     Value,
 };
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -62,19 +56,7 @@ pub fn read_deadline(block: Duration) -> Duration {
     block + READ_MARGIN
 }
 
-/// Keepalive probes start after this much silence on a socket...
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
-/// ...go out this often...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-/// ...and this many unanswered ones drop the connection (a dead peer found in about 11 s).
-const KEEPALIVE_PROBES: u32 = 3;
-/// Data sent and not acknowledged by the peer for this long drops the connection
-/// (`TCP_USER_TIMEOUT`), so a write to a vanished peer fails instead of retransmitting for
-/// 15 minutes.
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The pipeline's Redis: connections, the layout of keys in it, the wait for replicas. Cloning
-/// it is cheap (a handle).
+/// A process's connections to Redis. Cloning it is cheap (a handle).
 #[derive(Clone)]
 pub struct Redis {
     shared: Arc<Shared>,
@@ -86,10 +68,6 @@ struct Shared {
     current: RwLock<(u64, Conn)>,
     /// Set while a replacement of the shared connection is being opened.
     replacing: AtomicBool,
-    layout: Layout,
-    replicas: Option<ReplicaWait>,
-    batches: Batches,
-    liveness: Liveness,
 }
 
 // One per process, behind the handle's Arc: its size does not matter.
@@ -111,36 +89,8 @@ impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redis")
             .field("cluster", &self.is_cluster())
-            .field("partitions", &self.layout().partitions().len())
             .finish_non_exhaustive()
     }
-}
-
-/// TCP settings of every connection: `TCP_NODELAY` (redis-rs leaves Nagle's algorithm on, which
-/// holds a request back while an earlier one is unacknowledged: a millisecond or more per hop
-/// once several readers share the work), keepalive probes and a user timeout, so a peer that
-/// vanished is noticed in seconds rather than Linux's default two hours.
-pub fn tcp_settings() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(keepalive())
-        .set_user_timeout(TCP_USER_TIMEOUT)
-}
-
-/// The keepalive of [`tcp_settings`].
-pub fn keepalive() -> socket2::TcpKeepalive {
-    socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES)
-}
-
-/// Puts [`tcp_settings`]'s options on a socket opened without redis-rs.
-pub fn apply_tcp_settings(socket: &tokio::net::TcpStream) -> std::io::Result<()> {
-    socket.set_nodelay(true)?;
-    let socket = socket2::SockRef::from(socket);
-    socket.set_tcp_keepalive(&keepalive())?;
-    socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
 }
 
 /// Makes `rediss://` URLs work: the TLS stack (rustls) needs a process-wide crypto provider, and
@@ -153,9 +103,8 @@ pub fn install_tls_provider() {
 impl Redis {
     /// Opens the shared connection (to `REDIS_URL`, or to the cluster of `REDIS_CLUSTER_NODES`);
     /// fails when Redis does not answer within [`CONNECT_TIMEOUT`].
-    pub async fn connect(settings: &Settings) -> RedisResult<Self> {
+    pub async fn connect(redis: &RedisSettings) -> RedisResult<Self> {
         install_tls_provider();
-        let redis = &settings.redis;
         let backend = if redis.is_cluster() {
             if redis.url_ignored {
                 tracing::warn!("REDIS_CLUSTER_NODES is set, so REDIS_URL is ignored");
@@ -182,29 +131,13 @@ impl Redis {
             }
         };
         let conn = open_shared(&backend).await?;
-        let replicas = (redis.wait_replicas > 0)
-            .then(|| ReplicaWait::new(redis.wait_replicas, redis.wait_timeout()));
         Ok(Self {
             shared: Arc::new(Shared {
                 backend,
                 current: RwLock::new((0, conn)),
                 replacing: AtomicBool::new(false),
-                layout: settings.layout(),
-                replicas,
-                batches: Batches::new(),
-                liveness: Liveness::default(),
             }),
         })
-    }
-
-    /// The loops of this process that `/healthz` watches ([`crate::liveness`]).
-    pub fn liveness(&self) -> &Liveness {
-        &self.shared.liveness
-    }
-
-    /// Where the streams and keys live.
-    pub fn layout(&self) -> &Layout {
-        &self.shared.layout
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -301,7 +234,7 @@ impl Redis {
     }
 
     /// A connection of its own with the given response timeout (the replica wait's).
-    pub(crate) async fn dedicated(&self, timeout: Duration) -> RedisResult<Conn> {
+    pub async fn dedicated(&self, timeout: Duration) -> RedisResult<Conn> {
         match self.backend() {
             Backend::Single { client } => {
                 let config = AsyncConnectionConfig::new()
@@ -348,44 +281,14 @@ impl Redis {
         }
     }
 
-    /// Runs `call` of `script`, whose keys are all in `space`, committed in a group with the other
-    /// calls of that script on that slot at this moment ([`crate::script_batch`]).
-    pub async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        script: &'static BatchedScript,
-        space: &KeySpace,
-        call: ScriptCall,
-    ) -> RedisResult<T> {
-        self.shared
-            .batches
-            .run(|| self.conn(), script, space, call)
-            .await
-    }
-
-    /// Waits until every write this process made so far in `space` is on `REDIS_WAIT_REPLICAS`
-    /// replicas, before something relies on it (a client's 201, an event another slot's effect
-    /// is announced by). An error when they did not acknowledge within `REDIS_WAIT_TIMEOUT_MS`:
-    /// the write happened, and may be lost if its master fails now. Without replicas to wait for,
-    /// returns at once.
-    pub async fn replicated(&self, space: &KeySpace) -> RedisResult<()> {
-        match &self.shared.replicas {
-            None => Ok(()),
-            Some(wait) => wait.wait(self, space).await,
-        }
-    }
-
     /// A small write that expires by itself, for readiness: it fails when Redis refuses writes
     /// (out of memory under `noeviction`, a read-only replica), which a `PING` would not tell, and
     /// when Redis does not answer within `limit` (then the shared connection is replaced, as a
     /// command of its own that timed out would have it: readiness may be all an idle API asks).
-    pub async fn check_writable(&self, limit: Duration) -> RedisResult<()> {
+    pub async fn check_writable(&self, key: &str, limit: Duration) -> RedisResult<()> {
         let (generation, mut conn) = self.current();
         let mut write = redis::cmd("SET");
-        write
-            .arg(self.layout().global.readiness_probe())
-            .arg(1)
-            .arg("PX")
-            .arg(5_000);
+        write.arg(key).arg(1).arg("PX").arg(5_000);
         let written = within(limit, "SET", write.query_async::<()>(&mut conn)).await;
         if written.as_ref().is_err_and(redis::RedisError::is_timeout) {
             self.replace_shared(generation);
@@ -566,15 +469,6 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Creates each group on every partition stream (and the stream) unless it exists; `BUSYGROUP`
-/// is not an error.
-pub async fn ensure_groups(redis: &Redis, groups: &[&str]) -> RedisResult<()> {
-    for partition in redis.layout().partitions() {
-        ensure_groups_on(redis, &partition.stream, groups).await?;
-    }
-    Ok(())
-}
-
 /// Creates each group on `stream` unless it exists.
 pub async fn ensure_groups_on(redis: &Redis, stream: &str, groups: &[&str]) -> RedisResult<()> {
     let mut conn = redis.conn();
@@ -613,5 +507,126 @@ pub async fn warn_if_keys_may_be_evicted(redis: &Redis) {
             policy = policy.as_str(),
             "Redis maxmemory-policy may evict stream and state keys; set it to noeviction"
         );
+    }
+}
+
+/// Where the event stream and all state live.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `REDIS_URL`: `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default
+    /// `redis://127.0.0.1:6379`. Ignored (with a warning at start) when `REDIS_CLUSTER_NODES` is
+    /// set.
+    pub url: SecretString,
+    /// Whether `REDIS_URL` was set beside `REDIS_CLUSTER_NODES` (and so is ignored).
+    pub url_ignored: bool,
+    /// `REDIS_CLUSTER_NODES`: comma-separated seed URLs of a Redis Cluster (`redis://` or
+    /// `rediss://`, password allowed). When set, every process talks to the cluster through
+    /// redis-rs's cluster client, which follows MOVED/ASK and topology changes. Default unset: one
+    /// Redis at `REDIS_URL`.
+    pub cluster_nodes: Vec<SecretString>,
+    /// `REDIS_PASSWORD`: when set, the password to use whatever the URL (or the seed URLs) say;
+    /// any characters, no URL-encoding (what a Kubernetes Secret holds).
+    pub password: Option<SecretString>,
+    /// `REDIS_WAIT_REPLICAS`: when above 0, a write that a client or another step relies on
+    /// (an order before its 201, a stock reservation before its event) is acknowledged by this
+    /// many replicas (`WAIT`) before it is relied on; otherwise the caller gets an error and the
+    /// step is retried. Default 0 (Redis's asynchronous replication), 0..=16.
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS`: longest a write waits for its replicas. Default 2000; keep it
+    /// below the cluster's `cluster-node-timeout`, so no wait outlives a failover.
+    pub wait_timeout_ms: u64,
+}
+
+impl RedisSettings {
+    /// Whether every process talks to a Redis Cluster (`REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// Where to connect on one Redis: the URL, with `REDIS_PASSWORD` in place of its password when
+    /// set.
+    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        self.with_password(self.url.expose_secret())
+    }
+
+    /// The cluster's seed nodes, each with `REDIS_PASSWORD` in place of its password when set.
+    pub fn cluster_seeds(&self) -> redis::RedisResult<Vec<redis::ConnectionInfo>> {
+        self.cluster_nodes
+            .iter()
+            .map(|url| self.with_password(url.expose_secret()))
+            .collect()
+    }
+
+    fn with_password(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let info = url
+            .into_connection_info()?
+            .set_tcp_settings(crate::socket::tcp_settings());
+        Ok(match &self.password {
+            None => info,
+            Some(password) => {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose_secret());
+                info.set_redis_settings(redis)
+            }
+        })
+    }
+
+    /// Whether every Redis this process talks to is on this machine: a loopback address,
+    /// `localhost` or a Unix socket (`fulfillment up` then leaves Redis a core).
+    pub fn is_on_this_machine(&self) -> bool {
+        use redis::ConnectionAddr;
+        let infos = if self.is_cluster() {
+            self.cluster_seeds()
+        } else {
+            self.connection_info().map(|info| vec![info])
+        };
+        let is_local = |host: &str| {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        infos.is_ok_and(|infos| {
+            infos.iter().all(|info| match info.addr() {
+                ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
+                    is_local(host)
+                }
+                ConnectionAddr::Unix(_) => true,
+                _ => false,
+            })
+        })
+    }
+
+    /// Where this process connects, without passwords, for messages: the URL, or the seed nodes.
+    pub fn redacted_url(&self) -> String {
+        if self.is_cluster() {
+            let seeds: Vec<String> = self
+                .cluster_nodes
+                .iter()
+                .map(|url| redact(url.expose_secret()))
+                .collect();
+            return format!("cluster {}", seeds.join(","));
+        }
+        redact(self.url.expose_secret())
+    }
+
+    /// How long a write waits for its replicas.
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+}
+
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }

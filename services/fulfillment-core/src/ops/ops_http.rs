@@ -1,14 +1,14 @@
 //! The small HTTP surface every process has: liveness, readiness and metrics, and the listener
 //! every process serves HTTP on.
 //!
-//! Liveness means the process makes progress: every loop it registered ([`crate::liveness`]:
+//! Liveness means the process makes progress: every loop it registered ([`crate::ops::liveness`]:
 //! stream readers, the retry loop, the live feed) came round within its bound. A stuck loop fails
 //! `/healthz` with 503 `stuck`, naming it, so Kubernetes restarts what cannot heal itself.
 //! Readiness means Redis takes writes (a ping is not enough: a Redis out of memory answers pings
 //! and refuses every write). `/metrics` never waits long on Redis: the Redis-read figures are
 //! left out when Redis does not answer in time, and the process's own are always served.
 
-use crate::connection::Redis;
+use crate::store::Redis;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -83,7 +83,7 @@ fn not_ready(message: &str) -> Response {
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
-    let body = crate::metrics::render(&state.redis).await;
+    let body = crate::ops::metrics::render(&state.redis).await;
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
