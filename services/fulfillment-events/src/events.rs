@@ -5,6 +5,7 @@
 //! fixed by `type`. Decoding never panics: anything that does not fit is a [`DecodeError`], which
 //! the runtime treats as permanent (the entry goes to the dead-letter stream at once).
 
+use crate::states::NotificationKind;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
 use std::fmt;
@@ -155,7 +156,7 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationSent {
     /// `order_confirmed` or `order_cancelled`.
-    pub kind: String,
+    pub kind: NotificationKind,
     pub to: String,
 }
 

@@ -12,6 +12,7 @@
 //! so their slots are spread evenly over the 16,384 slots, and so over the cluster's masters.
 //! An order's partition is fixed for its life: a hash of its id ([`Layout::of_order`]).
 
+use crate::states::NotificationKind;
 use std::sync::Arc;
 
 /// Prefix of every state key.
@@ -28,22 +29,6 @@ pub mod group {
     pub const PAYMENT: &str = "payment_group";
     pub const SHIPPING: &str = "shipping_group";
     pub const NOTIFICATION: &str = "notification_group";
-}
-
-/// The kinds of notification, each sent at most once per order.
-pub mod notification_kind {
-    pub const ORDER_CONFIRMED: &str = "order_confirmed";
-    pub const ORDER_CANCELLED: &str = "order_cancelled";
-    pub const ALL: &[&str] = &[ORDER_CONFIRMED, ORDER_CANCELLED];
-}
-
-/// States of a shipment hash ([`KeySpace::shipment`]), read beyond shipping: notification
-/// confirms only a `labelled` order, and a cancel request (`cancel_order.lua`) is refused once
-/// `labelled` and leaves `cancelled`.
-pub mod shipment_state {
-    pub const LABELLED: &str = "labelled";
-    pub const CANCELLED: &str = "cancelled";
-    pub const VOIDED: &str = "voided";
 }
 
 /// Counter names inside [`KeySpace::counters`].
@@ -181,7 +166,7 @@ impl KeySpace {
         self.key(&format!("payment:{order_id}"))
     }
 
-    /// Hash of shipping's label for one order; its `state` is one of [`shipment_state`].
+    /// Hash of shipping's label for one order; its `state` is a [`crate::states::ShipmentState`].
     pub fn shipment(&self, order_id: &str) -> String {
         self.key(&format!("shipping:{order_id}"))
     }
@@ -204,9 +189,9 @@ impl KeySpace {
             self.shipment(order_id),
         ];
         all.extend(
-            notification_kind::ALL
+            NotificationKind::ALL
                 .iter()
-                .map(|kind| self.notification(order_id, kind)),
+                .map(|kind| self.notification(order_id, kind.as_str())),
         );
         all
     }

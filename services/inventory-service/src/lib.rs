@@ -13,7 +13,7 @@
 //! reserves and publishes, then withholds the acknowledgement so the entry is delivered again.
 
 use fulfillment_core::saga::projection;
-use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Recorder, Step, StepOutcome, transition};
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
@@ -23,6 +23,7 @@ use fulfillment_events::events::{
 };
 use fulfillment_events::keys;
 use fulfillment_events::keys::Partition;
+use fulfillment_events::states::ReservationState;
 use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, Script, Value};
@@ -38,13 +39,6 @@ static RESERVE: LazyLock<BatchedScript> = LazyLock::new(|| {
 });
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_stock.lua")));
-
-/// States of the order's reservation hash in its partition (inventory's outbox record).
-mod state {
-    pub const RESERVED: &str = "reserved";
-    pub const FAILED: &str = "failed";
-    pub const RELEASED: &str = "released";
-}
 
 /// The failure injection of the seed's unstable inventory service.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -159,21 +153,21 @@ impl InventoryHandler {
         let outcome = match &reservation {
             Reservation::Reserved { event } => {
                 tracing::debug!(items = lines.len(), "stock reserved");
-                Some((state::RESERVED, event.as_str()))
+                Some((ReservationState::Reserved, event.as_str()))
             }
             Reservation::Failed { reason, event } => {
                 tracing::debug!(reason = reason.as_str(), "stock not reserved");
-                Some((state::FAILED, event.as_str()))
+                Some((ReservationState::Failed, event.as_str()))
             }
             Reservation::Repeated { state, event } => {
                 tracing::debug!(
                     state = state.as_str(),
                     "already handled; outcome published again"
                 );
-                let recorded = if state == state::FAILED {
-                    state::FAILED
+                let recorded = if state == ReservationState::Failed.as_str() {
+                    ReservationState::Failed
                 } else {
-                    state::RESERVED
+                    ReservationState::Reserved
                 };
                 (!event.is_empty()).then_some((recorded, event.as_str()))
             }
@@ -189,11 +183,11 @@ impl InventoryHandler {
         if !in_script && let Some((state, event)) = outcome {
             self.publish(
                 &delivery,
-                &[ABSENT],
+                &[None],
                 state,
                 "event",
                 event,
-                (state == state::RESERVED).then_some(keys::counter::RESERVATIONS),
+                (state == ReservationState::Reserved).then_some(keys::counter::RESERVATIONS),
             )
             .await?;
         }
@@ -260,8 +254,8 @@ impl InventoryHandler {
             if !stored.is_empty() {
                 self.publish(
                     &delivery,
-                    &[ABSENT, state::RESERVED],
-                    state::RELEASED,
+                    &[None, Some(ReservationState::Reserved)],
+                    ReservationState::Released,
                     "release_event",
                     stored,
                     None,
@@ -289,8 +283,8 @@ impl InventoryHandler {
     async fn publish(
         &self,
         delivery: &Delivery<'_>,
-        from: &[&str],
-        to: &str,
+        from: &[Option<ReservationState>],
+        to: ReservationState,
         event_field: &str,
         stored: &str,
         counter: Option<&str>,
@@ -322,8 +316,8 @@ impl InventoryHandler {
         .await?;
         if let StepOutcome::Skipped { state } = outcome {
             tracing::debug!(
-                state = state.as_str(),
-                to,
+                state = state.map_or("-", ReservationState::as_str),
+                to = to.as_str(),
                 "outcome not published: the order moved on"
             );
         }
@@ -414,16 +408,39 @@ impl FromRedisValue for Release {
     }
 }
 
+/// What this group does with an event; every event type is named, so a new one must be given
+/// a place here. `handles` and `handle` both read this one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Reserves the order's stock.
+    Reserve,
+    /// Releases what was reserved.
+    Release,
+}
+
+fn action(event_type: EventType) -> Option<Action> {
+    match event_type {
+        EventType::OrderPlaced => Some(Action::Reserve),
+        EventType::OrderCancelled => Some(Action::Release),
+        EventType::StockReserved
+        | EventType::StockFailed
+        | EventType::PaymentProcessed
+        | EventType::PaymentFailed
+        | EventType::ShipmentPrepared
+        | EventType::StockReleased
+        | EventType::PaymentRefunded
+        | EventType::NotificationSent
+        | EventType::EventDeadLettered => None,
+    }
+}
+
 impl EventHandler for InventoryHandler {
     fn service(&self) -> Service {
         Service::Inventory
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::OrderPlaced | EventType::OrderCancelled
-        )
+        action(event_type).is_some()
     }
 
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
@@ -433,9 +450,11 @@ impl EventHandler for InventoryHandler {
                     "injected inventory failure (INVENTORY_FAILURE_RATE)".into(),
                 ));
             }
-            match delivery.event.event_type {
-                EventType::OrderPlaced => self.reserve(delivery).await,
-                _ => self.release(delivery).await,
+            match action(delivery.event.event_type) {
+                Some(Action::Reserve) => self.reserve(delivery).await,
+                Some(Action::Release) => self.release(delivery).await,
+                // Never delivered: the consumer acknowledges other types unread.
+                None => Ok(Handled::Done),
             }
         })
     }

@@ -7,14 +7,14 @@
 //! confirmation, only while the order's label is live (not voided, not cancelled). Only the
 //! delivery that made that move writes the message. No real mail is sent; the message is logged.
 
-use fulfillment_core::saga::transition::{ABSENT, Guard, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Guard, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
 use fulfillment_events::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
 use fulfillment_events::keys;
 
-pub use fulfillment_events::keys::notification_kind as kind;
+use fulfillment_events::states::{NotificationKind, NotificationState, ShipmentState};
 
 /// The notification group's handler.
 #[derive(Debug, Clone)]
@@ -29,45 +29,46 @@ impl NotificationHandler {
 
     async fn notify(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
-        let (kind, to) = match event.event_type {
-            EventType::ShipmentPrepared => (
-                kind::ORDER_CONFIRMED,
-                event.payload_as::<ShipmentPrepared>()?.customer_email,
-            ),
-            _ => (
-                kind::ORDER_CANCELLED,
-                event.payload_as::<OrderCancelled>()?.customer_email,
-            ),
+        let (kind, to) = match kind_of(event.event_type) {
+            Some(kind @ NotificationKind::OrderConfirmed) => {
+                (kind, event.payload_as::<ShipmentPrepared>()?.customer_email)
+            }
+            Some(kind @ NotificationKind::OrderCancelled) => {
+                (kind, event.payload_as::<OrderCancelled>()?.customer_email)
+            }
+            // Never delivered: the consumer acknowledges other types unread.
+            None => return Ok(Handled::Done),
         };
         let sent = delivery.follow_up(&NotificationSent {
-            kind: kind.to_owned(),
+            kind,
             to: to.clone(),
         });
-        let counter = keys::counter::notifications(kind);
+        let counter = keys::counter::notifications(kind.as_str());
         let order_id = event.order_id.as_str();
-        let other_kind = if kind == kind::ORDER_CONFIRMED {
-            kind::ORDER_CANCELLED
-        } else {
-            kind::ORDER_CONFIRMED
-        };
-        let mut guards = vec![Guard {
-            key: delivery.partition.keys.notification(order_id, other_kind),
-            allowed: &[ABSENT],
-        }];
-        if kind == kind::ORDER_CONFIRMED {
-            guards.push(Guard {
-                key: delivery.partition.keys.shipment(order_id),
-                allowed: &[keys::shipment_state::LABELLED],
-            });
+        let mut guards = vec![Guard::new::<NotificationState>(
+            delivery
+                .partition
+                .keys
+                .notification(order_id, kind.other().as_str()),
+            &[None],
+        )];
+        if kind == NotificationKind::OrderConfirmed {
+            guards.push(Guard::new(
+                delivery.partition.keys.shipment(order_id),
+                &[Some(ShipmentState::Labelled)],
+            ));
         }
         let outcome = transition(
             &self.redis,
             delivery.partition,
             &Step {
                 order_id: &event.order_id,
-                key: delivery.partition.keys.notification(&event.order_id, kind),
-                from: &[ABSENT],
-                to: "sent",
+                key: delivery
+                    .partition
+                    .keys
+                    .notification(&event.order_id, kind.as_str()),
+                from: &[None],
+                to: NotificationState::Sent,
                 event: Some(&sent),
                 event_field: "event",
                 counter: Some(&counter),
@@ -82,10 +83,14 @@ impl NotificationHandler {
         .await?;
         match outcome {
             StepOutcome::Applied { .. } => {
-                tracing::debug!(kind, to = mask_email(&to).as_str(), "notification sent")
+                tracing::debug!(
+                    kind = kind.as_str(),
+                    to = mask_email(&to).as_str(),
+                    "notification sent"
+                )
             }
             StepOutcome::Blocked { guard_state } => tracing::warn!(
-                kind,
+                kind = kind.as_str(),
                 guard_state = guard_state.as_str(),
                 "not sent: the customer was told the other outcome, or the label is not live"
             ),
@@ -95,16 +100,31 @@ impl NotificationHandler {
     }
 }
 
+/// What the customer is told on an event; every event type is named, so a new one must be given
+/// a place here. `handles` and `handle` both read this one list.
+fn kind_of(event_type: EventType) -> Option<NotificationKind> {
+    match event_type {
+        EventType::ShipmentPrepared => Some(NotificationKind::OrderConfirmed),
+        EventType::OrderCancelled => Some(NotificationKind::OrderCancelled),
+        EventType::OrderPlaced
+        | EventType::StockReserved
+        | EventType::StockFailed
+        | EventType::PaymentProcessed
+        | EventType::PaymentFailed
+        | EventType::StockReleased
+        | EventType::PaymentRefunded
+        | EventType::NotificationSent
+        | EventType::EventDeadLettered => None,
+    }
+}
+
 impl EventHandler for NotificationHandler {
     fn service(&self) -> Service {
         Service::Notification
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ShipmentPrepared | EventType::OrderCancelled
-        )
+        kind_of(event_type).is_some()
     }
 
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {

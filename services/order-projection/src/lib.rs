@@ -9,14 +9,12 @@
 //! Its own crate, below the order service's API, so the retry worker (which must run every
 //! group's handler) links the projection and not the whole HTTP API.
 
-use fulfillment_core::saga::projection;
+use fulfillment_core::saga::projection::{self, Projected};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
 use fulfillment_events::events::{EventDeadLettered, OrderCancelled};
 use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
-use fulfillment_redis::script_reply::Tagged;
-use redis::{FromRedisValue, ParsingError, Value};
 use std::sync::LazyLock;
 
 pub use fulfillment_core::saga::projection::HistoryEntry;
@@ -35,40 +33,7 @@ const MAX_REASON_LEN: usize = 200;
 
 /// Records placed → final time in `fulfillment_order_completion_seconds`.
 pub fn observe_completion(status: OrderStatus, created_ms: &str) {
-    projection::observe_completion(status.as_str(), created_ms);
-}
-
-/// What `project_order.lua` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Projected {
-    Changed {
-        status: OrderStatus,
-        created_ms: String,
-    },
-    /// Recorded in the history; the status stays.
-    Unchanged,
-    /// The order is final; recorded in the history only.
-    Final,
-    /// No such order (never placed here, or removed by retention).
-    Unknown,
-}
-
-impl FromRedisValue for Projected {
-    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let reply = Tagged::from_redis_value(v)?;
-        Ok(match reply.tag.as_str() {
-            "changed" => Projected::Changed {
-                status: OrderStatus::from_redis_value(
-                    reply.rest.first().cloned().unwrap_or(Value::Nil),
-                )?,
-                created_ms: reply.text(1)?,
-            },
-            "unchanged" => Projected::Unchanged,
-            "final" => Projected::Final,
-            "unknown" => Projected::Unknown,
-            _ => return Err(reply.unknown("project_order.lua")),
-        })
-    }
+    projection::observe_completion(status, created_ms);
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@
 pub mod gateway;
 
 use fulfillment_core::runtime::backoff::Backoff;
-use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Recorder, Step, StepOutcome, transition};
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
@@ -22,17 +22,10 @@ use fulfillment_events::events::{
     OrderCancelled, PaymentFailed, PaymentProcessed, PaymentRefunded, StockReserved,
 };
 use fulfillment_events::keys::Partition;
+use fulfillment_events::states::PaymentState;
 use gateway::{ChargeError, TestGateway, Void};
 use std::time::Duration;
 use uuid::Uuid;
-
-mod state {
-    pub const CHARGING: &str = "charging";
-    pub const CHARGED: &str = "charged";
-    pub const FAILED: &str = "failed";
-    pub const REFUNDED: &str = "refunded";
-    pub const CANCELLED: &str = "cancelled";
-}
 
 /// How charges are tried: the test gateway's injected failures, and the in-process retries.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,8 +85,8 @@ impl PaymentHandler {
     async fn step(
         &self,
         partition: &Partition,
-        step: Step<'_>,
-    ) -> Result<StepOutcome, HandlerError> {
+        step: Step<'_, PaymentState>,
+    ) -> Result<StepOutcome<PaymentState>, HandlerError> {
         Ok(transition(&self.redis, partition, &step).await?)
     }
 
@@ -102,7 +95,7 @@ impl PaymentHandler {
         &self,
         partition: &Partition,
         order_id: &str,
-        state: &str,
+        state: PaymentState,
         field: &str,
     ) -> Result<(), HandlerError> {
         self.step(
@@ -137,8 +130,8 @@ impl PaymentHandler {
                 Step {
                     order_id,
                     key: partition.keys.payment(order_id),
-                    from: &[ABSENT, state::CHARGING],
-                    to: state::CHARGING,
+                    from: &[None, Some(PaymentState::Charging)],
+                    to: PaymentState::Charging,
                     event: None,
                     event_field: "",
                     counter: None,
@@ -153,11 +146,18 @@ impl PaymentHandler {
             return Ok(Handled::Done);
         }
         if let StepOutcome::Skipped { state } = begun {
-            if state == state::CHARGED || state == state::FAILED {
-                self.announce_again(partition, order_id, &state, "event")
-                    .await?;
+            match state {
+                Some(state @ (PaymentState::Charged | PaymentState::Failed)) => {
+                    self.announce_again(partition, order_id, state, "event")
+                        .await?;
+                }
+                Some(PaymentState::Charging | PaymentState::Refunded | PaymentState::Cancelled)
+                | None => {}
             }
-            tracing::debug!(state = state.as_str(), "payment already settled");
+            tracing::debug!(
+                state = state.map_or("-", PaymentState::as_str),
+                "payment already settled"
+            );
             return Ok(Handled::Done);
         }
 
@@ -199,7 +199,7 @@ impl PaymentHandler {
         };
         let (to, outcome) = match failure {
             None => (
-                state::CHARGED,
+                PaymentState::Charged,
                 delivery.follow_up(&PaymentProcessed {
                     payment_id: payment_id.clone(),
                     amount: reserved.amount,
@@ -207,7 +207,7 @@ impl PaymentHandler {
                 }),
             ),
             Some(e) => (
-                state::FAILED,
+                PaymentState::Failed,
                 delivery.follow_up(&PaymentFailed {
                     reason: e.reason().to_owned(),
                 }),
@@ -219,7 +219,7 @@ impl PaymentHandler {
                 Step {
                     order_id,
                     key: partition.keys.payment(order_id),
-                    from: &[state::CHARGING],
+                    from: &[Some(PaymentState::Charging)],
                     to,
                     event: Some(&outcome),
                     event_field: "event",
@@ -234,11 +234,11 @@ impl PaymentHandler {
             )
             .await?;
         match finished {
-            StepOutcome::Skipped { state } if to == state::CHARGED => {
+            StepOutcome::Skipped { state } if to == PaymentState::Charged => {
                 // The gateway's void makes this impossible; should it happen anyway, the money that
                 // moved is given back and announced, never silently.
                 tracing::error!(
-                    state = state.as_str(),
+                    state = state.map_or("-", PaymentState::as_str),
                     "charged after the payment was settled; refunding with PaymentRefunded"
                 );
                 self.refund_charge(
@@ -246,11 +246,17 @@ impl PaymentHandler {
                     order_id,
                     &payment_id,
                     reserved.amount,
-                    &[state::FAILED, state::CANCELLED],
+                    &[Some(PaymentState::Failed), Some(PaymentState::Cancelled)],
                 )
                 .await?;
             }
-            _ => tracing::debug!(outcome = to, "payment settled"),
+            StepOutcome::Applied { .. }
+            | StepOutcome::Repeated
+            | StepOutcome::Skipped { .. }
+            | StepOutcome::OrderGone
+            | StepOutcome::Blocked { .. } => {
+                tracing::debug!(outcome = to.as_str(), "payment settled")
+            }
         }
         Ok(Handled::Done)
     }
@@ -264,7 +270,7 @@ impl PaymentHandler {
         order_id: &str,
         payment_id: &str,
         amount: u64,
-        from: &[&str],
+        from: &[Option<PaymentState>],
     ) -> Result<(), HandlerError> {
         self.gateway
             .refund(order_id, payment_id, amount)
@@ -280,7 +286,7 @@ impl PaymentHandler {
                 order_id,
                 key: delivery.partition.keys.payment(order_id),
                 from,
-                to: state::REFUNDED,
+                to: PaymentState::Refunded,
                 event: Some(&refunded),
                 event_field: "refund_event",
                 counter: None,
@@ -338,8 +344,8 @@ impl PaymentHandler {
                 Step {
                     order_id,
                     key: partition.keys.payment(order_id),
-                    from: &[ABSENT],
-                    to: state::CANCELLED,
+                    from: &[None],
+                    to: PaymentState::Cancelled,
                     event: None,
                     event_field: "",
                     counter: None,
@@ -355,16 +361,16 @@ impl PaymentHandler {
                 tracing::debug!("order removed by retention; nothing to refund");
                 return Ok(Handled::Done);
             }
-            _ => {
+            StepOutcome::Applied { .. } | StepOutcome::Repeated | StepOutcome::Blocked { .. } => {
                 tracing::debug!("cancelled before any charge; nothing to refund");
                 return Ok(Handled::Done);
             }
         };
-        match state.as_str() {
-            state::CHARGING => Err(HandlerError::Transient(
+        match state {
+            Some(PaymentState::Charging) => Err(HandlerError::Transient(
                 "a charge is in progress; refund once it settles".into(),
             )),
-            state::CHARGED | state::REFUNDED => {
+            Some(PaymentState::Charged | PaymentState::Refunded) => {
                 let mut conn = self.redis.conn();
                 let (payment_id, amount): (Option<String>, Option<u64>) = redis::cmd("HMGET")
                     .arg(partition.keys.payment(order_id))
@@ -374,12 +380,46 @@ impl PaymentHandler {
                     .await?;
                 let payment_id = payment_id.unwrap_or_else(|| self::payment_id(order_id));
                 let amount = amount.unwrap_or_default();
-                self.refund_charge(&delivery, order_id, &payment_id, amount, &[state::CHARGED])
-                    .await?;
+                self.refund_charge(
+                    &delivery,
+                    order_id,
+                    &payment_id,
+                    amount,
+                    &[Some(PaymentState::Charged)],
+                )
+                .await?;
                 Ok(Handled::Done)
             }
-            _ => Ok(Handled::Done),
+            // Nothing was charged (declined, given up, or cancelled first), or the state is
+            // already cancelled: nothing to give back.
+            Some(PaymentState::Failed | PaymentState::Cancelled) | None => Ok(Handled::Done),
         }
+    }
+}
+
+/// What this group does with an event; every event type is named, so a new one must be given
+/// a place here. `handles` and `handle` both read this one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Charges the order once.
+    Charge,
+    /// Refunds (or voids) a charge made.
+    Refund,
+}
+
+fn action(event_type: EventType) -> Option<Action> {
+    match event_type {
+        EventType::StockReserved => Some(Action::Charge),
+        EventType::OrderCancelled => Some(Action::Refund),
+        EventType::OrderPlaced
+        | EventType::StockFailed
+        | EventType::PaymentProcessed
+        | EventType::PaymentFailed
+        | EventType::ShipmentPrepared
+        | EventType::StockReleased
+        | EventType::PaymentRefunded
+        | EventType::NotificationSent
+        | EventType::EventDeadLettered => None,
     }
 }
 
@@ -389,17 +429,16 @@ impl EventHandler for PaymentHandler {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::StockReserved | EventType::OrderCancelled
-        )
+        action(event_type).is_some()
     }
 
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
         Box::pin(async move {
-            match delivery.event.event_type {
-                EventType::StockReserved => self.charge(delivery).await,
-                _ => self.refund(delivery).await,
+            match action(delivery.event.event_type) {
+                Some(Action::Charge) => self.charge(delivery).await,
+                Some(Action::Refund) => self.refund(delivery).await,
+                // Never delivered: the consumer acknowledges other types unread.
+                None => Ok(Handled::Done),
             }
         })
     }

@@ -7,15 +7,14 @@
 //! made afterwards (the cancel request itself leaves `cancelled` here, and is refused once a label
 //! exists); a cancellation that still meets a label (one recorded before that rule) voids it.
 
-use fulfillment_core::saga::transition::{ABSENT, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
     Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
 use fulfillment_events::events::{PaymentProcessed, ShipmentPrepared};
 use fulfillment_events::keys;
+use fulfillment_events::states::ShipmentState;
 use uuid::Uuid;
-
-use keys::shipment_state as state;
 
 /// The shipping group's handler.
 #[derive(Debug, Clone)]
@@ -44,8 +43,8 @@ impl ShippingHandler {
             &Step {
                 order_id: &event.order_id,
                 key: delivery.partition.keys.shipment(&event.order_id),
-                from: &[ABSENT],
-                to: state::LABELLED,
+                from: &[None],
+                to: ShipmentState::Labelled,
                 event: Some(&prepared),
                 event_field: "event",
                 counter: Some(keys::counter::LABELS_CREATED),
@@ -66,8 +65,14 @@ impl ShippingHandler {
             StepOutcome::Repeated => {
                 tracing::debug!("label exists; ShipmentPrepared published again unless trimmed")
             }
-            StepOutcome::Skipped { state } | StepOutcome::Blocked { guard_state: state } => {
-                tracing::debug!(state = state.as_str(), "order cancelled; no label")
+            StepOutcome::Skipped { state } => {
+                tracing::debug!(
+                    state = state.map_or("-", ShipmentState::as_str),
+                    "order cancelled; no label"
+                )
+            }
+            StepOutcome::Blocked { guard_state } => {
+                tracing::debug!(state = guard_state.as_str(), "order cancelled; no label")
             }
             StepOutcome::OrderGone => tracing::debug!("order removed by retention; no label"),
         }
@@ -91,21 +96,49 @@ impl ShippingHandler {
         let first = transition(
             &self.redis,
             delivery.partition,
-            &step(&[ABSENT], state::CANCELLED),
+            &step(&[None], ShipmentState::Cancelled),
         )
         .await?;
-        if let StepOutcome::Skipped { state } = first
-            && state == state::LABELLED
+        if first
+            == (StepOutcome::Skipped {
+                state: Some(ShipmentState::Labelled),
+            })
         {
             transition(
                 &self.redis,
                 delivery.partition,
-                &step(&[state::LABELLED], state::VOIDED),
+                &step(&[Some(ShipmentState::Labelled)], ShipmentState::Voided),
             )
             .await?;
             tracing::warn!("order cancelled after its label was made; label voided");
         }
         Ok(Handled::Done)
+    }
+}
+
+/// What this group does with an event; every event type is named, so a new one must be given
+/// a place here. `handles` and `handle` both read this one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Creates the order's one label.
+    PrepareLabel,
+    /// Cancels the shipment, voiding a label already made.
+    Cancel,
+}
+
+fn action(event_type: EventType) -> Option<Action> {
+    match event_type {
+        EventType::PaymentProcessed => Some(Action::PrepareLabel),
+        EventType::OrderCancelled => Some(Action::Cancel),
+        EventType::OrderPlaced
+        | EventType::StockReserved
+        | EventType::StockFailed
+        | EventType::PaymentFailed
+        | EventType::ShipmentPrepared
+        | EventType::StockReleased
+        | EventType::PaymentRefunded
+        | EventType::NotificationSent
+        | EventType::EventDeadLettered => None,
     }
 }
 
@@ -115,17 +148,16 @@ impl EventHandler for ShippingHandler {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::PaymentProcessed | EventType::OrderCancelled
-        )
+        action(event_type).is_some()
     }
 
     fn handle<'a>(&'a self, delivery: Delivery<'a>) -> HandlerFuture<'a> {
         Box::pin(async move {
-            match delivery.event.event_type {
-                EventType::PaymentProcessed => self.prepare_label(delivery).await,
-                _ => self.cancel(delivery).await,
+            match action(delivery.event.event_type) {
+                Some(Action::PrepareLabel) => self.prepare_label(delivery).await,
+                Some(Action::Cancel) => self.cancel(delivery).await,
+                // Never delivered: the consumer acknowledges other types unread.
+                None => Ok(Handled::Done),
             }
         })
     }

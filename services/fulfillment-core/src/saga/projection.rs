@@ -19,7 +19,10 @@
 use crate::ops::metrics;
 use fulfillment_events::events::{Event, EventType, now_millis};
 use fulfillment_events::keys::{self, KeySpace};
+use fulfillment_events::states::OrderStatus;
 use fulfillment_redis::script_batch::ScriptCall;
+use fulfillment_redis::script_reply::Tagged;
+use redis::{FromRedisValue, ParsingError, Value};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -139,10 +142,71 @@ pub fn push_args(
 
 /// Records placed → final time in `fulfillment_order_completion_seconds` (`status` is
 /// `COMPLETED` or `CANCELLED`, `created_ms` the order's placement in ms since the epoch).
-pub fn observe_completion(status: &str, created_ms: &str) {
+pub fn observe_completion(status: OrderStatus, created_ms: &str) {
     if let Ok(created) = created_ms.parse::<u64>() {
         let took = Duration::from_millis(now_millis().saturating_sub(created));
-        metrics::order_completed(status, took);
+        metrics::order_completed(status.as_str(), took);
+    }
+}
+
+/// What the projection's part of a script did (`project.lua`'s answer: a tag, the status, the
+/// order's placement in ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Projected {
+    Changed {
+        status: OrderStatus,
+        created_ms: String,
+    },
+    /// Recorded in the history; the status stays.
+    Unchanged,
+    /// The order is final; recorded in the history only.
+    Final,
+    /// No such order (never placed here, or removed by retention).
+    Unknown,
+}
+
+/// `project.lua`'s tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProjectedTag {
+    Changed,
+    Unchanged,
+    Final,
+    Unknown,
+}
+
+impl Projected {
+    /// Reads the projection's answer from `values` (its tag first), as `script` gave it.
+    pub fn from_values(script: &str, values: &[Value]) -> Result<Self, ParsingError> {
+        let reply = Tagged::from_redis_value(Value::Array(values.to_vec()))?;
+        let tag = [
+            ("changed", ProjectedTag::Changed),
+            ("unchanged", ProjectedTag::Unchanged),
+            ("final", ProjectedTag::Final),
+            ("unknown", ProjectedTag::Unknown),
+        ]
+        .into_iter()
+        .find_map(|(text, tag)| (reply.tag == text).then_some(tag))
+        .ok_or_else(|| reply.unknown(script))?;
+        Ok(match tag {
+            ProjectedTag::Changed => Projected::Changed {
+                status: OrderStatus::from_redis_value(
+                    reply.rest.first().cloned().unwrap_or(Value::Nil),
+                )?,
+                created_ms: reply.text(1)?,
+            },
+            ProjectedTag::Unchanged => Projected::Unchanged,
+            ProjectedTag::Final => Projected::Final,
+            ProjectedTag::Unknown => Projected::Unknown,
+        })
+    }
+}
+
+impl FromRedisValue for Projected {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match v {
+            Value::Array(values) => Self::from_values("project_order.lua", &values),
+            other => Err(format!("project_order.lua answered {other:?}, not an array").into()),
+        }
     }
 }
 

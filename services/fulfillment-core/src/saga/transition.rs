@@ -6,10 +6,11 @@
 //! makes "one charge", "one label" and "one notification" hold when deliveries repeat or replicas
 //! race.
 
-use crate::saga::projection;
+use crate::saga::projection::{self, Projected};
 use crate::store::Redis;
 use fulfillment_events::events::{Event, field};
 use fulfillment_events::keys::Partition;
+use fulfillment_events::states::{OrderStatus, StepState};
 use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, RedisResult, Value};
@@ -23,20 +24,20 @@ static TRANSITION: LazyLock<BatchedScript> = LazyLock::new(|| {
     )
 });
 
-/// "No state yet", for [`Step::from`].
-pub const ABSENT: &str = "-";
+/// "No state yet", as `transition.lua` reads it.
+const ABSENT: &str = "-";
 
-/// One step of a per-order state machine.
+/// One step of a per-order state machine whose states are `S`.
 #[derive(Debug)]
-pub struct Step<'a> {
+pub struct Step<'a, S: StepState> {
     /// The order the state belongs to: no state is created for an order that does not exist
     /// (removed by retention).
     pub order_id: &'a str,
     /// The state hash, in the order's partition.
     pub key: String,
-    /// States the step may start from; [`ABSENT`] for a hash that does not exist yet.
-    pub from: &'a [&'a str],
-    pub to: &'a str,
+    /// States the step may start from; `None` for a hash that does not exist yet.
+    pub from: &'a [Option<S>],
+    pub to: S,
     /// The event announcing the step; the id of its entry is kept under `<event_field>_entry`,
     /// so a repeat publishes that entry again (a hash an earlier version wrote keeps the event
     /// itself under `event_field`).
@@ -48,7 +49,7 @@ pub struct Step<'a> {
     pub facts: &'a [(&'a str, &'a str)],
     /// Other state hashes of the same order that must be in one of their allowed states for the
     /// step to apply; otherwise it is [`StepOutcome::Blocked`].
-    pub guards: &'a [Guard<'a>],
+    pub guards: &'a [Guard],
     /// The consumer making the step, when it records its event in the order's projection as it
     /// publishes it (only events [`projection::recorded_at_source`] takes).
     pub recorder: Option<Recorder<'a>>,
@@ -61,68 +62,122 @@ pub struct Recorder<'a> {
     pub attempt: u64,
 }
 
-/// A condition on another state hash of the same order (its `state` field).
+/// A condition on another state hash of the same order (its `state` field), of any machine.
 #[derive(Debug)]
-pub struct Guard<'a> {
-    pub key: String,
-    /// States it may be in; [`ABSENT`] for "no state".
-    pub allowed: &'a [&'a str],
+pub struct Guard {
+    key: String,
+    /// The allowed states as `transition.lua` matches them.
+    allowed: String,
+}
+
+impl Guard {
+    /// `key` must be in one of `allowed` (`None`: no state yet).
+    pub fn new<S: StepState>(key: String, allowed: &[Option<S>]) -> Self {
+        Self {
+            key,
+            allowed: state_list(allowed),
+        }
+    }
 }
 
 /// What became of a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// The state moved; the value is the state it moved from.
-    Applied { previous: String },
+pub enum StepOutcome<S> {
+    /// The state moved; the value is the state it moved from (`None`: there was none).
+    Applied { previous: Option<S> },
     /// The state already was the target: the event it published was published again (while the
     /// stream still holds it; a trimmed entry was acknowledged by every group).
     Repeated,
     /// The state was neither expected nor the target; nothing changed.
-    Skipped { state: String },
+    Skipped { state: Option<S> },
     /// The order is gone (removed by retention) and had no such state; nothing changed.
     OrderGone,
-    /// A guard hash was in none of its allowed states (the value is its state); nothing changed.
+    /// A guard hash was in none of its allowed states (the value is its state, of its own
+    /// machine); nothing changed.
     Blocked { guard_state: String },
 }
 
-impl FromRedisValue for StepOutcome {
-    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        Self::from_tagged(&Tagged::from_redis_value(v)?)
+/// What `transition.lua` answers, by its tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepTag {
+    Applied,
+    Repeated,
+    Skipped,
+    Gone,
+    Blocked,
+}
+
+impl StepTag {
+    fn of(reply: &Tagged) -> Result<Self, ParsingError> {
+        [
+            ("applied", StepTag::Applied),
+            ("repeated", StepTag::Repeated),
+            ("skipped", StepTag::Skipped),
+            ("gone", StepTag::Gone),
+            ("blocked", StepTag::Blocked),
+        ]
+        .into_iter()
+        .find_map(|(tag, step)| (reply.tag == tag).then_some(step))
+        .ok_or_else(|| reply.unknown("transition.lua"))
     }
 }
 
-impl StepOutcome {
+/// A state as the script answered it: `-` is none, and a text that names no state of `S` is an
+/// error.
+fn parse_state<S: StepState>(text: &str) -> Result<Option<S>, ParsingError> {
+    if text == ABSENT {
+        return Ok(None);
+    }
+    S::parse(text)
+        .map(Some)
+        .ok_or_else(|| format!("unknown {} state {text:?}", S::MACHINE).into())
+}
+
+impl<S: StepState> StepOutcome<S> {
     fn from_tagged(reply: &Tagged) -> Result<Self, ParsingError> {
         let state = reply.text(0)?;
-        Ok(match reply.tag.as_str() {
-            "applied" => StepOutcome::Applied { previous: state },
-            "repeated" => StepOutcome::Repeated,
-            "skipped" => StepOutcome::Skipped { state },
-            "gone" => StepOutcome::OrderGone,
-            "blocked" => StepOutcome::Blocked { guard_state: state },
-            _ => return Err(reply.unknown("transition.lua")),
+        Ok(match StepTag::of(reply)? {
+            StepTag::Applied => StepOutcome::Applied {
+                previous: parse_state(&state)?,
+            },
+            StepTag::Repeated => StepOutcome::Repeated,
+            StepTag::Skipped => StepOutcome::Skipped {
+                state: parse_state(&state)?,
+            },
+            StepTag::Gone => StepOutcome::OrderGone,
+            StepTag::Blocked => StepOutcome::Blocked { guard_state: state },
         })
     }
 }
 
 /// What `transition.lua` answers: the step's outcome, and what the projection did when it ran.
-struct Reply {
-    outcome: StepOutcome,
+struct Reply<S> {
+    outcome: StepOutcome<S>,
     /// A final status the order moved to, with the order's placement (ms).
-    finished: Option<(String, String)>,
+    finished: Option<(OrderStatus, String)>,
 }
 
-impl FromRedisValue for Reply {
+impl<S: StepState> FromRedisValue for Reply<S> {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        let finished = match reply.text(1).ok().as_deref() {
-            Some("changed") => {
-                let status = reply.text(2)?;
-                (status == "COMPLETED" || status == "CANCELLED")
-                    .then(|| reply.text(3).map(|created| (status, created)))
-                    .transpose()?
+        // The projection's answer follows the step's state when the step recorded its event.
+        let projected = match reply.rest.get(1..) {
+            Some(values) if !values.is_empty() => {
+                Some(Projected::from_values("transition.lua", values)?)
             }
             _ => None,
+        };
+        let finished = match projected {
+            Some(Projected::Changed { status, created_ms }) if status.is_final() => {
+                Some((status, created_ms))
+            }
+            Some(
+                Projected::Changed { .. }
+                | Projected::Unchanged
+                | Projected::Final
+                | Projected::Unknown,
+            )
+            | None => None,
         };
         Ok(Self {
             outcome: StepOutcome::from_tagged(&reply)?,
@@ -132,11 +187,11 @@ impl FromRedisValue for Reply {
 }
 
 /// Applies `step` to the order's state in `partition`, publishing on the partition's stream.
-pub async fn transition(
+pub async fn transition<S: StepState>(
     redis: &Redis,
     partition: &Partition,
-    step: &Step<'_>,
-) -> RedisResult<StepOutcome> {
+    step: &Step<'_, S>,
+) -> RedisResult<StepOutcome<S>> {
     let mut invocation = ScriptCall::new();
     invocation
         .key(&partition.stream)
@@ -170,7 +225,7 @@ pub async fn transition(
     }
     invocation
         .arg(state_list(step.from))
-        .arg(step.to)
+        .arg(step.to.as_str())
         .arg(step.event_field)
         .arg(if fields.is_empty() { "" } else { "1" })
         .arg(step.counter.unwrap_or_default())
@@ -182,7 +237,7 @@ pub async fn transition(
             0
         });
     for guard in step.guards {
-        invocation.arg(state_list(guard.allowed));
+        invocation.arg(&guard.allowed);
     }
     for (name, value) in step.facts {
         invocation.arg(*name).arg(*value);
@@ -194,20 +249,20 @@ pub async fn transition(
     for (name, value) in &fields {
         invocation.arg(*name).arg(value);
     }
-    let reply: Reply = redis
+    let reply: Reply<S> = redis
         .run_script(&TRANSITION, &partition.keys, invocation)
         .await?;
     if let Some((status, created_ms)) = &reply.finished {
-        projection::observe_completion(status, created_ms);
+        projection::observe_completion(*status, created_ms);
     }
     Ok(reply.outcome)
 }
 
-/// States as `transition.lua` matches them: `,` before and after each.
-fn state_list(states: &[&str]) -> String {
+/// States as `transition.lua` matches them: `,` before and after each, `-` for none.
+fn state_list<S: StepState>(states: &[Option<S>]) -> String {
     let mut list = String::from(",");
     for state in states {
-        list.push_str(state);
+        list.push_str(state.map_or(ABSENT, S::as_str));
         list.push(',');
     }
     list

@@ -2,19 +2,24 @@
 //! hash written before kept, and not at all once the entry is trimmed (every group had it).
 
 use fulfillment_core::Redis;
-use fulfillment_core::saga::transition::{ABSENT, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Step, StepOutcome, transition};
 use fulfillment_core::settings::Settings;
 use fulfillment_events::events::{Event, EventType};
 use fulfillment_events::keys::Partition;
+use fulfillment_events::states::ShipmentState;
 use fulfillment_testing::{TestRedis, stream_entries as entries};
 use redis::AsyncCommands;
 
-fn label_step<'a>(partition: &Partition, order_id: &'a str, event: &'a Event) -> Step<'a> {
+fn label_step<'a>(
+    partition: &Partition,
+    order_id: &'a str,
+    event: &'a Event,
+) -> Step<'a, ShipmentState> {
     Step {
         order_id,
         key: partition.keys.shipment(order_id),
-        from: &[ABSENT],
-        to: "labelled",
+        from: &[None],
+        to: ShipmentState::Labelled,
         event: Some(event),
         event_field: "event",
         counter: None,

@@ -2,7 +2,6 @@
 
 use fulfillment_core::Service;
 
-use fulfillment_events::keys;
 use fulfillment_testing::{Harness, SECONDS_10};
 use serde_json::json;
 
@@ -26,7 +25,7 @@ async fn a_voided_label_confirms_nothing_and_no_customer_is_told_both() {
     let _: () = redis::cmd("HSET")
         .arg(h.partition_of(&id).keys.shipment(&id))
         .arg("state")
-        .arg(keys::shipment_state::VOIDED)
+        .arg(fulfillment_events::states::ShipmentState::Voided.as_str())
         .query_async(&mut conn)
         .await
         .expect("void the label");
