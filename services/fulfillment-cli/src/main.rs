@@ -1,6 +1,6 @@
 //! `fulfillment`: run the whole pipeline locally, and operate a running one.
 
-// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+// mimalloc: the system allocator spent a quarter of the services' CPU (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// Event-driven order fulfillment on Redis Streams.
 ///
 /// Settings come from the environment (REDIS_URL, STREAM, DLQ_STREAM, RETRY_MIN_IDLE_MS,
-/// INVENTORY_FAILURE_RATE, ...; see the README); a bad one stops the command with one line.
+/// INVENTORY_FAILURE_RATE, ...; see docs/configuration.md); a bad one stops the command with one line.
 #[derive(Debug, Parser)]
 #[command(name = "fulfillment", version)]
 struct Cli {
@@ -131,7 +131,7 @@ fn main() -> std::process::ExitCode {
     let settings = or_exit(Settings::read(&env));
     let own = or_exit(ServiceSettings::read(&env));
     // `up` next to its Redis leaves that Redis a CPU: on two cores, one worker for every service
-    // finished more orders per second with less CPU per order than two (README, Performance).
+    // finished more orders per second with less CPU per order than two (docs/performance.md).
     let workers = match cli.command {
         Command::Up { .. } if settings.redis.is_on_this_machine() => Some(
             fulfillment_core::runtime::startup::cpus()

@@ -386,7 +386,9 @@ fn partition_tag(index: usize, count: usize) -> String {
         .unwrap_or_else(|| format!("p{index}"))
 }
 
-/// The Redis Cluster slot of a key (or of a hash tag's text): CRC16 (XMODEM) mod 16384.
+/// The Redis Cluster slot of a key (or of a hash tag's text): CRC16 (XMODEM) of its hash tag
+/// mod 16384, with the CRC redis-rs's cluster client routes by (redis-rs 1.8 computes the slot
+/// but does not expose its number).
 pub fn slot_of(key: &[u8]) -> u32 {
     let hashed = match key.iter().position(|b| *b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|b| *b == b'}') {
@@ -395,18 +397,7 @@ pub fn slot_of(key: &[u8]) -> u32 {
         },
         None => key,
     };
-    let mut crc: u16 = 0;
-    for byte in hashed {
-        crc ^= u16::from(*byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    u32::from(crc) % SLOTS
+    u32::from(crc16::State::<crc16::XMODEM>::calculate(hashed)) % SLOTS
 }
 
 /// FNV-1a, 64 bits: a stable hash (the same in every process and version) for partitioning.

@@ -49,6 +49,35 @@ impl FromRedisValue for Tagged {
     }
 }
 
+/// Defines a script's tags as an enum, read with `Tags::of(&reply)`: a tag no variant names is
+/// an error naming the script, so callers `match` every outcome and never need a `_ =>` arm.
+///
+/// ```
+/// fulfillment_redis::script_tags! {
+///     /// What `example.lua` answers.
+///     enum ExampleTag ("example.lua") { Done = "done", Skipped = "skipped" }
+/// }
+/// ```
+#[macro_export]
+macro_rules! script_tags {
+    ($(#[$doc:meta])* $vis:vis enum $name:ident ($script:literal) { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name { $($variant),* }
+
+        impl $name {
+            /// The tag of `reply`; one that no variant names is an error.
+            #[allow(dead_code)]
+            $vis fn of(
+                reply: &$crate::script_reply::Tagged,
+            ) -> ::std::result::Result<Self, ::redis::ParsingError> {
+                $(if reply.tag == $text { return Ok($name::$variant); })*
+                Err(reply.unknown($script))
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +96,24 @@ mod tests {
         assert!(Tagged::from_redis_value(Value::Array(vec![])).is_err());
         assert!(Tagged::from_redis_value(Value::Int(1)).is_err());
         assert!(t.unknown("transition").to_string().contains("applied"));
+    }
+
+    crate::script_tags! {
+        enum Outcome ("test.lua") { Applied = "applied", Skipped = "skipped" }
+    }
+
+    #[test]
+    fn tags_parse_into_their_enum_and_an_unknown_one_is_an_error() {
+        let reply = |tag| Tagged::from_redis_value(Value::Array(vec![bulk(tag)])).expect("tagged");
+        assert_eq!(
+            Outcome::of(&reply("applied")).expect("known"),
+            Outcome::Applied
+        );
+        assert_eq!(
+            Outcome::of(&reply("skipped")).expect("known"),
+            Outcome::Skipped
+        );
+        let unknown = Outcome::of(&reply("aplied")).expect_err("unknown");
+        assert!(unknown.to_string().contains("test.lua"), "{unknown}");
     }
 }

@@ -164,10 +164,13 @@ impl InventoryHandler {
                     state = state.as_str(),
                     "already handled; outcome published again"
                 );
-                let recorded = if state == ReservationState::Failed.as_str() {
-                    ReservationState::Failed
-                } else {
-                    ReservationState::Reserved
+                // A ledger released since is announced as the reservation it was (the
+                // order's own state has moved on, so the step is skipped there).
+                let recorded = match state {
+                    ReservationState::Failed => ReservationState::Failed,
+                    ReservationState::Reserved | ReservationState::Released => {
+                        ReservationState::Reserved
+                    }
                 };
                 (!event.is_empty()).then_some((recorded, event.as_str()))
             }
@@ -338,7 +341,7 @@ enum Reservation {
     },
     /// Already handled: the stored outcome (published again when the script publishes).
     Repeated {
-        state: String,
+        state: ReservationState,
         event: String,
     },
     /// The order was cancelled before its reservation: nothing reserved.
@@ -347,24 +350,53 @@ enum Reservation {
     OrderGone,
 }
 
+fulfillment_redis::script_tags! {
+    /// What `reserve_stock.lua` answers.
+    enum ReserveTag ("reserve_stock.lua") {
+        Reserved = "reserved",
+        Failed = "failed",
+        Repeated = "repeated",
+        Cancelled = "cancelled",
+        Gone = "gone",
+    }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `release_stock.lua` answers.
+    enum ReleaseTag ("release_stock.lua") {
+        Released = "released",
+        Repeated = "repeated",
+        Tombstoned = "tombstoned",
+        Nothing = "nothing",
+        Gone = "gone",
+        StaleItems = "stale_items",
+    }
+}
+
 impl FromRedisValue for Reservation {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        Ok(match reply.tag.as_str() {
-            "reserved" => Reservation::Reserved {
+        Ok(match ReserveTag::of(&reply)? {
+            ReserveTag::Reserved => Reservation::Reserved {
                 event: reply.text(1)?,
             },
-            "failed" => Reservation::Failed {
+            ReserveTag::Failed => Reservation::Failed {
                 reason: reply.text(0)?,
                 event: reply.text(1)?,
             },
-            "repeated" => Reservation::Repeated {
-                state: reply.text(0)?,
+            ReserveTag::Repeated => Reservation::Repeated {
+                state: {
+                    let state = reply.text(0)?;
+                    ReservationState::parse(&state).ok_or_else(|| {
+                        ParsingError::from(format!(
+                            "reserve_stock.lua: reservation state {state:?}"
+                        ))
+                    })?
+                },
                 event: reply.text(1)?,
             },
-            "cancelled" => Reservation::CancelledFirst,
-            "gone" => Reservation::OrderGone,
-            _ => return Err(reply.unknown("reserve_stock.lua")),
+            ReserveTag::Cancelled => Reservation::CancelledFirst,
+            ReserveTag::Gone => Reservation::OrderGone,
         })
     }
 }
@@ -392,18 +424,17 @@ enum Release {
 impl FromRedisValue for Release {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        Ok(match reply.tag.as_str() {
-            "released" => Release::Released {
+        Ok(match ReleaseTag::of(&reply)? {
+            ReleaseTag::Released => Release::Released {
                 event: reply.text(0)?,
             },
-            "repeated" => Release::Repeated {
+            ReleaseTag::Repeated => Release::Repeated {
                 event: reply.text(0)?,
             },
-            "tombstoned" => Release::Tombstoned,
-            "nothing" => Release::NothingHeld,
-            "gone" => Release::OrderGone,
-            "stale_items" => Release::StaleItems,
-            _ => return Err(reply.unknown("release_stock.lua")),
+            ReleaseTag::Tombstoned => Release::Tombstoned,
+            ReleaseTag::Nothing => Release::NothingHeld,
+            ReleaseTag::Gone => Release::OrderGone,
+            ReleaseTag::StaleItems => Release::StaleItems,
         })
     }
 }

@@ -112,6 +112,23 @@ pub enum Written {
     },
 }
 
+fulfillment_redis::script_tags! {
+    /// What `catalog_write.lua` answers.
+    enum WriteTag ("catalog_write.lua") {
+        Created = "created",
+        Updated = "updated",
+        Adjusted = "adjusted",
+        Replayed = "replayed",
+        Exists = "exists",
+        Same = "same",
+        KeyReused = "key_reused",
+        NotFound = "not_found",
+        PreconditionRequired = "precondition_required",
+        PreconditionFailed = "precondition_failed",
+        OutOfRange = "out_of_range",
+    }
+}
+
 impl FromRedisValue for Written {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
@@ -122,16 +139,17 @@ impl FromRedisValue for Written {
                 .map_err(|_| ParsingError::from(format!("{} is not a number", reply.tag)))
         };
         let rev = |i: usize| int(i).map(|r| r.max(0) as u64);
-        Ok(match reply.tag.as_str() {
-            "created" => Written::Created {
+        let tag = WriteTag::of(&reply)?;
+        Ok(match tag {
+            WriteTag::Created => Written::Created {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
-            "updated" => Written::Updated {
+            WriteTag::Updated => Written::Updated {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
-            "adjusted" | "replayed" => Written::Adjusted {
+            WriteTag::Adjusted | WriteTag::Replayed => Written::Adjusted {
                 product: Product {
                     id: String::new(),
                     name: reply.text(2)?,
@@ -139,22 +157,21 @@ impl FromRedisValue for Written {
                     stock: int(1)?,
                     rev: rev(0)?,
                 },
-                replayed: reply.tag == "replayed",
+                replayed: tag == WriteTag::Replayed,
             },
-            "exists" => Written::Exists,
-            "same" => Written::Same {
+            WriteTag::Exists => Written::Exists,
+            WriteTag::Same => Written::Same {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
-            "key_reused" => Written::KeyReused,
-            "not_found" => Written::NotFound,
-            "precondition_required" => Written::PreconditionRequired,
-            "precondition_failed" => Written::PreconditionFailed {
+            WriteTag::KeyReused => Written::KeyReused,
+            WriteTag::NotFound => Written::NotFound,
+            WriteTag::PreconditionRequired => Written::PreconditionRequired,
+            WriteTag::PreconditionFailed => Written::PreconditionFailed {
                 rev: rev(0)?,
                 stock: int(1)?,
             },
-            "out_of_range" => Written::OutOfRange { stock: int(0)? },
-            _ => return Err(reply.unknown("catalog_write.lua")),
+            WriteTag::OutOfRange => Written::OutOfRange { stock: int(0)? },
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The order service binary: the HTTP API and one `order_group` projection consumer.
 
-// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+// mimalloc: the system allocator spent a quarter of the services' CPU (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

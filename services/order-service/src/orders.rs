@@ -121,18 +121,32 @@ enum Placement {
     },
 }
 
+fulfillment_redis::script_tags! {
+    /// What `place_order.lua` answers.
+    enum PlaceTag ("place_order.lua") { Created = "created", Existing = "existing" }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `cancel_order.lua` answers.
+    enum CancelTag ("cancel_order.lua") {
+        NotFound = "not_found",
+        Cancelled = "cancelled",
+        Conflict = "conflict",
+        Shipped = "shipped",
+    }
+}
+
 impl FromRedisValue for Placement {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        Ok(match reply.tag.as_str() {
-            "created" => Placement::Created {
+        Ok(match PlaceTag::of(&reply)? {
+            PlaceTag::Created => Placement::Created {
                 stream_id: reply.text(0)?,
             },
-            "existing" => Placement::Existing {
+            PlaceTag::Existing => Placement::Existing {
                 order_id: reply.text(0)?,
                 fingerprint: reply.text(1)?,
             },
-            _ => return Err(reply.unknown("place_order.lua")),
         })
     }
 }
@@ -489,23 +503,24 @@ pub enum Cancelled {
 impl FromRedisValue for Cancelled {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(v)?;
-        if reply.tag == "not_found" {
+        let tag = CancelTag::of(&reply)?;
+        if tag == CancelTag::NotFound {
             return Ok(Cancelled::NotFound);
         }
         let status = OrderStatus::parse(&reply.text(0)?).ok_or_else(|| {
             ParsingError::from(format!("cancel_order.lua: status {:?}", reply.text(0)))
         })?;
-        Ok(match reply.tag.as_str() {
-            "cancelled" => Cancelled::Cancelled {
+        Ok(match tag {
+            CancelTag::NotFound => Cancelled::NotFound,
+            CancelTag::Cancelled => Cancelled::Cancelled {
                 previous_status: status,
                 created_ms: reply.text(1)?,
             },
-            "conflict" => Cancelled::AlreadyFinal {
+            CancelTag::Conflict => Cancelled::AlreadyFinal {
                 status,
                 reason: Some(reply.text(1)?).filter(|r| !r.is_empty()),
             },
-            "shipped" => Cancelled::AlreadyShipped { status },
-            _ => return Err(reply.unknown("cancel_order.lua")),
+            CancelTag::Shipped => Cancelled::AlreadyShipped { status },
         })
     }
 }

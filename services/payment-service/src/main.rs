@@ -1,6 +1,6 @@
 //! The payment service binary: one consumer of its group plus health, readiness and metrics.
 
-// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+// mimalloc: the system allocator spent a quarter of the services' CPU (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

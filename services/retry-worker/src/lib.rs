@@ -35,6 +35,16 @@ static REMOVE_GONE_CONSUMER: LazyLock<Script> =
 static REPAIR_LAG: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/repair_lag.lua")));
 
+fulfillment_redis::script_tags! {
+    /// What `repair_lag.lua` answers.
+    enum LagTag ("repair_lag.lua") {
+        Repaired = "repaired",
+        Right = "right",
+        TooFar = "too_far",
+        NoGroup = "no_group",
+    }
+}
+
 /// Most entries a lag repair counts per group and pass; a group further behind is repaired by a
 /// later pass, once it has caught up some.
 const LAG_REPAIR_MAX_COUNT: usize = 1000;
@@ -141,8 +151,8 @@ impl RetryWorker {
                 .arg(LAG_REPAIR_MAX_COUNT)
                 .invoke_async(&mut conn)
                 .await?;
-            match reply.tag.as_str() {
-                "repaired" => {
+            match LagTag::of(&reply)? {
+                LagTag::Repaired => {
                     tracing::warn!(
                         group,
                         stream = partition.stream,
@@ -151,8 +161,7 @@ impl RetryWorker {
                     );
                     repaired += 1;
                 }
-                "right" | "too_far" | "no_group" => {}
-                _ => return Err(reply.unknown("repair_lag.lua").into()),
+                LagTag::Right | LagTag::TooFar | LagTag::NoGroup => {}
             }
         }
         Ok(repaired)

@@ -1,6 +1,6 @@
 //! The retry worker binary: one pass and exit (the CronJob), or `--loop`.
 
-// mimalloc: the system allocator spent a quarter of the services' CPU (README, Performance).
+// mimalloc: the system allocator spent a quarter of the services' CPU (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -26,7 +26,7 @@ const PRODUCT: &str = "net";
 /// How long each fault lasts: past a read's deadline (`BLOCK_MS` 500 + 5 s) and a command's
 /// (10 s), so every kind of connection meets it.
 const FAULT: Duration = Duration::from_secs(12);
-/// The recovery bound these settings give (README, "Network faults"): a dead connection found
+/// The recovery bound these settings give (docs/architecture.md, "Network faults"): a dead connection found
 /// within max(`BLOCK_MS` + 5 s, 10 s), a reconnect within 5 s of backoff, and what a cut read left
 /// pending retried once idle `RETRY_MIN_IDLE_MS` (2 s) at the next pass (every 0.5 s): 18 s, with
 /// room for the backlog the fault built.

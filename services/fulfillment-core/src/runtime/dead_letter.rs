@@ -41,6 +41,30 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+fulfillment_redis::script_tags! {
+    /// What `dead_letter.lua` answers.
+    enum DeadLetterTag ("dead_letter.lua") { DeadLettered = "dead_lettered", Acked = "acked" }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `dlq_resolve.lua` answers.
+    enum ResolveTag ("dlq_resolve.lua") { Resolved = "resolved", NotFlagged = "not_flagged" }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `dlq_replay.lua` answers.
+    enum ReplayTag ("dlq_replay.lua") {
+        Replayed = "replayed",
+        NotFound = "not_found",
+        NotADeadLetter = "not_a_dead_letter",
+    }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `dlq_delete.lua` answers.
+    enum DeleteTag ("dlq_delete.lua") { Deleted = "deleted", NotFound = "not_found" }
+}
+
 /// How an order's set of unresolved dead letters names one: the group and the event id.
 pub fn member(group: &str, event_id: &str) -> String {
     format!("{group} {event_id}")
@@ -112,8 +136,8 @@ pub async fn dead_letter(
     }
     let mut conn = redis.conn();
     let reply: Tagged = invocation.invoke_async(&mut conn).await?;
-    match reply.tag.as_str() {
-        "dead_lettered" => tracing::warn!(
+    match DeadLetterTag::of(&reply)? {
+        DeadLetterTag::DeadLettered => tracing::warn!(
             group = letter.group,
             stream_id = letter.entry.id,
             dlq_id = reply.text(0)?,
@@ -121,8 +145,7 @@ pub async fn dead_letter(
             deliveries = letter.deliveries,
             "entry dead-lettered"
         ),
-        "acked" => {}
-        _ => return Err(reply.unknown("dead_letter.lua").into()),
+        DeadLetterTag::Acked => {}
     }
     Ok(())
 }
@@ -148,10 +171,17 @@ pub async fn resolve(
         .arg(now_millis())
         .invoke_async(&mut conn)
         .await?;
-    match reply.tag.as_str() {
-        "resolved" => Ok(reply.text(0)?.parse().ok()),
-        "not_flagged" => Ok(None),
-        _ => Err(reply.unknown("dlq_resolve.lua").into()),
+    match ResolveTag::of(&reply)? {
+        ResolveTag::Resolved => {
+            let left = reply.text(0)?;
+            let left = left.parse().map_err(|_| {
+                redis::ParsingError::from(format!(
+                    "dlq_resolve.lua answered {left:?} dead letters left, not a count"
+                ))
+            })?;
+            Ok(Some(left))
+        }
+        ResolveTag::NotFlagged => Ok(None),
     }
 }
 
@@ -386,8 +416,8 @@ pub async fn replay(redis: &Redis, id: &DlqId) -> RedisResult<ReplayOutcome> {
         .arg(&id.entry)
         .invoke_async(&mut conn)
         .await?;
-    Ok(match reply.tag.as_str() {
-        "replayed" => {
+    Ok(match ReplayTag::of(&reply)? {
+        ReplayTag::Replayed => {
             let (stream_id, group) = (reply.text(0)?, reply.text(1)?);
             redis.replicated(&partition.keys).await?;
             tracing::info!(
@@ -398,8 +428,7 @@ pub async fn replay(redis: &Redis, id: &DlqId) -> RedisResult<ReplayOutcome> {
             );
             ReplayOutcome::Replayed { stream_id, group }
         }
-        "not_found" | "not_a_dead_letter" => ReplayOutcome::NotFound,
-        _ => return Err(reply.unknown("dlq_replay.lua").into()),
+        ReplayTag::NotFound | ReplayTag::NotADeadLetter => ReplayOutcome::NotFound,
     })
 }
 
@@ -426,13 +455,12 @@ pub async fn delete(redis: &Redis, id: &DlqId) -> RedisResult<bool> {
         .arg(now_millis())
         .invoke_async(&mut conn)
         .await?;
-    match reply.tag.as_str() {
-        "deleted" => {
+    match DeleteTag::of(&reply)? {
+        DeleteTag::Deleted => {
             redis.replicated(keys).await?;
             Ok(true)
         }
-        "not_found" => Ok(false),
-        _ => Err(reply.unknown("dlq_delete.lua").into()),
+        DeleteTag::NotFound => Ok(false),
     }
 }
 

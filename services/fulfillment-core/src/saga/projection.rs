@@ -165,28 +165,21 @@ pub enum Projected {
     Unknown,
 }
 
-/// `project.lua`'s tags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProjectedTag {
-    Changed,
-    Unchanged,
-    Final,
-    Unknown,
+fulfillment_redis::script_tags! {
+    /// `project.lua`'s tags.
+    enum ProjectedTag ("project.lua") {
+        Changed = "changed",
+        Unchanged = "unchanged",
+        Final = "final",
+        Unknown = "unknown",
+    }
 }
 
 impl Projected {
     /// Reads the projection's answer from `values` (its tag first), as `script` gave it.
     pub fn from_values(script: &str, values: &[Value]) -> Result<Self, ParsingError> {
         let reply = Tagged::from_redis_value(Value::Array(values.to_vec()))?;
-        let tag = [
-            ("changed", ProjectedTag::Changed),
-            ("unchanged", ProjectedTag::Unchanged),
-            ("final", ProjectedTag::Final),
-            ("unknown", ProjectedTag::Unknown),
-        ]
-        .into_iter()
-        .find_map(|(text, tag)| (reply.tag == text).then_some(tag))
-        .ok_or_else(|| reply.unknown(script))?;
+        let tag = ProjectedTag::of(&reply).map_err(|_| reply.unknown(script))?;
         Ok(match tag {
             ProjectedTag::Changed => Projected::Changed {
                 status: OrderStatus::from_redis_value(

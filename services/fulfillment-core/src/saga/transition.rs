@@ -97,28 +97,14 @@ pub enum StepOutcome<S> {
     Blocked { guard_state: String },
 }
 
-/// What `transition.lua` answers, by its tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StepTag {
-    Applied,
-    Repeated,
-    Skipped,
-    Gone,
-    Blocked,
-}
-
-impl StepTag {
-    fn of(reply: &Tagged) -> Result<Self, ParsingError> {
-        [
-            ("applied", StepTag::Applied),
-            ("repeated", StepTag::Repeated),
-            ("skipped", StepTag::Skipped),
-            ("gone", StepTag::Gone),
-            ("blocked", StepTag::Blocked),
-        ]
-        .into_iter()
-        .find_map(|(tag, step)| (reply.tag == tag).then_some(step))
-        .ok_or_else(|| reply.unknown("transition.lua"))
+fulfillment_redis::script_tags! {
+    /// What `transition.lua` answers, by its tag.
+    enum StepTag ("transition.lua") {
+        Applied = "applied",
+        Repeated = "repeated",
+        Skipped = "skipped",
+        Gone = "gone",
+        Blocked = "blocked",
     }
 }
 
