@@ -65,6 +65,41 @@ async fn an_order_completes_with_one_label_and_one_confirmation(backend: Backend
     h.stop().await;
 }
 
+/// `fulfillment_events_handled_total` of `group`, `event_type` and `outcome` in a `/metrics` text
+/// (0 when it has no sample).
+fn handled(metrics: &str, group: &str, event_type: &str, outcome: &str) -> i64 {
+    let labels = [
+        format!("group=\"{group}\""),
+        format!("type=\"{event_type}\""),
+        format!("outcome=\"{outcome}\""),
+    ];
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("fulfillment_events_handled_total{"))
+        .filter(|l| labels.iter().all(|label| l.contains(label.as_str())))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
+        .sum()
+}
+
+/// The ids of the entries pending in `group`, over the partitions.
+async fn pending_ids(h: &Harness, group: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for partition in h.layout().partitions() {
+        let mut conn = h.redis.conn();
+        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&partition.stream)
+            .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .expect("xpending");
+        ids.extend(reply.ids.into_iter().map(|p| p.id));
+    }
+    ids
+}
+
 async fn assert_effects_once(h: &Harness, id: &str) {
     h.wait_status(id, "COMPLETED", SECONDS_10).await;
     h.wait_counter(&keys::counter::notifications("order_confirmed"), 1)
@@ -123,8 +158,24 @@ async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     // The other entries' acknowledgements follow within milliseconds; that one never does.
     h.pending_settles_at("inventory_group", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Never: inventory handled the OrderPlaced and chose to leave it pending (its `ack_lost` in
+    // /metrics), so no acknowledgement of it is on its way.
+    h.eventually(SECONDS_10, "inventory's ack_lost counted", || async {
+        handled(
+            &h.metrics().await,
+            "inventory_group",
+            "OrderPlaced",
+            "ack_lost",
+        ) >= 1
+    })
+    .await;
     assert_eq!(h.pending("inventory_group").await, 1, "the ack was lost");
+    let placed = h.events_of(&id, "OrderPlaced").await;
+    assert_eq!(
+        pending_ids(&h, "inventory_group").await,
+        [placed[0].id.clone()],
+        "the entry left pending is the OrderPlaced"
+    );
     // The retry worker redelivers it (with the same instability): the reservation exists, so the
     // StockReserved it published is published again, unchanged, and the entry is acknowledged.
     let report = h.retry_pass(&lossy).await;

@@ -67,9 +67,32 @@ async fn writes_others_rely_on_wait_for_their_replica() {
         .to_owned();
     // It was written, and is not relied on: inventory leaves it alone while no replica has it.
     assert_eq!(h.order(&unsure).await["status"], "PENDING");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Inventory reads it (it is pending in inventory's group), then asks this process's replica
+    // wait whether it may act. The wait answers its requests in turn, a round at a time: once two
+    // waits of ours asked after that read are refused, inventory's has been answered (refused).
+    let partition = h.partition_of(&unsure).clone();
+    let placed = h.events_of(&unsure, "OrderPlaced").await;
+    assert_eq!(placed.len(), 1, "one OrderPlaced");
+    h.eventually(SECONDS_10, "inventory read the OrderPlaced", || async {
+        pending_ids(&h, &partition.stream, "inventory_group")
+            .await
+            .contains(&placed[0].id)
+    })
+    .await;
+    for _ in 0..2 {
+        assert!(
+            h.redis.replicated(&partition.keys).await.is_err(),
+            "no replica has the partition's writes"
+        );
+    }
     assert_eq!(h.order(&unsure).await["status"], "PENDING");
     assert_eq!(h.stock("product-B").await, 5, "nothing reserved");
+    assert!(
+        pending_ids(&h, &partition.stream, "inventory_group")
+            .await
+            .contains(&placed[0].id),
+        "left pending, not acknowledged"
+    );
     consumers.stop().await;
     h.stop().await;
 }
@@ -141,12 +164,25 @@ async fn a_master_killed_under_load_loses_no_order_answered_201() {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Pacing, not a wait for a state: the load is one order after another, a few
+                // milliseconds apart, for as long as the scenario runs.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
+    // Orders accepted and refused so far.
+    let counts = || async { (accepted.lock().await.len(), refused.load(Ordering::Relaxed)) };
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Steady load: orders accepted, and the pipeline completing them as more come. (Fifty here,
+    // one or more while the promoted master has no replica, and fifty once it has one again: the
+    // hundred the books below ask for.)
+    h.eventually(Duration::from_secs(60), "orders flowing", || async {
+        counts().await.0 >= 50
+            && h.counter(fulfillment_events::keys::counter::ORDERS_COMPLETED)
+                .await
+                >= 20
+    })
+    .await;
     let catalog_slot = slot_of(h.layout().catalog.products().as_bytes()) as u16;
     let cluster = h.server.cluster_mut();
     let victim = cluster.master_of(catalog_slot).expect("catalog master");
@@ -157,13 +193,52 @@ async fn a_master_killed_under_load_loses_no_order_answered_201() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let promoted = cluster.master_of(catalog_slot).expect("promoted");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The load goes on while the promoted master has no replica: its shard refuses to be relied
+    // on (an order there is answered 503 once its wait for a replica runs out), the others accept.
+    let (accepted_then, refused_then) = counts().await;
+    h.eventually(
+        Duration::from_secs(60),
+        "the lone shard refusing",
+        || async {
+            let (accepted_now, refused_now) = counts().await;
+            accepted_now > accepted_then && refused_now > refused_then
+        },
+    )
+    .await;
+    let cluster = h.server.cluster_mut();
     cluster.restart(victim);
     assert!(
         cluster.wait_ok(Duration::from_secs(30)),
         "the old master did not rejoin"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The load goes on once the old master is the promoted one's replica: orders in the
+    // partitions that shard serves are accepted again (their writes waited for it).
+    let healed: Vec<usize> = h
+        .layout()
+        .partitions()
+        .iter()
+        .filter(|p| {
+            h.server
+                .cluster()
+                .master_of(slot_of(p.stream.as_bytes()) as u16)
+                == Some(promoted)
+        })
+        .map(|p| p.index)
+        .collect();
+    assert!(!healed.is_empty(), "the promoted master serves partitions");
+    let accepted_then = counts().await.0;
+    h.eventually(
+        Duration::from_secs(60),
+        "the healed shard accepting",
+        || async {
+            let accepted = accepted.lock().await;
+            accepted.len() >= accepted_then + 50
+                && accepted[accepted_then..]
+                    .iter()
+                    .any(|id| healed.contains(&h.partition_of(id).index))
+        },
+    )
+    .await;
     loading.store(false, Ordering::Relaxed);
     load.await.expect("load");
     let accepted = accepted.lock().await.clone();
@@ -193,6 +268,21 @@ async fn a_master_killed_under_load_loses_no_order_answered_201() {
     );
     pipeline.stop().await;
     h.stop().await;
+}
+
+/// The ids of the entries pending in `group` on `stream`.
+async fn pending_ids(h: &Harness, stream: &str, group: &str) -> Vec<String> {
+    let mut conn = h.redis.conn();
+    let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(&mut conn)
+        .await
+        .expect("xpending");
+    reply.ids.into_iter().map(|p| p.id).collect()
 }
 
 /// The books once every order completed: each order `COMPLETED` holding its reservation, stock

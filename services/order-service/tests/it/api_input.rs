@@ -2,10 +2,11 @@
 //! on catalog writes and the DLQ, paging, and the ops endpoints.
 
 use fulfillment_core::Service;
+use fulfillment_events::events::now_millis;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use order_service::orders;
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn order_with(items: Value) -> Value {
     json!({"customer_id": "c", "customer_email": "c@example.com", "items": items})
@@ -95,8 +96,9 @@ async fn orders_are_listed_newest_first_in_pages(backend: Backend) {
     let h = Harness::on(backend).await;
     let mut placed = Vec::new();
     for _ in 0..5 {
-        placed.push(h.place("product-A", 1, "tok_visa").await);
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        let id = h.place("product-A", 1, "tok_visa").await;
+        after_the_millisecond_of(&h, &id).await;
+        placed.push(id);
     }
     let (_, first) = h.get("/orders?limit=2").await;
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
@@ -129,8 +131,9 @@ async fn a_status_without_an_index_is_listed_by_a_bounded_scan(backend: Backend)
         .await;
     let mut paid = Vec::new();
     for _ in 0..3 {
-        paid.push(h.place("product-A", 1, "tok_visa").await);
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        let id = h.place("product-A", 1, "tok_visa").await;
+        after_the_millisecond_of(&h, &id).await;
+        paid.push(id);
     }
     for id in &paid {
         h.wait_status(id, "PAID", SECONDS_10).await;
@@ -424,22 +427,68 @@ async fn requests_beyond_the_in_flight_limit_or_the_timeout_get_a_json_503() {
     h.server.single().pause(3_000, "ALL").await;
     let slow = {
         let (http, url) = (h.http.clone(), format!("{}/products", h.base));
-        tokio::spawn(async move { http.get(url).send().await })
+        tokio::spawn(async move {
+            // Shed only if it came while the probe below held the turn for its moment: again.
+            let deadline = Instant::now() + SECONDS_10;
+            loop {
+                let response = http.get(&url).send().await.expect("response");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.expect("json");
+                if (status, body["error"]["code"].as_str()) != (503, Some("overloaded"))
+                    || Instant::now() > deadline
+                {
+                    return (status, body);
+                }
+            }
+        })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow request holds the turn once a probe that never reaches Redis (`/ws` without an
+    // upgrade, 400 when served) is shed.
+    h.eventually(SECONDS_10, "the slow request holding the turn", || async {
+        let (status, body) = h.get("/ws").await;
+        (status, body["error"]["code"].as_str()) == (503, Some("overloaded"))
+    })
+    .await;
     let (status, body) = h.get("/orders").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("overloaded"))
     );
-    let slow = slow.await.expect("task").expect("response");
-    assert_eq!(slow.status().as_u16(), 503);
-    let body: Value = slow.json().await.expect("json");
+    let (status, body) = slow.await.expect("task");
+    assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "request_timeout");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Redis holds every command until the pause ends: a PING answered means it has.
+    h.eventually(SECONDS_10, "Redis answering again", || async {
+        let mut conn = h.redis.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    })
+    .await;
     let (status, _) = h.get("/products").await;
     assert_eq!(status, 200, "served again once Redis answers");
     h.stop().await;
+}
+
+/// Waits until the clock the API stamps a placement with has left the millisecond `id` was placed
+/// in (its `created_ms`), so that the next order placed is newer to the millisecond.
+async fn after_the_millisecond_of(h: &Harness, id: &str) {
+    let mut conn = h.redis.conn();
+    let created_ms: u64 = redis::cmd("HGET")
+        .arg(h.partition_of(id).keys.order(id))
+        .arg("created_ms")
+        .query_async(&mut conn)
+        .await
+        .expect("created_ms");
+    let deadline = Instant::now() + SECONDS_10;
+    while now_millis() <= created_ms {
+        assert!(
+            Instant::now() < deadline,
+            "the clock stands at {created_ms}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The order ids of a page of `GET /orders`, in its order.

@@ -1,5 +1,6 @@
 //! Order retention: finished orders leave Redis; late deliveries change nothing.
 
+use fulfillment_events::events::now_millis;
 use fulfillment_events::keys;
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 
@@ -84,10 +85,31 @@ async fn finished_orders_are_removed_after_retention_and_late_deliveries_change_
 
     // Placed while nothing consumes: PENDING, so never removed however old.
     let waiting = h.place("product-B", 1, "tok_visa").await;
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The pass removes what finished ORDER_RETENTION_MS or more before its clock reads: wait until
+    // that cutoff reaches the time `done` finished at (its score in the finished set) and the time
+    // `waiting` was placed at (so that its age alone would not keep it).
+    let mut conn = h.redis.conn();
+    let finished_ms: f64 = redis::cmd("ZSCORE")
+        .arg(h.partition_of(&done).keys.orders_finished())
+        .arg(&done)
+        .query_async(&mut conn)
+        .await
+        .expect("finished");
+    let placed_ms: u64 = redis::cmd("HGET")
+        .arg(h.partition_of(&waiting).keys.order(&waiting))
+        .arg("created_ms")
+        .query_async(&mut conn)
+        .await
+        .expect("placed");
+    let retention = h.settings.order_retention_ms;
+    h.eventually(
+        SECONDS_10,
+        "the retention cutoff past both orders",
+        || async { now_millis().saturating_sub(retention) >= (finished_ms as u64).max(placed_ms) },
+    )
+    .await;
     // An index an older version kept for a status that lasts milliseconds, with a stale member.
     let legacy = h.partition_of(&done).keys.orders_by_status("RESERVED");
-    let mut conn = h.redis.conn();
     let _: i64 = redis::cmd("ZADD")
         .arg(&legacy)
         .arg(0)
