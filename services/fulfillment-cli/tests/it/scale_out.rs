@@ -107,7 +107,7 @@ async fn a_master_killed_under_load_loses_no_order_answered_201() {
     const STOCK: i64 = 100_000;
     let mut h = Harness::on_with(Backend::Cluster(12), |s| {
         s.redis.wait_replicas = 1;
-        // Below the test cluster's cluster-node-timeout (2 s), as the README asks.
+        // Below the test cluster's cluster-node-timeout (2 s), as docs/configuration.md asks.
         s.redis.wait_timeout_ms = 1_000;
         s.retry.min_idle_ms = 1_000;
         s.retry.interval_ms = 300;
