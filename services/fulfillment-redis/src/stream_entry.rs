@@ -1,8 +1,10 @@
 //! Stream entries as Redis sends them: ids, binary-safe fields in order, and the replies of
 //! `XREADGROUP`, `XRANGE` and `XCLAIM` parsed into them.
 //!
-//! Parsing never fails: a reply of an unexpected shape is no entries, and an entry deleted while
-//! pending comes back with no fields (the retry worker acknowledges those).
+//! A reply of an unexpected shape is an error, never "no entries": a reader that took a surprise
+//! for an empty batch would go on as if nothing had arrived. A nil reply (a block that timed out)
+//! is no entries, and an entry deleted while pending comes back with no fields (the retry worker
+//! acknowledges those).
 
 use redis::{FromRedisValue, ParsingError, Value};
 
@@ -36,7 +38,7 @@ pub struct Entries(pub Vec<RawEntry>);
 
 impl FromRedisValue for Entries {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        Ok(Entries(parse_entries(v)))
+        Ok(Entries(parse_entries(v)?))
     }
 }
 
@@ -47,74 +49,92 @@ pub struct ReadReply(pub Vec<RawEntry>);
 
 impl FromRedisValue for ReadReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        Ok(ReadReply(parse_read_reply(v)))
+        Ok(ReadReply(parse_read_reply(v)?))
     }
 }
 
-/// Parses an `XREADGROUP`/`XREAD` reply into entries.
-pub fn parse_read_reply(reply: Value) -> Vec<RawEntry> {
-    let streams = match reply {
+/// Parses an `XREADGROUP`/`XREAD` reply into entries; nil (the block timed out) is none.
+pub fn parse_read_reply(reply: Value) -> Result<Vec<RawEntry>, ParsingError> {
+    let streams: Vec<Value> = match reply {
+        Value::Nil => return Ok(Vec::new()),
         Value::Array(streams) => streams
             .into_iter()
-            .filter_map(|s| match s {
-                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
-                _ => None,
+            .map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => Ok(pair.swap_remove(1)),
+                other => Err(unexpected("a [stream, entries] pair", &other)),
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
-        _ => Vec::new(),
+        other => return Err(unexpected("a read reply", &other)),
     };
-    streams.into_iter().flat_map(parse_entries).collect()
+    let mut entries = Vec::new();
+    for stream in streams {
+        entries.extend(parse_entries(stream)?);
+    }
+    Ok(entries)
 }
 
 /// Parses an array of `[id, [field, value, ...]]`, as `XRANGE` and `XCLAIM` return. Entries
-/// whose fields are nil (deleted while pending) come back with no fields.
-pub fn parse_entries(value: Value) -> Vec<RawEntry> {
-    let Value::Array(items) = value else {
-        return Vec::new();
+/// whose fields are nil (deleted while pending) come back with no fields; a nil in place of an
+/// entry (what some versions' `XCLAIM` answers for a deleted one) is skipped.
+pub fn parse_entries(value: Value) -> Result<Vec<RawEntry>, ParsingError> {
+    let items = match value {
+        Value::Array(items) => items,
+        other => return Err(unexpected("an array of entries", &other)),
     };
     items
         .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut parts) = item else {
-                return None;
-            };
-            if parts.is_empty() {
-                return None;
-            }
-            let fields_value = if parts.len() > 1 {
-                parts.remove(1)
-            } else {
-                Value::Nil
-            };
-            let id = bytes_of(parts.remove(0)).map(|b| String::from_utf8_lossy(&b).into_owned())?;
-            let flat: Vec<Vec<u8>> = match fields_value {
-                Value::Array(values) => values.into_iter().filter_map(bytes_of).collect(),
-                Value::Map(pairs) => pairs
-                    .into_iter()
-                    .flat_map(|(k, v)| [bytes_of(k), bytes_of(v)])
-                    .flatten()
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let mut fields = Vec::with_capacity(flat.len() / 2);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                fields.push((k, v));
-            }
-            Some(RawEntry { id, fields })
-        })
+        .filter(|item| *item != Value::Nil)
+        .map(parse_entry)
         .collect()
 }
 
-fn bytes_of(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
+fn parse_entry(item: Value) -> Result<RawEntry, ParsingError> {
+    let mut parts = match item {
+        Value::Array(parts) if !parts.is_empty() && parts.len() <= 2 => parts.into_iter(),
+        other => return Err(unexpected("an [id, fields] entry", &other)),
+    };
+    let id = parts.next().unwrap_or(Value::Nil);
+    let id = bytes_of(id).map(|b| String::from_utf8_lossy(&b).into_owned())?;
+    let flat: Vec<Vec<u8>> = match parts.next().unwrap_or(Value::Nil) {
+        Value::Nil => Vec::new(),
+        Value::Array(values) => values.into_iter().map(bytes_of).collect::<Result<_, _>>()?,
+        Value::Map(pairs) => {
+            let mut flat = Vec::with_capacity(pairs.len() * 2);
+            for (k, v) in pairs {
+                flat.push(bytes_of(k)?);
+                flat.push(bytes_of(v)?);
+            }
+            flat
+        }
+        other => return Err(unexpected("an entry's fields", &other)),
+    };
+    if !flat.len().is_multiple_of(2) {
+        return Err(format!("entry {id}: a field without its value").into());
     }
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        fields.push((k, v));
+    }
+    Ok(RawEntry { id, fields })
+}
+
+fn bytes_of(value: Value) -> Result<Vec<u8>, ParsingError> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
+        Value::Int(i) => Ok(i.to_string().into_bytes()),
+        other => Err(unexpected("a string", &other)),
+    }
+}
+
+/// The error for a reply that is not what a stream command answers.
+fn unexpected(wanted: &str, got: &Value) -> ParsingError {
+    let mut shown = format!("{got:?}");
+    shown.truncate(120);
+    format!("a stream reply: expected {wanted}, got {shown}").into()
 }
 
 /// An entry id (`ms-seq`) as a pair that sorts like the stream; a malformed one is (0, 0).
@@ -167,7 +187,18 @@ mod tests {
         assert_eq!(entries[0].id, "1-0");
         assert_eq!(entries[0].text("type").as_deref(), Some("OrderPlaced"));
         assert!(entries[1].fields.is_empty());
-        assert!(parse_read_reply(Value::Nil).is_empty());
+        assert!(parse_read_reply(Value::Nil).expect("nil").is_empty());
+        // A reply of another shape is an error, not an empty batch.
+        assert!(ReadReply::from_redis_value(Value::Int(3)).is_err());
+        assert!(ReadReply::from_redis_value(Value::Array(vec![Value::Int(3)])).is_err());
+        let odd = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("type")]),
+            ])]),
+        ])]);
+        assert!(ReadReply::from_redis_value(odd).is_err());
     }
 
     #[test]

@@ -252,7 +252,10 @@ impl InventoryHandler {
         if !in_script {
             let stored = match &outcome {
                 Release::Released { event } | Release::Repeated { event } => event.as_str(),
-                _ => "",
+                Release::Tombstoned
+                | Release::NothingHeld
+                | Release::OrderGone
+                | Release::StaleItems => "",
             };
             if !stored.is_empty() {
                 self.publish(

@@ -53,7 +53,15 @@ impl OrderProjection {
             EventType::StockFailed | EventType::PaymentFailed => {
                 Some(self.cancellation(&delivery, &reason).await?)
             }
-            _ => None,
+            EventType::OrderPlaced
+            | EventType::StockReserved
+            | EventType::PaymentProcessed
+            | EventType::ShipmentPrepared
+            | EventType::OrderCancelled
+            | EventType::StockReleased
+            | EventType::PaymentRefunded
+            | EventType::NotificationSent
+            | EventType::EventDeadLettered => None,
         };
         let history = projection::history_json(
             event,
@@ -130,7 +138,13 @@ fn reason_of(event: &Event) -> Result<String, HandlerError> {
             }
             reason
         }
-        _ => String::new(),
+        EventType::OrderPlaced
+        | EventType::StockReserved
+        | EventType::PaymentProcessed
+        | EventType::ShipmentPrepared
+        | EventType::StockReleased
+        | EventType::PaymentRefunded
+        | EventType::NotificationSent => String::new(),
     })
 }
 

@@ -24,6 +24,16 @@ static CHARGE: LazyLock<BatchedScript> = LazyLock::new(|| {
 static VOID: LazyLock<BatchedScript> =
     LazyLock::new(|| BatchedScript::new("gateway_void", include_str!("scripts/gateway_void.lua")));
 
+fulfillment_redis::script_tags! {
+    /// What `gateway_charge.lua` answers.
+    enum ChargeTag ("gateway_charge.lua") { Charged = "charged", Voided = "voided" }
+}
+
+fulfillment_redis::script_tags! {
+    /// What `gateway_void.lua` answers.
+    enum VoidTag ("gateway_void.lua") { Voided = "voided", Charged = "charged" }
+}
+
 /// Why a charge did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeError {
@@ -91,12 +101,15 @@ impl TestGateway {
             .call(&CHARGE, idempotency_key, &record.to_string())
             .await
             .map_err(ChargeError::Unavailable)?;
-        match reply.tag.as_str() {
-            "charged" => Ok(()),
-            "voided" => Err(ChargeError::Voided),
-            _ => Err(ChargeError::Unavailable(
-                reply.unknown("gateway_charge.lua").to_string(),
-            )),
+        // An answer no tag names is a bug, said loudly; its outcome is unknown, so the charge is
+        // tried again under the same idempotency key, which never moves money twice.
+        let tag = ChargeTag::of(&reply).map_err(|e| {
+            tracing::error!(error = %e, "the gateway's charge answered an unknown outcome");
+            ChargeError::Unavailable(e.to_string())
+        })?;
+        match tag {
+            ChargeTag::Charged => Ok(()),
+            ChargeTag::Voided => Err(ChargeError::Voided),
         }
     }
 
@@ -106,10 +119,13 @@ impl TestGateway {
         let reply = self
             .call(&VOID, idempotency_key, &record.to_string())
             .await?;
-        match reply.tag.as_str() {
-            "voided" => Ok(Void::Voided),
-            "charged" => Ok(Void::AlreadyCharged),
-            _ => Err(reply.unknown("gateway_void.lua").to_string()),
+        let tag = VoidTag::of(&reply).map_err(|e| {
+            tracing::error!(error = %e, "the gateway's void answered an unknown outcome");
+            e.to_string()
+        })?;
+        match tag {
+            VoidTag::Voided => Ok(Void::Voided),
+            VoidTag::Charged => Ok(Void::AlreadyCharged),
         }
     }
 

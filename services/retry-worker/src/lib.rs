@@ -10,9 +10,7 @@
 //! lag counter is repaired if a restart from the append-only file left it wrong. The pass records
 //! when it finished, for `/metrics`.
 
-use fulfillment_core::ops::stream_stats::{
-    consumer_figures, group_figures, oldest_pending_id, parse_entry_id,
-};
+use fulfillment_core::ops::stream_stats::{consumer_figures, group_figures, oldest_pending_id};
 use fulfillment_core::runtime::consumer::{Disposition, acknowledge, decide, resolve_replayed};
 use fulfillment_core::runtime::dead_letter::{self, DeadLetter};
 use fulfillment_core::saga::retention;
@@ -21,7 +19,7 @@ use fulfillment_events::events::now_millis;
 use fulfillment_events::keys;
 use fulfillment_events::keys::Partition;
 use fulfillment_redis::script_reply::Tagged;
-use fulfillment_redis::stream_entry::{Entries, RawEntry};
+use fulfillment_redis::stream_entry::{Entries, RawEntry, entry_id_order};
 use futures_util::future::join_all;
 use redis::streams::StreamPendingCountReply;
 use redis::{RedisResult, Script};
@@ -406,7 +404,7 @@ impl RetryWorker {
         for g in &groups {
             let needed = match oldest_pending_id(&self.redis, stream, &g.name, g.pending).await? {
                 Some(id) => id,
-                None => parse_entry_id(&g.last_delivered_id),
+                None => entry_id_order(&g.last_delivered_id),
             };
             oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
         }

@@ -14,7 +14,8 @@
 
 use crate::store::Redis;
 use fulfillment_events::keys::{self, Partition};
-use redis::{RedisResult, Value};
+use fulfillment_redis::stream_entry::entry_id_order;
+use redis::{FromRedisValue, RedisError, RedisResult, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -394,33 +395,63 @@ pub async fn group_figures(redis: &Redis, stream: &str) -> RedisResult<Vec<Group
     let (groups, last) = futures_util::join!(groups, last);
     let groups = match groups {
         Ok(groups) => groups,
-        Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
+        Err(e) if !stream_exists(redis, stream).await? => {
+            tracing::trace!(error = %e, stream, "no stream yet: no groups");
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(e),
     };
     let last = last?;
-    Ok(groups
+    groups
         .into_iter()
         .map(|g| {
-            let int = |k: &str| match g.get(k) {
-                Some(Value::Int(i)) => Some(*i),
-                _ => None,
+            let field = |k: &str| {
+                g.get(k)
+                    .ok_or_else(|| parse_error(format!("XINFO GROUPS of {stream}: no `{k}` field")))
             };
-            let text = |k: &str| match g.get(k) {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => String::new(),
+            let int = |k: &str| match field(k)? {
+                Value::Int(i) => Ok(Some(*i)),
+                // `lag` is nil when Redis cannot tell.
+                Value::Nil => Ok(None),
+                other => Err(parse_error(format!(
+                    "XINFO GROUPS of {stream}: `{k}` is {other:?}, not a number"
+                ))),
             };
-            let last_delivered_id = text("last-delivered-id");
+            let text = |k: &str| String::from_redis_value_ref(field(k)?).map_err(RedisError::from);
+            let count = |k: &str| {
+                int(k)?
+                    .ok_or_else(|| parse_error(format!("XINFO GROUPS of {stream}: `{k}` is nil")))
+            };
+            let last_delivered_id = text("last-delivered-id")?;
             let caught_up = last.as_deref().is_none_or(|l| l == last_delivered_id);
-            GroupFigures {
-                name: text("name"),
-                consumers: int("consumers").unwrap_or_default(),
-                pending: int("pending").unwrap_or_default(),
-                lag: if caught_up { Some(0) } else { int("lag") },
+            Ok(GroupFigures {
+                name: text("name")?,
+                consumers: count("consumers")?,
+                pending: count("pending")?,
+                // Redis before 7.0 has no `lag`: unknown, unless the group has read everything.
+                lag: if caught_up {
+                    Some(0)
+                } else if g.contains_key("lag") {
+                    int("lag")?
+                } else {
+                    None
+                },
                 last_delivered_id,
-            }
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// Whether `stream` exists: what tells "no such key" from another error of an `XINFO`.
+async fn stream_exists(redis: &Redis, stream: &str) -> RedisResult<bool> {
+    redis::cmd("EXISTS")
+        .arg(stream)
+        .query_async(&mut redis.conn())
+        .await
+}
+
+fn parse_error(message: String) -> RedisError {
+    RedisError::from(redis::ParsingError::from(message))
 }
 
 /// The stream's `last-generated-id` (`None` when nothing was ever added).
@@ -432,19 +463,19 @@ async fn last_generated_id(redis: &Redis, stream: &str) -> RedisResult<Option<St
         .query_async(&mut conn)
         .await;
     match info {
-        Ok(info) => Ok(match info.get("last-generated-id") {
-            Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            Some(Value::SimpleString(s)) => Some(s.clone()),
-            _ => None,
+        Ok(info) => {
+            let id = info.get("last-generated-id").ok_or_else(|| {
+                parse_error(format!("XINFO STREAM of {stream}: no `last-generated-id`"))
+            })?;
+            let id = String::from_redis_value_ref(id).map_err(RedisError::from)?;
+            Ok(Some(id).filter(|id| id != "0-0"))
         }
-        .filter(|id| id != "0-0")),
-        Err(e) if is_no_such_key(&e) => Ok(None),
+        Err(e) if !stream_exists(redis, stream).await? => {
+            tracing::trace!(error = %e, stream, "no stream yet");
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
-}
-
-fn is_no_such_key(e: &redis::RedisError) -> bool {
-    e.to_string().contains("no such key")
 }
 
 /// The id of the group's oldest pending entry (`XPENDING` summary), as `(ms, seq)`.
@@ -464,15 +495,15 @@ pub async fn oldest_pending_id(
         .query_async(&mut conn)
         .await?;
     Ok(match summary {
-        redis::streams::StreamPendingReply::Data(d) => Some(parse_entry_id(&d.start_id)),
-        _ => None,
+        redis::streams::StreamPendingReply::Data(d) => Some(entry_id_order(&d.start_id)),
+        redis::streams::StreamPendingReply::Empty => None,
+        // redis-rs may add shapes (its enum is non-exhaustive): one it adds is not guessed at.
+        _ => {
+            return Err(parse_error(format!(
+                "XPENDING of {stream} {group}: a summary of an unknown shape"
+            )));
+        }
     })
-}
-
-/// A stream entry id (`ms-seq`) as a pair that sorts like the stream; a malformed one is (0, 0).
-pub fn parse_entry_id(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 /// One consumer's figures from `XINFO CONSUMERS` and its heartbeat.
@@ -531,7 +562,11 @@ pub async fn consumer_figures(
                 }
             })
             .collect()),
-        Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => Ok(Vec::new()),
+        Err(e) if e.code() == Some("NOGROUP") => Ok(Vec::new()),
+        Err(e) if !stream_exists(redis, &partition.stream).await? => {
+            tracing::trace!(error = %e, stream = partition.stream, "no stream yet: no consumers");
+            Ok(Vec::new())
+        }
         Err(e) => Err(e),
     }
 }
@@ -578,12 +613,5 @@ mod tests {
         assert!(completion(Vec::new()).is_none());
         let c = completion((1..=100).rev().collect()).expect("some");
         assert_eq!((c.p50, c.p99, c.max, c.samples), (50, 99, 100, 100));
-    }
-
-    #[test]
-    fn ids_parse_and_order() {
-        assert_eq!(parse_entry_id("1700-3"), (1700, 3));
-        assert_eq!(parse_entry_id("0-0"), (0, 0));
-        assert!(parse_entry_id("1700-10") > parse_entry_id("1700-9"));
     }
 }

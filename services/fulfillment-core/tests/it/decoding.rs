@@ -116,7 +116,8 @@ proptest! {
     #[test]
     fn the_readers_parser_reads_a_reply_as_redis_rs_does_and_waits_for_a_cut_one(streams in stream_reply(), cut in any::<prop::sample::Index>()) {
         let bytes = read_reply_bytes(&streams);
-        let expected = parse_read_reply(redis::parse_redis_value(&bytes).expect("well-formed"));
+        let expected = parse_read_reply(redis::parse_redis_value(&bytes).expect("well-formed"))
+            .expect("a read reply");
         let (entries, used) = stream_reader::parse_read_reply(&bytes).expect("parses").expect("whole");
         prop_assert_eq!(used, bytes.len());
         prop_assert_eq!(entries, expected);
@@ -146,9 +147,10 @@ proptest! {
     #[test]
     fn parsing_any_redis_reply_never_panics(value in redis_value()) {
         let _ = parse_read_reply(value.clone());
-        let entries = parse_entries(value);
-        for RawEntry { fields, .. } in &entries {
-            prop_assert!(fields.len() <= 64);
+        if let Ok(entries) = parse_entries(value) {
+            for RawEntry { fields, .. } in &entries {
+                prop_assert!(fields.len() <= 64);
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 -- KEYS[1] order hash, KEYS[2] stream, KEYS[3] finished orders, KEYS[4] shipment hash,
 -- KEYS[5] counters hash, KEYS[6] completion times (list), KEYS[7 ..] the status indexes kept
 -- (each ends in ':status:<STATUS>'; statuses without one are not indexed), as project.lua's
--- status_index() (prepended) reads them
+-- status_index() (prepended) reads them; finish() and notify() are the prelude's too
 -- ARGV[1] reason, ARGV[2] now (RFC 3339), ARGV[3] OrderCancelled fields JSON,
 -- ARGV[4] status channel, ARGV[5] now (ms since the epoch), ARGV[6] completion times kept
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', '', ''} end
@@ -22,14 +22,9 @@ redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'status_reason', ARGV[1], 'up
 local from_index = status_index(KEYS, status)
 if from_index then redis.call('ZREM', from_index, o[2]) end
 redis.call('ZADD', status_index(KEYS, 'CANCELLED'), 0, o[2])
-redis.call('ZADD', KEYS[3], ARGV[5], o[3])
-redis.call('HINCRBY', KEYS[5], 'orders_cancelled', 1)
-if o[4] then
-  redis.call('LPUSH', KEYS[6], tonumber(ARGV[5]) - tonumber(o[4]))
-  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
-end
+finish(KEYS[3], KEYS[5], KEYS[6], o[3], 'CANCELLED', o[4], ARGV[5], ARGV[6])
 redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[3])))
-redis.call('PUBLISH', ARGV[4], cjson.encode({order_id = o[3], status = 'CANCELLED',
+notify(ARGV[4], cjson.encode({order_id = o[3], status = 'CANCELLED',
   status_reason = ARGV[1], previous_status = status, event_type = 'OrderCancelled',
   updated_at = ARGV[2]}))
 return {'cancelled', status, o[4]}

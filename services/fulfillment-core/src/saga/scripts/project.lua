@@ -24,6 +24,17 @@ local function status_index(KEYS, status)
   end
   return nil
 end
+-- Finishes an order that moved to `status` (COMPLETED or CANCELLED): recorded with the time it
+-- finished (`now_ms`) in `finished` for the retention sweep, counted in `counters`
+-- (orders_completed, orders_cancelled), and its placed-to-final time kept in `samples` among the
+-- last `kept`.
+local function finish(finished, counters, samples, id, status, created_ms, now_ms, kept)
+  redis.call('ZADD', finished, now_ms, id)
+  count(counters, 'orders_' .. string.lower(status), 1)
+  if created_ms then
+    keep_recent(samples, tonumber(now_ms) - tonumber(created_ms), tonumber(kept))
+  end
+end
 local function project(KEYS, ARGV)
   local t = ARGV[1]
   if t == 'OrderPlaced' or t == 'NotificationSent' or t == 'StockReleased'
@@ -68,9 +79,7 @@ local function project(KEYS, ARGV)
   if from_index then redis.call('ZREM', from_index, o[4]) end
   if to_index then redis.call('ZADD', to_index, 0, o[4]) end
   if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
-    redis.call('ZADD', KEYS[4], ARGV[8], o[5])
-    count(KEYS[5], 'orders_' .. string.lower(new_status), 1)
-    if o[7] then keep_recent(KEYS[6], tonumber(ARGV[8]) - tonumber(o[7]), tonumber(ARGV[9])) end
+    finish(KEYS[4], KEYS[5], KEYS[6], o[5], new_status, o[7], ARGV[8], ARGV[9])
   end
   if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
   notify(ARGV[7], cjson.encode({order_id = o[5], status = new_status,
