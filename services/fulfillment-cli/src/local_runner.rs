@@ -163,6 +163,10 @@ pub async fn up(
     if options.unstable {
         own.inventory.failure_rate = 0.4;
     }
+    // No relay: each message is an .eml file beside the private Redis's data.
+    if own.notification.smtp_url.is_none() && own.notification.dir.is_none() {
+        own.notification.dir = Some(options.state_dir.join("mail"));
+    }
     // A cluster is the operator's: never a private one in its place.
     let private_redis = if settings.redis.is_cluster() {
         None
@@ -188,6 +192,7 @@ pub async fn up(
             redis = settings.redis.redacted_url(),
             partitions = settings.stream.partitions,
             inventory_failure_rate = own.inventory.failure_rate,
+            mail = own.notification.describe(),
             "fulfillment is up; Ctrl-C stops it"
         );
         shutdown.cancelled().await;

@@ -14,6 +14,16 @@ pub fn render(stats: &Stats) -> String {
         stats.dlq_length,
         stats.orders_with_dead_letters
     );
+    for n in &stats.notifications {
+        let _ = writeln!(
+            out,
+            "notifications {:<16} sent {:>6}    resent {:>4}    failed (refused by the relay) {:>4}",
+            n.kind, n.sent, n.resent, n.failed
+        );
+    }
+    if !stats.notifications.is_empty() {
+        out.push('\n');
+    }
     let _ = writeln!(
         out,
         "{:<20} {:>9} {:>7} {:>8} {:>6} {:>14} {:>8} {:>12}",

@@ -63,6 +63,7 @@ event_types!(
     StockReleased,
     PaymentRefunded,
     NotificationSent,
+    NotificationFailed,
     EventDeadLettered,
 );
 
@@ -158,6 +159,16 @@ pub struct NotificationSent {
     /// `order_confirmed` or `order_cancelled`.
     pub kind: NotificationKind,
     pub to: String,
+}
+
+/// The relay refused the recipient for good (an SMTP 5xx): not retried; the order keeps its
+/// status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationFailed {
+    pub kind: NotificationKind,
+    pub to: String,
+    /// The relay's answer.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -48,6 +48,14 @@ pub mod counter {
     /// the global key space's counters.
     pub const RETRY_WORKER_LAST_PASS_MS: &str = "retry_worker_last_pass_ms";
     pub const RESERVATIONS: &str = "reservations";
+    /// Notifications of `kind` the relay refused for good.
+    pub fn notifications_failed(kind: &str) -> String {
+        format!("notifications_failed:{kind}")
+    }
+    /// Notifications of `kind` sent again after an attempt that was not recorded.
+    pub fn notifications_resent(kind: &str) -> String {
+        format!("notifications_resent:{kind}")
+    }
     pub fn notifications(kind: &str) -> String {
         format!("notifications:{kind}")
     }

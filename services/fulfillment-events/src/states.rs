@@ -148,7 +148,11 @@ step_states! {
 step_states! {
     /// Notification's record of one kind of message to an order's customer.
     NotificationState ("notification") {
+        /// Claimed: the message is being sent (or was, and its record did not follow).
+        Sending = "sending",
         Sent = "sent",
+        /// The relay refused the recipient for good.
+        Failed = "failed",
     }
 }
 

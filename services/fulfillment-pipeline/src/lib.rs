@@ -7,16 +7,18 @@ use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_core::{EventHandler, Redis};
 use fulfillment_events::Service;
 use inventory_service::Instability;
+use notification_service::MailSettings;
 use payment_service::ChargeSettings;
 use std::sync::Arc;
 
-/// The settings that services keep to themselves: inventory's failure injection and payment's
-/// charge retries. Whoever builds their handlers (their binaries, the retry worker, `fulfillment
-/// up`) reads these beside [`Settings`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The settings that services keep to themselves: inventory's failure injection, payment's
+/// charge retries, notification's mail relay. Whoever builds their handlers (their binaries, the
+/// retry worker, `fulfillment up`) reads these beside [`Settings`].
+#[derive(Debug, Clone, Default)]
 pub struct ServiceSettings {
     pub inventory: Instability,
     pub payment: ChargeSettings,
+    pub notification: MailSettings,
 }
 
 impl ServiceSettings {
@@ -24,6 +26,7 @@ impl ServiceSettings {
         Ok(Self {
             inventory: Instability::read(env)?,
             payment: ChargeSettings::read(env)?,
+            notification: MailSettings::read(env)?,
         })
     }
 }
@@ -37,7 +40,7 @@ pub fn handler(service: Service, redis: &Redis, own: &ServiceSettings) -> Arc<dy
         Service::Inventory => Arc::new(inventory_service::handler(redis, own.inventory)),
         Service::Payment => Arc::new(payment_service::handler(redis, own.payment)),
         Service::Shipping => Arc::new(shipping_service::handler(redis)),
-        Service::Notification => Arc::new(notification_service::handler(redis)),
+        Service::Notification => Arc::new(notification_service::handler(redis, &own.notification)),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod fault_proxy;
+pub mod smtp;
 
 pub use cluster::TestCluster;
 pub use fault_proxy::{FaultProxy, Mode};

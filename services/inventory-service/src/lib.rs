@@ -464,6 +464,7 @@ fn action(event_type: EventType) -> Option<Action> {
         | EventType::StockReleased
         | EventType::PaymentRefunded
         | EventType::NotificationSent
+        | EventType::NotificationFailed
         | EventType::EventDeadLettered => None,
     }
 }

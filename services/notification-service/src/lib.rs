@@ -1,79 +1,263 @@
-//! Notification: tells the customer their order is confirmed (on `ShipmentPrepared`) or
-//! cancelled (on `OrderCancelled`).
+//! Notification: emails the customer that their order is confirmed (on `ShipmentPrepared`) or
+//! cancelled (on `OrderCancelled`), through the relay of `SMTP_URL` ([`mail`]).
 //!
-//! Invariant: once per order and kind, however often the event is delivered, and never both kinds
-//! for one order: the notification's hash moves from nothing to `sent` in the script that
-//! publishes `NotificationSent`, only while no notification of the other kind was sent and, for a
-//! confirmation, only while the order's label is live (not voided, not cancelled). Only the
-//! delivery that made that move writes the message. No real mail is sent; the message is logged.
+//! Invariant: one message per order and kind, and never both kinds for one order. The relay is
+//! outside any Redis script, so a notification moves in three steps on its hash:
+//! 1. **claim**: nothing (or `sending`) → `sending`, in a script that also requires that no
+//!    message of the other kind was claimed and, for a confirmation, that the label is live;
+//! 2. **send** the message, whose `Message-ID` is made from the order and the kind;
+//! 3. **record**: `sending` → `sent` with `NotificationSent`, in one script.
+//!
+//! A delivery that finds `sending` (the process died between claim and record, or the send failed
+//! and the entry is retried) sends again with the same `Message-ID`, and counts a resend. So the
+//! only way to a second message in a customer's inbox is a crash after the relay accepted the
+//! message and before the record (docs/architecture.md), and it is counted. A relay that refuses
+//! the recipient for good (SMTP 5xx) is not asked again: `sending` → `failed` with
+//! `NotificationFailed`. A relay that is down, slow or answers 4xx is a transient error: the entry
+//! stays pending for the retry worker and is dead-lettered after the last retry, like any other.
+
+pub mod mail;
 
 use fulfillment_core::saga::transition::{Guard, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{
-    Delivery, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
+    Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
-use fulfillment_events::events::{NotificationSent, OrderCancelled, ShipmentPrepared};
+use fulfillment_events::events::{
+    LineItem, NotificationFailed, NotificationSent, OrderCancelled, ShipmentPrepared,
+};
 use fulfillment_events::keys;
+use fulfillment_events::states::{
+    NotificationKind, NotificationState, PaymentState, ShipmentState,
+};
+use lettre::message::Mailbox;
+use mail::{Line, Mailer, Notice, SendError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::Instrument;
 
-use fulfillment_events::states::{NotificationKind, NotificationState, ShipmentState};
+pub use mail::MailSettings;
 
 /// The notification group's handler.
 #[derive(Debug, Clone)]
 pub struct NotificationHandler {
     redis: Redis,
+    mailer: Arc<Mailer>,
+    from: Mailbox,
+}
+
+/// What the customer is to be told, read from the event.
+struct Request {
+    kind: NotificationKind,
+    to: String,
+    tracking_number: Option<String>,
+    reason: Option<String>,
+}
+
+impl Request {
+    fn of(event: &Event, kind: NotificationKind) -> Result<Self, HandlerError> {
+        Ok(match kind {
+            NotificationKind::OrderConfirmed => {
+                let shipped: ShipmentPrepared = event.payload_as()?;
+                Request {
+                    kind,
+                    to: shipped.customer_email,
+                    tracking_number: Some(shipped.tracking_number),
+                    reason: None,
+                }
+            }
+            NotificationKind::OrderCancelled => {
+                let cancelled: OrderCancelled = event.payload_as()?;
+                Request {
+                    kind,
+                    to: cancelled.customer_email,
+                    tracking_number: None,
+                    reason: Some(cancelled.reason),
+                }
+            }
+        })
+    }
 }
 
 impl NotificationHandler {
-    pub fn new(redis: Redis) -> Self {
-        Self { redis }
+    pub fn new(redis: Redis, mailer: Mailer, from: Mailbox) -> Self {
+        Self {
+            redis,
+            mailer: Arc::new(mailer),
+            from,
+        }
     }
 
     async fn notify(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
-        let (kind, to) = match kind_of(event.event_type) {
-            Some(kind @ NotificationKind::OrderConfirmed) => {
-                (kind, event.payload_as::<ShipmentPrepared>()?.customer_email)
-            }
-            Some(kind @ NotificationKind::OrderCancelled) => {
-                (kind, event.payload_as::<OrderCancelled>()?.customer_email)
-            }
+        let Some(kind) = kind_of(event.event_type) else {
             // Never delivered: the consumer acknowledges other types unread.
-            None => return Ok(Handled::Done),
+            return Ok(Handled::Done);
         };
-        let sent = delivery.follow_up(&NotificationSent {
-            kind,
-            to: to.clone(),
-        });
-        let counter = keys::counter::notifications(kind.as_str());
-        let order_id = event.order_id.as_str();
+        let request = Request::of(event, kind)?;
+        let resend = match self.claim(&delivery, &request).await? {
+            StepOutcome::Applied { previous: None } => false,
+            StepOutcome::Applied {
+                previous: Some(NotificationState::Sending),
+            } => true,
+            StepOutcome::Skipped {
+                state: Some(told @ (NotificationState::Sent | NotificationState::Failed)),
+            } => {
+                // Settled before: the record step publishes its event again.
+                self.record(&delivery, &request, told, "").await?;
+                return Ok(Handled::Done);
+            }
+            StepOutcome::Blocked { guard_state } => {
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    guard_state = guard_state.as_str(),
+                    "not sent: the customer was told the other outcome, or the label is not live"
+                );
+                return Ok(Handled::Done);
+            }
+            StepOutcome::OrderGone => {
+                tracing::debug!("order removed by retention; nothing sent");
+                return Ok(Handled::Done);
+            }
+            unexpected @ (StepOutcome::Applied {
+                previous: Some(NotificationState::Sent | NotificationState::Failed),
+            }
+            | StepOutcome::Skipped {
+                state: None | Some(NotificationState::Sending),
+            }
+            | StepOutcome::Repeated) => {
+                return Err(HandlerError::Permanent(format!(
+                    "a notification's claim answered {unexpected:?}, which it cannot"
+                )));
+            }
+        };
+        let notice = self.notice(&delivery, &request).await?;
+        let span = tracing::info_span!("smtp send", kind = kind.as_str(), resend);
+        match self.send(&notice, &request.to).instrument(span).await {
+            Ok(()) => {
+                if resend {
+                    self.count(
+                        &delivery,
+                        &keys::counter::notifications_resent(kind.as_str()),
+                    )
+                    .await;
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        "sent again with the same Message-ID (an earlier attempt was not recorded)"
+                    );
+                }
+                self.record(&delivery, &request, NotificationState::Sent, "")
+                    .await?;
+                tracing::debug!(
+                    kind = kind.as_str(),
+                    to = mask_email(&request.to).as_str(),
+                    "notification sent"
+                );
+                Ok(Handled::Done)
+            }
+            Err(SendError::Refused(reason)) => {
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    to = mask_email(&request.to).as_str(),
+                    reason = reason.as_str(),
+                    "the relay refused the recipient; not retried"
+                );
+                self.record(&delivery, &request, NotificationState::Failed, &reason)
+                    .await?;
+                Ok(Handled::Done)
+            }
+            Err(SendError::Transient(e)) => Err(HandlerError::Transient(format!(
+                "mail not sent (left pending): {e}"
+            ))),
+        }
+    }
+
+    /// Step 1: the notification is `sending`, unless the customer was told (or refused) already,
+    /// was told the other kind, or the label is not live.
+    async fn claim(
+        &self,
+        delivery: &Delivery<'_>,
+        request: &Request,
+    ) -> Result<StepOutcome<NotificationState>, HandlerError> {
+        let order_id = delivery.event.order_id.as_str();
+        let keys = &delivery.partition.keys;
         let mut guards = vec![Guard::new::<NotificationState>(
-            delivery
-                .partition
-                .keys
-                .notification(order_id, kind.other().as_str()),
+            keys.notification(order_id, request.kind.other().as_str()),
             &[None],
         )];
-        if kind == NotificationKind::OrderConfirmed {
+        if request.kind == NotificationKind::OrderConfirmed {
             guards.push(Guard::new(
-                delivery.partition.keys.shipment(order_id),
+                keys.shipment(order_id),
                 &[Some(ShipmentState::Labelled)],
             ));
         }
-        let outcome = transition(
+        Ok(transition(
             &self.redis,
             delivery.partition,
             &Step {
-                order_id: &event.order_id,
+                order_id,
+                key: keys.notification(order_id, request.kind.as_str()),
+                from: &[None, Some(NotificationState::Sending)],
+                to: NotificationState::Sending,
+                event: None,
+                event_field: "",
+                counter: None,
+                facts: &[("to", &request.to)],
+                guards: &guards,
+                recorder: None,
+            },
+        )
+        .await?)
+    }
+
+    /// Step 3: `sending` → `sent` with `NotificationSent`, or → `failed` with
+    /// `NotificationFailed`; once settled, the same step publishes that event again.
+    async fn record(
+        &self,
+        delivery: &Delivery<'_>,
+        request: &Request,
+        to: NotificationState,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let kind = request.kind;
+        let (event, counter) = match to {
+            NotificationState::Sent => (
+                delivery.follow_up(&NotificationSent {
+                    kind,
+                    to: request.to.clone(),
+                }),
+                keys::counter::notifications(kind.as_str()),
+            ),
+            NotificationState::Failed => (
+                delivery.follow_up(&NotificationFailed {
+                    kind,
+                    to: request.to.clone(),
+                    reason: reason.to_owned(),
+                }),
+                keys::counter::notifications_failed(kind.as_str()),
+            ),
+            NotificationState::Sending => {
+                return Err(HandlerError::Permanent(
+                    "a notification is recorded as sent or failed, never as sending".into(),
+                ));
+            }
+        };
+        let order_id = delivery.event.order_id.as_str();
+        transition(
+            &self.redis,
+            delivery.partition,
+            &Step {
+                order_id,
                 key: delivery
                     .partition
                     .keys
-                    .notification(&event.order_id, kind.as_str()),
-                from: &[None],
-                to: NotificationState::Sent,
-                event: Some(&sent),
+                    .notification(order_id, kind.as_str()),
+                from: &[Some(NotificationState::Sending)],
+                to,
+                event: Some(&event),
                 event_field: "event",
                 counter: Some(&counter),
                 facts: &[],
-                guards: &guards,
+                guards: &[],
                 recorder: Some(Recorder {
                     consumer: delivery.consumer,
                     attempt: delivery.attempt,
@@ -81,22 +265,117 @@ impl NotificationHandler {
             },
         )
         .await?;
-        match outcome {
-            StepOutcome::Applied { .. } => {
-                tracing::debug!(
-                    kind = kind.as_str(),
-                    to = mask_email(&to).as_str(),
-                    "notification sent"
-                )
+        Ok(())
+    }
+
+    /// Step 2: the message to the customer, through the mailer.
+    async fn send(&self, notice: &Notice, to: &str) -> Result<(), SendError> {
+        let address: lettre::Address = to
+            .parse()
+            .map_err(|e| SendError::Refused(format!("not an address: {e}")))?;
+        let message = notice
+            .message(&self.from, Mailbox::new(None, address))
+            .map_err(|e| SendError::Refused(format!("cannot compose the message: {e}")))?;
+        self.mailer.send(message).await
+    }
+
+    /// What the message says: the order's lines with their products' names, the total, and for a
+    /// cancellation whether money was taken (and so is given back).
+    async fn notice(
+        &self,
+        delivery: &Delivery<'_>,
+        request: &Request,
+    ) -> Result<Notice, HandlerError> {
+        let order_id = delivery.event.order_id.as_str();
+        let keys = &delivery.partition.keys;
+        let mut conn = self.redis.conn();
+        let (items, total, payment): (Option<String>, Option<u64>, Option<String>) = redis::pipe()
+            .cmd("HGET")
+            .arg(keys.order(order_id))
+            .arg("items")
+            .cmd("HGET")
+            .arg(keys.order(order_id))
+            .arg("total")
+            .cmd("HGET")
+            .arg(keys.payment(order_id))
+            .arg("state")
+            .query_async(&mut conn)
+            .await?;
+        let items: Vec<LineItem> = items
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| HandlerError::Permanent(format!("the order's items are unreadable: {e}")))?
+            .unwrap_or_default();
+        let names = self.product_names(&items).await?;
+        let lines = items
+            .iter()
+            .map(|item| Line {
+                name: names
+                    .get(&item.product_id)
+                    .cloned()
+                    .unwrap_or_else(|| item.product_id.clone()),
+                quantity: item.quantity,
+                unit_price: item.unit_price,
+            })
+            .collect();
+        let payment = payment.as_deref().map(|state| {
+            PaymentState::parse(state).ok_or_else(|| {
+                HandlerError::Permanent(format!(
+                    "the order's payment is in no known state: {state:?}"
+                ))
+            })
+        });
+        let refunded = match payment.transpose()? {
+            Some(PaymentState::Charging | PaymentState::Charged | PaymentState::Refunded) => true,
+            Some(PaymentState::Failed | PaymentState::Cancelled) | None => false,
+        };
+        Ok(Notice {
+            order_id: order_id.to_owned(),
+            kind: request.kind,
+            lines,
+            total: total.unwrap_or_default(),
+            tracking_number: request.tracking_number.clone(),
+            reason: request.reason.clone(),
+            refunded,
+        })
+    }
+
+    /// The catalog's names of the order's products (a product since removed keeps its id).
+    async fn product_names(
+        &self,
+        items: &[LineItem],
+    ) -> Result<HashMap<String, String>, HandlerError> {
+        let catalog = &self.redis.layout().catalog;
+        let mut conn = self.redis.conn();
+        let mut names = HashMap::new();
+        for item in items {
+            if names.contains_key(&item.product_id) {
+                continue;
             }
-            StepOutcome::Blocked { guard_state } => tracing::warn!(
-                kind = kind.as_str(),
-                guard_state = guard_state.as_str(),
-                "not sent: the customer was told the other outcome, or the label is not live"
-            ),
-            StepOutcome::Repeated | StepOutcome::Skipped { .. } | StepOutcome::OrderGone => {}
+            let name: Option<String> = redis::cmd("HGET")
+                .arg(catalog.product(&item.product_id))
+                .arg("name")
+                .query_async(&mut conn)
+                .await?;
+            if let Some(name) = name.filter(|n| !n.is_empty()) {
+                names.insert(item.product_id.clone(), name);
+            }
         }
-        Ok(Handled::Done)
+        Ok(names)
+    }
+
+    /// Adds one to a durable counter of the order's partition (a figure: a failure is logged).
+    async fn count(&self, delivery: &Delivery<'_>, counter: &str) {
+        let added: redis::RedisResult<i64> = redis::cmd("HINCRBY")
+            .arg(delivery.partition.keys.counters())
+            .arg(counter)
+            .arg(1)
+            .query_async(&mut self.redis.conn())
+            .await;
+        if let Err(e) = added {
+            tracing::warn!(error = %e, counter, "cannot count");
+        }
     }
 }
 
@@ -114,6 +393,7 @@ fn kind_of(event_type: EventType) -> Option<NotificationKind> {
         | EventType::StockReleased
         | EventType::PaymentRefunded
         | EventType::NotificationSent
+        | EventType::NotificationFailed
         | EventType::EventDeadLettered => None,
     }
 }
@@ -143,9 +423,14 @@ pub fn mask_email(email: &str) -> String {
     }
 }
 
-/// Builds the handler as the service binary does.
-pub fn handler(redis: Redis) -> NotificationHandler {
-    NotificationHandler::new(redis)
+/// Builds the handler as the service binary does. The settings were checked when read; a mailer
+/// that cannot be made from them anyway only logs (and says so).
+pub fn handler(redis: Redis, mail: &MailSettings) -> NotificationHandler {
+    let mailer = Mailer::new(mail).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "no mailer; mail is only logged");
+        Mailer::Log
+    });
+    NotificationHandler::new(redis, mailer, mail.from.clone())
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ impl OrderProjection {
             | EventType::StockReleased
             | EventType::PaymentRefunded
             | EventType::NotificationSent
+            | EventType::NotificationFailed
             | EventType::EventDeadLettered => None,
         };
         let history = projection::history_json(
@@ -144,7 +145,8 @@ fn reason_of(event: &Event) -> Result<String, HandlerError> {
         | EventType::ShipmentPrepared
         | EventType::StockReleased
         | EventType::PaymentRefunded
-        | EventType::NotificationSent => String::new(),
+        | EventType::NotificationSent
+        | EventType::NotificationFailed => String::new(),
     })
 }
 

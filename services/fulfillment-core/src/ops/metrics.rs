@@ -271,6 +271,22 @@ fn figures(stats: &Stats) -> Result<Registry, prometheus::Error> {
             }
         }
     }
+    let notifications = IntCounterVec::new(
+        Opts::new(
+            "fulfillment_notifications_total",
+            "Notifications by kind and outcome: sent, resent (sent again with the same Message-ID \
+             after an attempt that was not recorded), failed (the relay refused the recipient).",
+        ),
+        &["kind", "outcome"],
+    )?;
+    registry.register(Box::new(notifications.clone()))?;
+    for n in &stats.notifications {
+        for (outcome, total) in [("sent", n.sent), ("resent", n.resent), ("failed", n.failed)] {
+            notifications
+                .with_label_values(&[n.kind, outcome])
+                .inc_by(total.max(0) as u64);
+        }
+    }
     dlq.set(stats.dlq_length);
     flagged.set(stats.orders_with_dead_letters);
     if let Some(memory) = stats.redis_memory {

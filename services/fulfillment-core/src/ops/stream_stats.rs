@@ -14,6 +14,7 @@
 
 use crate::store::Redis;
 use fulfillment_events::keys::{self, Partition};
+use fulfillment_events::states::NotificationKind;
 use fulfillment_redis::stream_entry::entry_id_order;
 use redis::{FromRedisValue, RedisError, RedisResult, Value};
 use serde::Serialize;
@@ -50,6 +51,16 @@ pub struct Stats {
     /// Placed-to-final times of the last finished orders (up to 1,000 per partition), when there
     /// are any.
     pub completion_ms: Option<Completion>,
+    /// Notifications by kind: sent, sent again after an unrecorded attempt, refused for good.
+    pub notifications: Vec<NotificationTotals>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NotificationTotals {
+    pub kind: &'static str,
+    pub sent: i64,
+    pub resent: i64,
+    pub failed: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -256,6 +267,15 @@ pub async fn collect(redis: &Redis) -> RedisResult<Stats> {
             cancelled: counter(keys::counter::ORDERS_CANCELLED),
         },
         completion_ms: completion(completions),
+        notifications: NotificationKind::ALL
+            .iter()
+            .map(|kind| NotificationTotals {
+                kind: kind.as_str(),
+                sent: counter(&keys::counter::notifications(kind.as_str())),
+                resent: counter(&keys::counter::notifications_resent(kind.as_str())),
+                failed: counter(&keys::counter::notifications_failed(kind.as_str())),
+            })
+            .collect(),
     })
 }
 

@@ -103,6 +103,7 @@ pub fn recorded_at_source(event_type: EventType) -> bool {
             | EventType::PaymentProcessed
             | EventType::ShipmentPrepared
             | EventType::NotificationSent
+            | EventType::NotificationFailed
     )
 }
 

@@ -2,4 +2,5 @@
 //! both kinds.
 //! One test binary for the crate (`cargo test -p notification-service`), a module per area.
 
+mod mail;
 mod notifications;

@@ -8,7 +8,8 @@
 -- the order and publishes OrderCancelled in the same step.
 -- A finished order (COMPLETED, CANCELLED) is recorded with the time it finished for the
 -- retention sweep, counted, and its placed-to-final time kept among the last ARGV[9].
--- Events that move no status (OrderPlaced, NotificationSent, StockReleased, PaymentRefunded) are
+-- Events that move no status (OrderPlaced, NotificationSent, NotificationFailed, StockReleased,
+-- PaymentRefunded) are
 -- recorded in the history only, without reading the order. A status change is announced with
 -- notify() (the batch's one PUBLISH).
 -- KEYS[1] order hash, KEYS[2] history hash, KEYS[3] stream, KEYS[4] finished orders,
@@ -37,8 +38,8 @@ local function finish(finished, counters, samples, id, status, created_ms, now_m
 end
 local function project(KEYS, ARGV)
   local t = ARGV[1]
-  if t == 'OrderPlaced' or t == 'NotificationSent' or t == 'StockReleased'
-      or t == 'PaymentRefunded' then
+  if t == 'OrderPlaced' or t == 'NotificationSent' or t == 'NotificationFailed'
+      or t == 'StockReleased' or t == 'PaymentRefunded' then
     if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown', '', ''} end
     redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
     return {'unchanged', '', ''}
