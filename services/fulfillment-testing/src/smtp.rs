@@ -22,6 +22,8 @@ pub struct SmtpOptions {
     pub refuse: Vec<String>,
     /// TLS from the first byte with this certificate and key (`smtps://`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Seconds the server waits before answering `DATA` (a slow relay).
+    pub delay: Option<f64>,
 }
 
 /// A message as the server received it.
@@ -113,6 +115,9 @@ impl TestSmtp {
             .stderr(Stdio::inherit());
         for address in &self.options.refuse {
             command.arg("--refuse").arg(address);
+        }
+        if let Some(delay) = self.options.delay {
+            command.arg("--delay").arg(delay.to_string());
         }
         if let Some((cert, key)) = &self.options.tls {
             command.arg("--tls").arg(cert).arg(key);

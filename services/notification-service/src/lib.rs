@@ -29,13 +29,25 @@ use fulfillment_events::keys;
 use fulfillment_events::states::{
     NotificationKind, NotificationState, PaymentState, ShipmentState,
 };
+use fulfillment_redis::script_reply::Tagged;
 use lettre::message::Mailbox;
 use mail::{Line, Mailer, Notice, SendError};
+use redis::Script;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tracing::Instrument;
 
 pub use mail::MailSettings;
+
+static RELEASE_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release_lease.lua")));
+static SEND_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/send_lease.lua")));
+
+fulfillment_redis::script_tags! {
+    /// What `send_lease.lua` answers.
+    enum LeaseTag ("send_lease.lua") { Taken = "taken", Settled = "settled", Busy = "busy" }
+}
 
 /// The notification group's handler.
 #[derive(Debug, Clone)]
@@ -43,6 +55,7 @@ pub struct NotificationHandler {
     redis: Redis,
     mailer: Arc<Mailer>,
     from: Mailbox,
+    send_lease: std::time::Duration,
 }
 
 /// What the customer is to be told, read from the event.
@@ -79,11 +92,12 @@ impl Request {
 }
 
 impl NotificationHandler {
-    pub fn new(redis: Redis, mailer: Mailer, from: Mailbox) -> Self {
+    pub fn new(redis: Redis, mailer: Mailer, mail: &MailSettings) -> Self {
         Self {
             redis,
             mailer: Arc::new(mailer),
-            from,
+            from: mail.from.clone(),
+            send_lease: mail.send_lease,
         }
     }
 
@@ -94,6 +108,13 @@ impl NotificationHandler {
             return Ok(Handled::Done);
         };
         let request = Request::of(event, kind)?;
+        // Held until the record: a notification is leased and claimed only when about to be
+        // sent, so the lease covers the send and the record, never a wait for a session.
+        let _session =
+            self.mailer.session().await.map_err(|e| {
+                HandlerError::Transient(format!("mail not sent (left pending): {e}"))
+            })?;
+        self.lease(&delivery, kind).await?;
         let resend = match self.claim(&delivery, &request).await? {
             StepOutcome::Applied { previous: None } => false,
             StepOutcome::Applied {
@@ -165,9 +186,65 @@ impl NotificationHandler {
                     .await?;
                 Ok(Handled::Done)
             }
-            Err(SendError::Transient(e)) => Err(HandlerError::Transient(format!(
-                "mail not sent (left pending): {e}"
+            Err(SendError::Transient(e)) => {
+                self.release(&delivery, kind).await;
+                Err(HandlerError::Transient(format!(
+                    "mail not sent (left pending): {e}"
+                )))
+            }
+        }
+    }
+
+    /// Before step 1: this consumer's lease to send, unless another holds a running one (then the
+    /// entry stays pending: a transient error). Settled notifications pass (to be announced again).
+    async fn lease(
+        &self,
+        delivery: &Delivery<'_>,
+        kind: NotificationKind,
+    ) -> Result<(), HandlerError> {
+        let order_id = delivery.event.order_id.as_str();
+        let reply: Tagged = SEND_LEASE
+            .key(
+                delivery
+                    .partition
+                    .keys
+                    .notification(order_id, kind.as_str()),
+            )
+            .arg(delivery.consumer)
+            .arg(self.send_lease.as_millis() as u64)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        let parsed = (|| -> Result<Option<(String, String)>, redis::ParsingError> {
+            Ok(match LeaseTag::of(&reply)? {
+                LeaseTag::Taken | LeaseTag::Settled => None,
+                LeaseTag::Busy => Some((reply.text(0)?, reply.text(1)?)),
+            })
+        })()
+        .map_err(redis::RedisError::from)?;
+        match parsed {
+            None => Ok(()),
+            Some((holder, left_ms)) => Err(HandlerError::Transient(format!(
+                "{holder} is sending this notification (its lease runs {left_ms} ms more); left pending"
             ))),
+        }
+    }
+
+    /// Gives the lease up after a failed send, so the retry may send at once (a failure to give
+    /// it up only delays the retry until the lease runs out).
+    async fn release(&self, delivery: &Delivery<'_>, kind: NotificationKind) {
+        let order_id = delivery.event.order_id.as_str();
+        let released: redis::RedisResult<i64> = RELEASE_LEASE
+            .key(
+                delivery
+                    .partition
+                    .keys
+                    .notification(order_id, kind.as_str()),
+            )
+            .arg(delivery.consumer)
+            .invoke_async(&mut self.redis.conn())
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot give the send lease up; it runs out by itself");
         }
     }
 
@@ -430,7 +507,7 @@ pub fn handler(redis: Redis, mail: &MailSettings) -> NotificationHandler {
         tracing::error!(error = %e, "no mailer; mail is only logged");
         Mailer::Log
     });
-    NotificationHandler::new(redis, mailer, mail.from.clone())
+    NotificationHandler::new(redis, mailer, mail)
 }
 
 #[cfg(test)]

@@ -26,7 +26,11 @@ use std::time::Duration;
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole send (a connection from the pool or a new one, the message) gives up after this long.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(30);
-/// Connections the pool keeps open to the relay, at most.
+/// How long a process may hold a notification it is sending, by default.
+pub const DEFAULT_SEND_LEASE: Duration = Duration::from_secs(45);
+/// Connections the pool keeps open to the relay, and sends in flight at once, at most: a relay
+/// limits the sessions a client may open, and every send in flight is a message a crash may leave
+/// unrecorded (sent again later, under the same `Message-ID`).
 const POOL_SIZE: u32 = 4;
 
 /// Where the notification service's mail goes.
@@ -44,6 +48,11 @@ pub struct MailSettings {
     /// `MAIL_DIR`: with no relay, where each message is written as an `.eml` file (`fulfillment
     /// up` sets it to its state directory's `mail/`). Unset and no relay: mail is only logged.
     pub dir: Option<PathBuf>,
+    /// `SMTP_SEND_LEASE_MS`: how long one process may hold a notification it is sending before
+    /// another may send it. Default 45000: above a send's deadline ([`SEND_DEADLINE`], so a live
+    /// sender is never doubled) and below `RETRY_MIN_IDLE_MS`'s default (so a dead one's work is
+    /// taken at the first retry). 100..=3600000.
+    pub send_lease: Duration,
 }
 
 impl Default for MailSettings {
@@ -53,6 +62,7 @@ impl Default for MailSettings {
             smtp_password: None,
             from: default_from(),
             dir: None,
+            send_lease: DEFAULT_SEND_LEASE,
         }
     }
 }
@@ -91,6 +101,12 @@ impl MailSettings {
             smtp_password: env.secret("SMTP_PASSWORD"),
             from,
             dir: env.optional("MAIL_DIR").map(PathBuf::from),
+            send_lease: Duration::from_millis(env.ranged(
+                "SMTP_SEND_LEASE_MS",
+                DEFAULT_SEND_LEASE.as_millis() as u64,
+                100,
+                3_600_000,
+            )?),
         };
         settings.relay()?;
         Ok(settings)
@@ -148,7 +164,10 @@ fn user_of(url: &str) -> &str {
 /// Where messages go.
 #[derive(Clone)]
 pub enum Mailer {
-    Relay(AsyncSmtpTransport<Tokio1Executor>),
+    Relay(
+        AsyncSmtpTransport<Tokio1Executor>,
+        std::sync::Arc<tokio::sync::Semaphore>,
+    ),
     Files(AsyncFileTransport<Tokio1Executor>),
     Log,
 }
@@ -156,7 +175,7 @@ pub enum Mailer {
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Mailer::Relay(_) => "Mailer::Relay",
+            Mailer::Relay(..) => "Mailer::Relay",
             Mailer::Files(_) => "Mailer::Files",
             Mailer::Log => "Mailer::Log",
         })
@@ -179,7 +198,10 @@ impl Mailer {
     /// The mailer the settings ask for (they were checked when read). Within the runtime.
     pub fn new(settings: &MailSettings) -> Result<Self, SettingsError> {
         if let Some(relay) = settings.relay()? {
-            return Ok(Mailer::Relay(relay.build()));
+            return Ok(Mailer::Relay(
+                relay.build(),
+                std::sync::Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize)),
+            ));
         }
         Ok(match &settings.dir {
             Some(dir) => {
@@ -194,24 +216,43 @@ impl Mailer {
         })
     }
 
-    /// Sends `message`, within [`SEND_DEADLINE`].
+    /// One of the [`POOL_SIZE`] sessions to the relay (none needed for files or the log), within
+    /// [`SEND_DEADLINE`]. The handler holds it from the claim to the record, so a notification is
+    /// claimed only when it is about to be sent, and a crash leaves at most [`POOL_SIZE`]
+    /// messages unrecorded.
+    pub async fn session(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, SendError> {
+        let Mailer::Relay(_, permits) = self else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(SEND_DEADLINE, permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(closed)) => Err(SendError::Transient(closed.to_string())),
+            Err(_) => Err(SendError::Transient(format!(
+                "no session to the relay free within {} s",
+                SEND_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
+    /// Sends `message`, within [`SEND_DEADLINE`] (take a [`Mailer::session`] first).
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        let sending =
-            async {
-                match self {
-                    Mailer::Relay(relay) => relay.send(message).await.map(drop).map_err(classify),
-                    Mailer::Files(files) => files.send(message).await.map(drop).map_err(|e| {
-                        SendError::Transient(format!("cannot write the message: {e}"))
-                    }),
-                    Mailer::Log => {
-                        tracing::info!(
-                            bytes = message.formatted().len(),
-                            "mail not sent: SMTP_URL is not set"
-                        );
-                        Ok(())
-                    }
+        let sending = async {
+            match self {
+                Mailer::Relay(relay, _) => relay.send(message).await.map(drop).map_err(classify),
+                Mailer::Files(files) => files
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| SendError::Transient(format!("cannot write the message: {e}"))),
+                Mailer::Log => {
+                    tracing::info!(
+                        bytes = message.formatted().len(),
+                        "mail not sent: SMTP_URL is not set"
+                    );
+                    Ok(())
                 }
-            };
+            }
+        };
         match tokio::time::timeout(SEND_DEADLINE, sending).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError::Transient(format!(

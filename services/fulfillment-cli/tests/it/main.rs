@@ -5,6 +5,7 @@
 
 mod chaos;
 mod flow;
+mod mail;
 mod network;
 mod processes;
 mod scale_out;

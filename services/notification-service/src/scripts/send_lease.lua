@@ -1,0 +1,17 @@
+-- Takes the lease to send one notification, so one process at a time sends it: a delivery that
+-- finds another process's lease still running (that process may be sending right now, in a batch
+-- that outlived RETRY_MIN_IDLE_MS) waits for a later retry instead of sending a second copy. A
+-- lease that ran out (its holder died, or its send outlived the deadline) is taken over.
+-- KEYS[1] the notification hash. ARGV[1] who asks (its consumer name), ARGV[2] the lease (ms).
+-- Replies {'taken'}, {'settled'} (sent or failed already), or {'busy', holder, ms left}.
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'sent' or state == 'failed' then return {'settled'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('HGET', KEYS[1], 'lease_holder')
+local till = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+if holder and holder ~= ARGV[1] and till > now then
+  return {'busy', holder, tostring(till - now)}
+end
+redis.call('HSET', KEYS[1], 'lease_holder', ARGV[1], 'lease_until', now + tonumber(ARGV[2]))
+return {'taken'}
