@@ -174,6 +174,14 @@ describe("against fulfillment up: three inventory consumers, an admin token", ()
     const meta = await page.textContent("#timeline li:nth-child(2) .meta");
     // Inventory records its StockReserved in the order's history itself, as it publishes it.
     assert.match(meta, /by inventory \(consumer (inventory-[123])\), recorded by \1$/);
+    // The confirmation as the customer got it (fulfillment up writes it as an .eml file): its
+    // subject beside the event, its text one click away.
+    const sent = page.locator("#timeline li[data-event-type='NotificationSent']");
+    assert.match(await sent.locator(".mail-subject").textContent(), new RegExp(`Your order ${shortId} is on its way`));
+    await sent.locator(".mail summary").click();
+    const text = await sent.locator(".mail-text").textContent();
+    assert.match(text, /Message-ID: <[0-9a-f-]+\.order_confirmed@/);
+    assert.match(text, /Tracking number/i);
     // The list and the timeline sit side by side at 1280 px.
     const list = await page.locator("#orders").boundingBox();
     const detail = await page.locator("#order-detail").boundingBox();

@@ -66,6 +66,15 @@ struct Request {
     reason: Option<String>,
 }
 
+/// What step 3 records.
+enum Told<'a> {
+    Sent(&'a Notice),
+    /// Refused for good, and why.
+    Refused(&'a Notice, &'a str),
+    /// Settled by an earlier delivery: its event is published again.
+    Before(NotificationState),
+}
+
 impl Request {
     fn of(event: &Event, kind: NotificationKind) -> Result<Self, HandlerError> {
         Ok(match kind {
@@ -124,7 +133,7 @@ impl NotificationHandler {
                 state: Some(told @ (NotificationState::Sent | NotificationState::Failed)),
             } => {
                 // Settled before: the record step publishes its event again.
-                self.record(&delivery, &request, told, "").await?;
+                self.record(&delivery, &request, Told::Before(told)).await?;
                 return Ok(Handled::Done);
             }
             StepOutcome::Blocked { guard_state } => {
@@ -166,7 +175,7 @@ impl NotificationHandler {
                         "sent again with the same Message-ID (an earlier attempt was not recorded)"
                     );
                 }
-                self.record(&delivery, &request, NotificationState::Sent, "")
+                self.record(&delivery, &request, Told::Sent(&notice))
                     .await?;
                 tracing::debug!(
                     kind = kind.as_str(),
@@ -182,7 +191,7 @@ impl NotificationHandler {
                     reason = reason.as_str(),
                     "the relay refused the recipient; not retried"
                 );
-                self.record(&delivery, &request, NotificationState::Failed, &reason)
+                self.record(&delivery, &request, Told::Refused(&notice, &reason))
                     .await?;
                 Ok(Handled::Done)
             }
@@ -287,36 +296,59 @@ impl NotificationHandler {
     }
 
     /// Step 3: `sending` → `sent` with `NotificationSent`, or → `failed` with
-    /// `NotificationFailed`; once settled, the same step publishes that event again.
+    /// `NotificationFailed`; once settled, the same step publishes that event again. The hash
+    /// keeps what the customer was told for `GET /orders/{id}/messages` (the first record's, if
+    /// two race): a sent message's subject, `Message-ID` and text, a refused one's subject and
+    /// reason.
     async fn record(
         &self,
         delivery: &Delivery<'_>,
         request: &Request,
-        to: NotificationState,
-        reason: &str,
+        outcome: Told<'_>,
     ) -> Result<(), HandlerError> {
         let kind = request.kind;
-        let (event, counter) = match to {
-            NotificationState::Sent => (
+        let (subject, message_id, text);
+        let (to, event, counter, facts): (_, _, _, &[(&str, &str)]) = match outcome {
+            Told::Sent(notice) => {
+                (subject, text) = (notice.subject(), notice.text());
+                message_id = mail::message_id(&notice.order_id, kind, &self.from);
+                (
+                    NotificationState::Sent,
+                    delivery.follow_up(&NotificationSent {
+                        kind,
+                        to: request.to.clone(),
+                    }),
+                    keys::counter::notifications(kind.as_str()),
+                    &[
+                        ("subject", &subject),
+                        ("message_id", &message_id),
+                        ("text", &text),
+                    ],
+                )
+            }
+            Told::Refused(notice, reason) => {
+                subject = notice.subject();
+                (
+                    NotificationState::Failed,
+                    delivery.follow_up(&NotificationFailed {
+                        kind,
+                        to: request.to.clone(),
+                        reason: reason.to_owned(),
+                    }),
+                    keys::counter::notifications_failed(kind.as_str()),
+                    &[("subject", &subject), ("reason", reason)],
+                )
+            }
+            // The step only publishes the event it stored the first time.
+            Told::Before(settled) => (
+                settled,
                 delivery.follow_up(&NotificationSent {
                     kind,
                     to: request.to.clone(),
                 }),
                 keys::counter::notifications(kind.as_str()),
+                &[],
             ),
-            NotificationState::Failed => (
-                delivery.follow_up(&NotificationFailed {
-                    kind,
-                    to: request.to.clone(),
-                    reason: reason.to_owned(),
-                }),
-                keys::counter::notifications_failed(kind.as_str()),
-            ),
-            NotificationState::Sending => {
-                return Err(HandlerError::Permanent(
-                    "a notification is recorded as sent or failed, never as sending".into(),
-                ));
-            }
         };
         let order_id = delivery.event.order_id.as_str();
         transition(
@@ -333,7 +365,7 @@ impl NotificationHandler {
                 event: Some(&event),
                 event_field: "event",
                 counter: Some(&counter),
-                facts: &[],
+                facts,
                 guards: &[],
                 recorder: Some(Recorder {
                     consumer: delivery.consumer,

@@ -16,6 +16,7 @@ use fulfillment_core::{Event, Redis};
 use fulfillment_events::events::{LineItem, OrderCancelled, OrderPlaced, now_millis, now_rfc3339};
 use fulfillment_events::keys;
 use fulfillment_events::keys::{Layout, Partition};
+use fulfillment_events::states::{NotificationKind, NotificationState};
 use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_redis::script_reply::Tagged;
 use fulfillment_redis::stream_entry::entry_id_order;
@@ -479,6 +480,53 @@ pub async fn history(redis: &Redis, order_id: &str) -> RedisResult<Vec<HistoryEn
         .collect();
     entries.sort_by_key(|e| entry_id_order(&e.stream_id));
     Ok(entries)
+}
+
+/// One message the notification service sent (or the relay refused) for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SentMessage {
+    pub kind: NotificationKind,
+    pub state: NotificationState,
+    pub to: String,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// The plain-text body, as the customer reads it.
+    pub text: Option<String>,
+    /// Why the relay refused it.
+    pub reason: Option<String>,
+}
+
+/// The order's messages to its customer: each kind the notification service took up, in the
+/// order of [`NotificationKind::ALL`] (at most one of them is ever sent).
+pub async fn messages(redis: &Redis, order_id: &str) -> RedisResult<Vec<SentMessage>> {
+    const FIELDS: [&str; 6] = ["state", "to", "subject", "message_id", "text", "reason"];
+    let partition = redis.layout().of_order(order_id);
+    let mut pipe = redis::pipe();
+    for kind in NotificationKind::ALL {
+        pipe.cmd("HMGET")
+            .arg(partition.keys.notification(order_id, kind.as_str()))
+            .arg(&FIELDS[..]);
+    }
+    let rows: Vec<[Option<String>; 6]> = pipe.query_async(&mut redis.conn()).await?;
+    let mut out = Vec::new();
+    for (kind, [state, to, subject, message_id, text, reason]) in
+        NotificationKind::ALL.iter().zip(rows)
+    {
+        let Some(state) = state else { continue };
+        let state = NotificationState::parse(&state).ok_or_else(|| {
+            ParsingError::from(format!("a notification in no known state: {state:?}"))
+        })?;
+        out.push(SentMessage {
+            kind: *kind,
+            state,
+            to: to.unwrap_or_default(),
+            subject,
+            message_id,
+            text,
+            reason,
+        });
+    }
+    Ok(out)
 }
 
 /// What a cancel request did.

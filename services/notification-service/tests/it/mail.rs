@@ -77,6 +77,37 @@ async fn each_order_gets_one_message_of_its_kind_with_the_order_in_it() {
     );
     assert_eq!(h.notification_kinds(&completed).await, ["order_confirmed"]);
     assert_eq!(h.notification_kinds(&declined).await, ["order_cancelled"]);
+
+    // What the console shows: the message as sent, its text readable.
+    let (status, said) = h.get(&format!("/orders/{completed}/messages")).await;
+    assert_eq!(status, 200, "{said}");
+    let messages = said["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "{said}");
+    assert_eq!(messages[0]["kind"], "order_confirmed");
+    assert_eq!(messages[0]["state"], "sent");
+    assert_eq!(messages[0]["to"], "buyer@example.com");
+    assert_eq!(
+        messages[0]["message_id"].as_str(),
+        mail.header("Message-ID").as_deref()
+    );
+    assert_eq!(
+        messages[0]["subject"].as_str(),
+        mail.header("Subject").as_deref()
+    );
+    assert!(
+        messages[0]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains(&tracking)),
+        "{said}"
+    );
+    let (_, said) = h.get(&format!("/orders/{declined}/messages")).await;
+    assert_eq!(said["messages"][0]["kind"], "order_cancelled", "{said}");
+    assert!(
+        said["messages"][0]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("You were not charged")),
+        "{said}"
+    );
     consumers.stop().await;
     h.stop().await;
 }
@@ -119,6 +150,18 @@ async fn a_refused_address_is_recorded_once_and_not_retried() {
         1
     );
     assert_eq!(h.order(&id).await["status"], "COMPLETED");
+    let (_, said) = h.get(&format!("/orders/{id}/messages")).await;
+    assert_eq!(said["messages"][0]["state"], "failed", "{said}");
+    assert!(
+        said["messages"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("550")),
+        "{said}"
+    );
+    assert!(
+        said["messages"][0]["text"].is_null(),
+        "nothing was sent: {said}"
+    );
     consumers.stop().await;
     h.stop().await;
 }

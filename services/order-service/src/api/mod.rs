@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders", post(orders::place))
         .route("/orders/{id}", get(orders::get_one))
         .route("/orders/{id}/events", get(orders::events))
+        .route("/orders/{id}/messages", get(orders::messages))
         .route("/products", get(products::list))
         .route("/products/{id}", get(products::get_one))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::caller));

@@ -311,6 +311,16 @@ pub async fn events(
     Ok(Json(json!({"order_id": id, "events": events})).into_response())
 }
 
+/// The order's messages to its customer (a confirmation or a cancellation, with its text).
+pub async fn messages(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    existing(&state, &id).await?;
+    let messages = orders::messages(&state.redis, &id).await?;
+    Ok(Json(json!({"order_id": id, "messages": messages})).into_response())
+}
+
 /// Cancels an order. Safe to retry: a cancel that landed makes the retry a 409 `order_final`
 /// naming status `CANCELLED` and its `status_reason` (`cancelled_by_request` for this route).
 pub async fn cancel(

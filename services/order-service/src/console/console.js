@@ -314,7 +314,7 @@ const STAGES = [
   { group: "inventory_group", name: "inventory", io: ["OrderPlaced → StockReserved or StockFailed", "OrderCancelled → StockReleased"] },
   { group: "payment_group", name: "payment", io: ["StockReserved → PaymentProcessed or PaymentFailed", "OrderCancelled → PaymentRefunded"] },
   { group: "shipping_group", name: "shipping", io: ["PaymentProcessed → ShipmentPrepared"] },
-  { group: "notification_group", name: "notification", io: ["ShipmentPrepared, OrderCancelled → NotificationSent"] },
+  { group: "notification_group", name: "notification", io: ["ShipmentPrepared, OrderCancelled → NotificationSent (or NotificationFailed)"] },
   { group: "order_group", name: "order projection", io: ["every event → the order's status", "StockFailed, PaymentFailed → OrderCancelled"] },
 ];
 
@@ -835,6 +835,7 @@ const refreshTimelineSoon = throttle(500, () => loadTimeline().catch(() => {}));
 
 const KIND = {
   StockFailed: "failure", PaymentFailed: "failure", OrderCancelled: "failure", EventDeadLettered: "failure",
+  NotificationFailed: "failure",
   StockReleased: "compensation", PaymentRefunded: "compensation",
   ShipmentPrepared: "done", NotificationSent: "done",
 };
@@ -842,9 +843,10 @@ const KIND = {
 async function loadTimeline() {
   const id = state.selected;
   if (!id) return;
-  const [order, history] = await Promise.all([
+  const [order, history, said] = await Promise.all([
     api(`/orders/${encodeURIComponent(id)}`),
     api(`/orders/${encodeURIComponent(id)}/events`),
+    api(`/orders/${encodeURIComponent(id)}/messages`).catch(() => ({ messages: [] })),
   ]);
   if (state.selected !== id) return;
   mergeOrder(order);
@@ -877,7 +879,8 @@ async function loadTimeline() {
   const start = Date.parse(history.events[0]?.occurred_at);
   const open = new Set([...document.querySelectorAll("#timeline details[open]")].map((d) => d.dataset.eventId));
   $("#timeline").setAttribute("aria-label", `Events of order ${shortId(id)}`);
-  $("#timeline").replaceChildren(...history.events.map((e) => timelineEntry(e, start, open)));
+  const messages = new Map(said.messages.map((m) => [m.kind, m]));
+  $("#timeline").replaceChildren(...history.events.map((e) => timelineEntry(e, start, open, messages)));
   renderOrderDeadLetters(shown);
 }
 
@@ -895,7 +898,23 @@ function digest(payload) {
   return parts.join(" · ");
 }
 
-function timelineEntry(e, start, open) {
+// The message a NotificationSent (or NotificationFailed) stands for: its subject, and its text
+// to open.
+function messageOf(e, messages, open) {
+  if (e.type !== "NotificationSent" && e.type !== "NotificationFailed") return "";
+  const message = messages.get(e.payload?.kind);
+  if (!message) return "";
+  const key = `${e.event_id}:message`;
+  return el("div", { class: "mail" },
+    message.subject ? el("span", { class: "mail-subject" }, `“${message.subject}”`) : "",
+    message.text
+      ? el("details", { "data-event-id": key, open: open.has(key) },
+        el("summary", {}, "the message"),
+        el("pre", { class: "mail-text" }, message.message_id ? `Message-ID: ${message.message_id}\n\n${message.text}` : message.text))
+      : "");
+}
+
+function timelineEntry(e, start, open, messages) {
   const [service, consumer] = String(e.producer || "?").split("/");
   const since = Date.parse(e.occurred_at) - start;
   const retry = e.attempt > 1 ? el("span", { class: "retry" }, `retry ${e.attempt - 1}`) : "";
@@ -914,6 +933,7 @@ function timelineEntry(e, start, open) {
         `by ${service}${consumer ? ` (consumer ${consumer})` : ""}, recorded by ${e.recorded_by}`),
       problem,
       e.type === "EventDeadLettered" ? "" : el("div", { class: "digest" }, digest(e.payload)),
+      messageOf(e, messages, open),
       details));
 }
 

@@ -62,6 +62,8 @@ async fn the_callers_token_and_the_admin_token_guard_what_the_contract_says() {
         (Method::GET, format!("/orders/{id}"), admin, 200),
         (Method::GET, format!("/orders/{id}/events"), None, 401),
         (Method::GET, format!("/orders/{id}/events"), api, 200),
+        (Method::GET, format!("/orders/{id}/messages"), None, 401),
+        (Method::GET, format!("/orders/{id}/messages"), api, 200),
         (Method::GET, "/products".into(), None, 401),
         (Method::GET, "/products".into(), api, 200),
         (Method::GET, "/orders".into(), None, 401),
