@@ -10,7 +10,7 @@ use fulfillment_testing::{
 use secrecy::SecretString;
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn notifier(h: &Harness, smtp_url: &str, name: &str, extra: &[(&str, String)]) -> Spawned {
     Command::new(workspace_binary("notification-service"))
@@ -177,6 +177,89 @@ async fn a_notifier_killed_under_load_leaves_no_order_without_its_message() {
         "every second message is a counted resend: {twice} > {counted}"
     );
     second.kill().expect("stop");
+    upstream.stop().await;
+    h.stop().await;
+}
+
+/// The relay down for 20 s while orders flow (20 a second): orders complete without waiting for
+/// mail, their notifications stay pending, the retry worker (a pass a second, entries idle 12 s,
+/// 3 retries, so 20 s of outage fit in the budget as they do in the default 60 s) retries them,
+/// and once the relay is back every order has its message, under one `Message-ID`; nothing is
+/// dead-lettered.
+#[tokio::test]
+async fn a_relay_down_for_20_s_under_load_loses_nothing() {
+    let mut smtp = TestSmtp::start();
+    let h = Harness::start().await;
+    h.create_product("bulk", 10_000).await;
+    let mut settings = h.settings.clone();
+    settings.services.notification.smtp_url = Some(SecretString::from(smtp.url()));
+    settings.retry.min_idle_ms = 12_000;
+    let upstream = h
+        .consumers_of(&[
+            Service::Order,
+            Service::Inventory,
+            Service::Payment,
+            Service::Shipping,
+        ])
+        .await;
+    let mut notification = notifier(&h, &smtp.url(), "notification-outage", &[]);
+    let worker = h.retry_worker(&settings);
+    let started = Instant::now();
+    let (mut down_at, mut back) = (None::<Instant>, false);
+    let (mut ids, mut during): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut last_pass = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while started.elapsed() < Duration::from_secs(26) {
+        tick.tick().await;
+        if down_at.is_none() && started.elapsed() >= Duration::from_secs(3) {
+            smtp.stop();
+            down_at = Some(Instant::now());
+        }
+        if let Some(down) = down_at
+            && !back
+            && down.elapsed() >= Duration::from_secs(20)
+        {
+            // Completion does not wait for mail: what was placed in the outage is COMPLETED.
+            for id in &during {
+                h.wait_status(id, "COMPLETED", SECONDS_10).await;
+            }
+            smtp.restart();
+            back = true;
+        }
+        let placed =
+            futures_util::future::join_all((0..5).map(|_| h.place("bulk", 1, "tok_visa"))).await;
+        if down_at.is_some() && !back {
+            during.extend(placed.iter().cloned());
+        }
+        ids.extend(placed);
+        if last_pass.elapsed() >= Duration::from_secs(1) {
+            worker.run_pass().await.expect("retry pass");
+            last_pass = Instant::now();
+        }
+    }
+    assert!(back, "the relay came back");
+    h.eventually(Duration::from_secs(60), "every order told", || async {
+        worker.run_pass().await.expect("retry pass");
+        let told = by_order(smtp.messages());
+        ids.iter().all(|id| told.contains_key(id))
+    })
+    .await;
+    h.settled().await;
+    let told = by_order(smtp.messages());
+    let twice = ids.iter().filter(|id| told[*id].len() > 1).count();
+    for id in &ids {
+        let message_ids: HashSet<Option<String>> =
+            told[id].iter().map(|m| m.header("Message-ID")).collect();
+        assert_eq!(message_ids.len(), 1, "{id}: one Message-ID");
+    }
+    assert_eq!(h.dlq_length().await, 0, "nothing dead-lettered");
+    eprintln!(
+        "{} orders ({} placed while the relay was down), {} messages, {twice} orders told twice",
+        ids.len(),
+        during.len(),
+        smtp.messages().len()
+    );
+    notification.kill().expect("stop");
     upstream.stop().await;
     h.stop().await;
 }
