@@ -7,17 +7,19 @@
 //! reported the outage. Bounded: about 25 s of load, 90 s at most to drain.
 //!
 //! The cancel storm: the same processes with the seed's unstable inventory, lost acks and failing
-//! payments, while a second client cancels orders at random moments right after placing them.
-//! Then no cancelled order was confirmed, every charge and refund has its event in the order's
+//! payments, and mail on to a real SMTP relay, while a second client cancels orders at random
+//! moments right after placing them. Then no cancelled order was confirmed (in its history or in
+//! the customer's inbox), every final order's customer got its one kind of message, every charge and refund has its event in the order's
 //! history, every dead letter's order shows it, and once the dead letters are replayed against
 //! healthy services, stock is back exactly.
 
 use fulfillment_core::Redis;
+use fulfillment_testing::smtp::TestSmtp;
 use fulfillment_testing::{
     FaultProxy, Mode, SpawnGuarded, Spawned, TestRedis, free_port, terminate, workspace_binary,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,13 +60,7 @@ fn spawn(
         .env("RUST_LOG", "info,fulfillment_core::runtime::consumer=warn")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(format!("/tmp/chaosdbg/{name}.log"))
-                .expect("log"),
-        )
+        .stderr(Stdio::null())
         .spawn_guarded()
         .expect("spawn service")
 }
@@ -591,7 +587,12 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let (mut services, api) = start_pipeline(&url, &http, STORMY, "storm").await;
+    // Mail on, to a real relay: no customer may be told both outcomes, or nothing.
+    let smtp = TestSmtp::start();
+    let relay: &'static str = Box::leak(smtp.url().into_boxed_str());
+    let stormy_with_mail: &'static [(&str, &str)] =
+        Box::leak([STORMY, &[("SMTP_URL", relay)]].concat().into_boxed_slice());
+    let (mut services, api) = start_pipeline(&url, &http, stormy_with_mail, "storm").await;
 
     // Orders, each cancelled at a random moment within 60 ms of its placement, or not at all.
     let (cancel_tx, mut cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -668,7 +669,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
 
     // Healthy again: every dead letter replayed, every order settles.
     for service in services.iter_mut().skip(1) {
-        service.restart_with(&[], &url);
+        service.restart_with(&[("SMTP_URL", relay)], &url);
     }
     for service in &services {
         wait_ready(&http, service).await;
@@ -706,6 +707,8 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     let fulfillment_testing::Ledger { charges, refunds } =
         fulfillment_testing::ledger(&store).await;
     let (mut held, mut cancelled, mut completed) = (0i64, 0, 0);
+    let inboxes = super::mail::by_order(smtp.messages());
+    let mut told_twice = 0;
     for id in &ids {
         let (status, dead_letters): (Option<String>, Option<i64>) = redis::cmd("HMGET")
             .arg(keys.order(id))
@@ -725,6 +728,24 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
         );
         assert_eq!(dead_letters.unwrap_or(0), 0, "order {id} still flagged");
         held += final_order_books(&store, id, &status, &charges, &refunds).await;
+        // The customer's inbox: this order's one kind, under its one Message-ID.
+        let kind = if status == "CANCELLED" {
+            "order_cancelled"
+        } else {
+            "order_confirmed"
+        };
+        let message_ids: HashSet<Option<String>> = inboxes
+            .get(id)
+            .map(|mails| mails.iter().map(|m| m.header("Message-ID")).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            message_ids,
+            HashSet::from([Some(format!("<{id}.{kind}@fulfillment.localhost>"))]),
+            "order {id} ({status}): the customer's messages"
+        );
+        if inboxes[id].len() > 1 {
+            told_twice += 1;
+        }
         if status == "CANCELLED" {
             cancelled += 1;
         } else {
@@ -735,11 +756,13 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     println!(
         "cancel storm: {placed} placed, cancels answered {cancel_outcomes:?}, {} orders: \
          {completed} completed, {cancelled} cancelled; {} dead letters replayed; \
-         {} charges, {} refunds; stock {stock} + held {held} = {INITIAL_STOCK}",
+         {} charges, {} refunds; stock {stock} + held {held} = {INITIAL_STOCK}; \
+         {} messages, {told_twice} orders told twice (same Message-ID)",
         ids.len(),
         dlq.len(),
         charges.len(),
         refunds.len(),
+        smtp.messages().len(),
     );
     for service in services.iter_mut() {
         terminate(service.child.id());

@@ -30,7 +30,7 @@ fn notifier(h: &Harness, smtp_url: &str, name: &str, extra: &[(&str, String)]) -
 }
 
 /// The messages of each order, by the order's id (`X-Order-Id`).
-fn by_order(mails: Vec<ReceivedMail>) -> HashMap<String, Vec<ReceivedMail>> {
+pub(super) fn by_order(mails: Vec<ReceivedMail>) -> HashMap<String, Vec<ReceivedMail>> {
     let mut orders: HashMap<String, Vec<ReceivedMail>> = HashMap::new();
     for mail in mails {
         if let Some(id) = mail.header("X-Order-Id") {
