@@ -3,6 +3,7 @@
 #   deploy/kind/up.sh              cluster, images, chart, helm test
 #   deploy/kind/up.sh --monitoring also kube-prometheus-stack, Grafana on http://localhost:30300
 #   deploy/kind/up.sh --demo       the seed's unstable inventory (40% failures), retried within seconds
+#   deploy/kind/up.sh --no-mail    without Mailpit (the customers' mail is then only logged)
 # Needs docker, kind, kubectl and helm (v3.8+ or v4). Settings: CLUSTER_NAME (fulfillment),
 # NAMESPACE (fulfillment), RELEASE (fulfillment), IMAGE_TAG (the workspace version and commit, with
 # -dirty-<hash> for uncommitted changes), KUBE_PROMETHEUS_STACK_VERSION (88.5.3).
@@ -17,11 +18,13 @@ release=${RELEASE:-fulfillment}
 kps_version=${KUBE_PROMETHEUS_STACK_VERSION:-88.5.3}
 monitoring=false
 demo=false
+mail=true
 for arg in "$@"; do
   case $arg in
     --monitoring) monitoring=true ;;
     --demo) demo=true ;;
-    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    --no-mail) mail=false ;;
+    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +52,10 @@ while read -r image; do
 done <<<"$images"
 
 values=(-f deploy/kind/values-kind.yaml)
+if $mail; then
+  # Mailpit catches every message the notification service sends (its image from docker.io).
+  values+=(-f deploy/kind/values-mail.yaml)
+fi
 if $demo; then
   values+=(-f deploy/helm/fulfillment/values-demo.yaml)
 fi
@@ -90,3 +97,6 @@ fi
 prefix=$release
 [[ $release == *fulfillment* ]] || prefix="$release-fulfillment"
 echo "scale a group: kubectl -n $namespace scale deployment/$prefix-inventory --replicas=5"
+if $mail; then
+  echo "the customers' mail (Mailpit): kubectl -n $namespace port-forward service/$prefix-mailpit 8025:8025, then http://localhost:8025"
+fi

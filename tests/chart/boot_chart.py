@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Boots what the chart renders as local processes, to prove its wiring matches the binaries.
 
-For every rendered combination CI checks (each ci/*-values.yaml, the kind values, and the demo as
-`deploy/kind/up.sh --demo` installs it), rendered with the optional API versions, against a real
+For every rendered combination of chartlib's VALUE_SETS (each ci/*-values.yaml, the kind values, and
+the demo as `deploy/kind/up.sh --demo --no-mail` installs it: Mailpit's image is no binary here),
+rendered with the optional API versions, against a real
 redis-server shaped like the one the values describe:
 - the bundled Redis: a redis-server requiring the password of the rendered Secret;
 - an external Redis (redis.externalUrl): a redis-server on the URL's port with its password, over

@@ -40,6 +40,13 @@ from chartlib import (API_VERSIONS, CHART, DEMO_VALUES, KIND_VALUES, REGISTRY, R
 
 DEFAULT_VALUES = os.path.join(CHART, "ci", "default-values.yaml")
 CLUSTER_VALUES = os.path.join(CHART, "ci", "cluster-values.yaml")
+# Mailpit for kind (deploy/kind/up.sh adds it unless --no-mail): not in chartlib's VALUE_SETS, whose
+# every Deployment the boot test starts as a binary of this workspace.
+KIND_MAIL_VALUES = os.path.join(ROOT, "deploy", "kind", "values-mail.yaml")
+# A relay that asks for a login (STARTTLS on 587), as mail.smtpUrl.
+RELAY = "smtp://orders@smtp.example.com:587?tls=required"
+# What only the notification service is given.
+MAIL_ENV = {"SMTP_URL", "SMTP_PASSWORD", "MAIL_FROM", "SMTP_SEND_LEASE_MS"}
 TARGET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug")
 SERVICES = ["order", "inventory", "payment", "shipping", "notification"]
 REQUIRED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
@@ -157,9 +164,22 @@ def check_references(objects):
 
 
 # ---------------------------------------------------------------------------------------------
-# Every rendered combination: lint, schema validation.
+# Every rendered combination: lint, schema validation. Besides chartlib's (which the boot test also
+# runs), the combinations with mail: kind with Mailpit (up.sh, and up.sh --demo), a relay whose
+# password is in the chart's Secret, and one whose password is in an existingSecret, Mailpit on too.
 
-for label, files in VALUE_SETS:
+MAIL_SETS = [
+    ("deploy/kind/values-kind.yaml + values-mail.yaml (up.sh, Mailpit)", [KIND_VALUES, KIND_MAIL_VALUES]),
+    ("deploy/kind/values-kind.yaml + values-mail.yaml + values-demo.yaml (up.sh --demo, Mailpit)",
+     [KIND_VALUES, KIND_MAIL_VALUES, DEMO_VALUES]),
+    ("a mail relay, its password in the chart's Secret",
+     [DEFAULT_VALUES, values_file({"mail": {"smtpUrl": RELAY, "smtpPassword": "p@ss w:rd/#%"}})]),
+    ("a mail relay, its password in existingSecret, Mailpit on too",
+     [DEFAULT_VALUES, values_file({"existingSecret": "shop-secrets", "mail": {"smtpUrl": RELAY},
+                                   "mailpit": {"enabled": True}})]),
+]
+
+for label, files in VALUE_SETS + MAIL_SETS:
     @check(f"helm lint --strict: {label}")
     def _lint(files=files):
         out = run(["helm", "lint", "--strict", CHART] + values_args(files))
@@ -1052,6 +1072,182 @@ def _external_redis_example():
         text = f.read()
     for needle in ("noeviction", "ElastiCache", "Memorystore", "SSL_CERT_FILE", "extraVolumes", "existingSecret", "lookup"):
         assert needle in text, needle
+
+
+# ---------------------------------------------------------------------------------------------
+# Email (issue 30): the notification service's relay and its password from a Secret, Mailpit.
+
+def env_of(objects, component):
+    """The env entries (by name) of the Deployment of this component."""
+    (d,) = [o for o in of_kind(objects, "Deployment")
+            if o["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return d, {e["name"]: e for e in container(d).get("env", [])}
+
+
+def mail_env_only_on_notification(objects):
+    for owner, spec in pod_specs(objects):
+        if owner["metadata"]["labels"].get("app.kubernetes.io/component") == "notification":
+            continue
+        names = {e["name"] for c in spec["containers"] for e in c.get("env", [])}
+        assert not names & MAIL_ENV, f"{owner['kind']}/{owner['metadata']['name']} gets {names & MAIL_ENV}"
+
+
+def of_mailpit(objects):
+    return [o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "mailpit"]
+
+
+@check("mail: only the notification Deployment gets SMTP_URL, SMTP_PASSWORD (from a Secret: the chart's,"
+       " or existingSecret's), MAIL_FROM and SMTP_SEND_LEASE_MS; what cannot work is refused")
+def _mail_env():
+    # The defaults: no relay (mail only logged), the sender, a lease below the retry idle time.
+    _, env = env_of(default, "notification")
+    assert "SMTP_URL" not in env and "SMTP_PASSWORD" not in env, sorted(env)
+    assert env["MAIL_FROM"]["value"] == "Fulfillment <orders@fulfillment.localhost>", env["MAIL_FROM"]
+    assert env["SMTP_SEND_LEASE_MS"]["value"] == "45000", env["SMTP_SEND_LEASE_MS"]
+    assert int(env["SMTP_SEND_LEASE_MS"]["value"]) < int(config_of(default)["RETRY_MIN_IDLE_MS"])
+    mail_env_only_on_notification(default)
+    # A relay and its password: both in the chart's Secret (the URL may carry a password too).
+    password = "p@ss w:rd/#%25 x+"
+    values = {"mail": {"smtpUrl": RELAY, "smtpPassword": password, "from": "Shop <orders@shop.example>",
+                       "sendLeaseMs": 40000}}
+    objects = render("-f", values_file(values))
+    d, env = env_of(objects, "notification")
+    assert env["SMTP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "fulfillment-secrets", "key": "smtp-url"}
+    assert env["SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "fulfillment-secrets", "key": "smtp-password"}
+    resolved = Resolver(objects).env(container(d), "notification-0")
+    assert (resolved["SMTP_URL"], resolved["SMTP_PASSWORD"]) == (RELAY, password), resolved
+    assert (resolved["MAIL_FROM"], resolved["SMTP_SEND_LEASE_MS"]) == ("Shop <orders@shop.example>", "40000")
+    mail_env_only_on_notification(objects)
+    check_references(objects)
+    # A rotated relay password rolls the pods (checksum/secret).
+    rotated = render("-f", values_file({"mail": dict(values["mail"], smtpPassword="another")}))
+    sums = [pod_template(o)["metadata"]["annotations"]["checksum/secret"]
+            for o in (d, env_of(rotated, "notification")[0])]
+    assert sums[0] != sums[1], "a new relay password must roll the notification pods"
+    # existingSecret: the password from its smtp-password key (optional), the URL as it is.
+    objects = render("-f", values_file({"existingSecret": "shop-secrets", "mail": {"smtpUrl": RELAY}}))
+    assert not of_kind(objects, "Secret")
+    d, env = env_of(objects, "notification")
+    assert env["SMTP_URL"] == {"name": "SMTP_URL", "value": RELAY}, env["SMTP_URL"]
+    assert env["SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "shop-secrets", "key": "smtp-password", "optional": True}, env["SMTP_PASSWORD"]
+    secrets = {"shop-secrets": {"redis-password": "r", "smtp-password": password}}
+    assert Resolver(objects, external=secrets).env(container(d), "notification-0")["SMTP_PASSWORD"] == password
+    mail_env_only_on_notification(objects)
+    # Refused, with a message that says why.
+    for values, needle in [
+        ({"existingSecret": "shop-secrets", "mail": {"smtpUrl": "smtp://orders:pw@relay:587"}},
+         "that Secret's smtp-password key"),
+        ({"mail": {"smtpPassword": "pw"}}, "mail.smtpUrl is not"),
+        ({"mail": {"smtpUrl": "http://relay:25"}}, "smtpUrl"),
+        ({"mail": {"sendLeaseMs": 50}}, "sendLeaseMs"),
+        ({"mail": {"from": "Shop <a@b.example>\nBcc: c@d.example"}}, "from"),
+        ({"mail": {"form": "a@b.example"}}, "form"),
+        ({"mailpit": {"enabeld": True}}, "enabeld"),
+        ({"mailpit": {"image": {"digest": "latest"}}}, "digest"),
+    ]:
+        err = render_fails("-f", values_file(values))
+        assert needle in err, f"{values}: {err.strip()}"
+
+
+@check("Mailpit: rendered only when enabled (up.sh's values-mail.yaml, never values-kind.yaml alone);"
+       " pinned by digest, locked down, probed; the notification service sends to it unless a relay is set")
+def _mailpit():
+    assert not of_mailpit(default), "Mailpit is off by default"
+    kind = render(*values_args([KIND_VALUES]), registry=False)
+    assert not of_mailpit(kind), "values-kind.yaml alone renders Mailpit: kube_play.py and the boot test run it offline"
+    for files in ([KIND_VALUES, KIND_MAIL_VALUES], [KIND_VALUES, KIND_MAIL_VALUES, DEMO_VALUES]):
+        rendered = render(*values_args(files), registry=False)
+        found = sorted((o["kind"], o["metadata"]["name"]) for o in of_mailpit(rendered))
+        assert found == [("Deployment", "fulfillment-mailpit"), ("Service", "fulfillment-mailpit")], found
+    objects = render("--set", "mailpit.enabled=true")
+    service = named(objects, "Service", "fulfillment-mailpit")
+    assert sorted((p["name"], p["port"]) for p in service["spec"]["ports"]) == [("http", 8025), ("smtp", 1025)]
+    d = named(objects, "Deployment", "fulfillment-mailpit")
+    assert d["spec"]["replicas"] == 1
+    c = container(d)
+    assert re.match(r"^docker\.io/axllent/mailpit:v\d+\.\d+\.\d+@sha256:[0-9a-f]{64}$", c["image"]), c["image"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"smtp": 1025, "http": 8025}
+    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    spec = pod_template(d)["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and c["resources"]["limits"]["memory"]
+    tmp = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/tmp"]
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}[tmp], "the mailbox needs a writable /tmp"
+    assert "fulfillment.io/redis-client" not in pod_template(d)["metadata"]["labels"], "Mailpit needs no Redis"
+    _, env = env_of(objects, "notification")
+    assert env["SMTP_URL"] == {"name": "SMTP_URL", "value": "smtp://fulfillment-mailpit:1025"}, env.get("SMTP_URL")
+    assert "SMTP_PASSWORD" not in env, "Mailpit asks for no login (a client that offers one is refused)"
+    mail_env_only_on_notification(objects)
+    check_references(objects)
+    # A relay set beside it takes the mail.
+    both = render("-f", values_file({"mail": {"smtpUrl": RELAY}, "mailpit": {"enabled": True}}))
+    d2, _ = env_of(both, "notification")
+    assert Resolver(both).env(container(d2), "notification-0")["SMTP_URL"] == RELAY
+    # Its name fits with a long release name, and the notification service is pointed at it.
+    objects = render("--set", "mailpit.enabled=true", release="a-53-character-release-name-for-the-production-shop-x")
+    (d,) = [o for o in of_mailpit(objects) if o["kind"] == "Deployment"]
+    name = d["metadata"]["name"]
+    assert len(name) <= 63 and name.endswith("-mailpit"), name
+    assert env_of(objects, "notification")[1]["SMTP_URL"]["value"] == f"smtp://{name}:1025"
+    # compose.yaml runs the same pinned image.
+    with open(os.path.join(ROOT, "compose.yaml")) as f:
+        assert c["image"] in f.read(), "compose.yaml runs another Mailpit than the chart"
+
+
+@check("NOTES.txt says where the mail goes (Mailpit's web UI through a port-forward, the relay without its"
+       " password, or only logged) and warns of a send lease not below the retry idle time")
+def _mail_notes():
+    text = notes("-f", DEFAULT_VALUES, "--set", "mailpit.enabled=true")
+    assert "port-forward service/f-fulfillment-mailpit 8025:8025" in text and "http://localhost:8025" in text, text
+    assert "only logged" not in text
+    text = notes("-f", DEFAULT_VALUES, "-f", values_file({"mail": {
+        "smtpUrl": "smtps://orders:in-url-s3cret@smtp.example.com:465", "smtpPassword": "s3cret-value"}}))
+    assert "relay smtps://smtp.example.com:465" in text and "Its password: mail.smtpPassword" in text, text
+    assert "s3cret" not in text and "8025" not in text, text
+    text = notes("-f", DEFAULT_VALUES, "-f",
+                 values_file({"existingSecret": "shop-secrets", "mail": {"smtpUrl": RELAY}}))
+    assert "the key smtp-password of the Secret shop-secrets" in text, text
+    text = notes("-f", DEFAULT_VALUES)
+    assert "only logged" in text and "mailpit.enabled=true" in text, text
+    assert "WARNING: mail.sendLeaseMs" not in text
+    assert "WARNING: mail.sendLeaseMs (45000) is not below retryWorker.minIdleMs (2000)" in notes(
+        "-f", DEFAULT_VALUES, "-f", DEMO_VALUES)
+
+
+@check("up.sh installs Mailpit (values-mail.yaml) and says how to open its web UI; --no-mail leaves it out")
+def _up_mail():
+    for args, wanted in (((), True), (("--no-mail",), False)):
+        out, calls = run_up(*args)
+        assert out.returncode == 0, out.stderr
+        install = [c for c in calls if c.startswith("helm upgrade --install fulfillment ")]
+        assert len(install) == 1, calls
+        assert ("-f deploy/kind/values-mail.yaml" in install[0]) == wanted, install[0]
+        assert ("port-forward service/fulfillment-mailpit 8025:8025" in out.stdout) == wanted, out.stdout
+
+
+@check("compose.yaml: Mailpit only with the profile mail (a plain up pulls nothing more), the notification"
+       " service's SMTP_URL empty unless set, the file says how to turn it on")
+def _compose_mail():
+    with open(os.path.join(ROOT, "compose.yaml")) as f:
+        text = f.read()
+    services = yaml.safe_load(text)["services"]
+    mailpit = services["mailpit"]
+    assert mailpit["profiles"] == ["mail"], mailpit.get("profiles")
+    assert mailpit["read_only"] and mailpit["user"] == "65532:65532" and mailpit["cap_drop"] == ["ALL"]
+    assert "/tmp" in mailpit["tmpfs"], "the mailbox needs a writable /tmp"
+    env = services["notification"]["environment"]
+    assert env["SMTP_URL"] == "${SMTP_URL:-}" and env["SMTP_PASSWORD"] == "${SMTP_PASSWORD:-}", env
+    assert env["REDIS_URL"] == services["order"]["environment"]["REDIS_URL"], "the pipeline's settings kept"
+    for name, service in services.items():
+        if name != "notification":
+            assert not MAIL_ENV & set(service.get("environment") or {}), name
+    assert "SMTP_URL=smtp://mailpit:1025 docker compose --profile mail up -d" in text
 
 
 @check("shellcheck: every script")

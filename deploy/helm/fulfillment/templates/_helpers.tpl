@@ -91,6 +91,11 @@ home, so a registry is required (deploy/kind sets "fulfillment"). Call with
 {{- include "fulfillment.component" (dict "root" . "suffix" "redis-headless") }}
 {{- end }}
 
+{{/* Mailpit's Service and Deployment (mailpit.enabled). */}}
+{{- define "fulfillment.mailpitHost" -}}
+{{- include "fulfillment.component" (dict "root" . "suffix" "mailpit") }}
+{{- end }}
+
 {{- define "fulfillment.apiServiceName" -}}
 {{- include "fulfillment.component" (dict "root" . "suffix" "api") }}
 {{- end }}
@@ -228,8 +233,9 @@ cluster even one partition is tagged.
 {{/*
 The data of the chart's Secret: the Redis password, the Redis URL every process reads (the bundled
 Redis's with the password percent-encoded, or redis.externalUrl) or a Redis Cluster's seed URLs
-(redis.cluster.nodes, comma-joined), the tokens. Also hashed into checksum/secret, so a rotated
-token or password rolls the pods.
+(redis.cluster.nodes, comma-joined), the mail relay's URL and password (mail.smtpUrl and
+mail.smtpPassword, for the notification service only), the tokens. Also hashed into
+checksum/secret, so a rotated token or password rolls the pods.
 */}}
 {{- define "fulfillment.secretData" -}}
 {{- if include "fulfillment.clusterMode" . }}
@@ -249,6 +255,12 @@ redis-url: {{ printf "redis://:%s@%s:6379/0" (include "fulfillment.urlEscape" $p
 redis-password: {{ include "fulfillment.urlUnescape" (regexReplaceAll "^[^:]*:" $u.userinfo "") | b64enc | quote }}
 {{- end }}
 redis-url: {{ $url | b64enc | quote }}
+{{- end }}
+{{- with .Values.mail.smtpUrl }}
+smtp-url: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.mail.smtpPassword }}
+smtp-password: {{ . | b64enc | quote }}
 {{- end }}
 {{- with .Values.adminToken }}
 admin-token: {{ . | b64enc | quote }}
@@ -314,6 +326,56 @@ REDIS_PASSWORD, as is (no URL-encoding), beside a URL without one. */}}
 - name: SSL_CERT_FILE
   value: /etc/fulfillment/redis-ca/{{ $.Values.redis.caSecret.key }}
 {{- end }}
+{{- end }}
+
+{{/*
+The notification service's mail settings (its Deployment only):
+- SMTP_URL: mail.smtpUrl, from the chart's Secret (key smtp-url: the URL may carry a password, as
+  redis.externalUrl does); with existingSecret given as it is, which then must carry no password.
+  Else Mailpit's Service when mailpit.enabled. Else none: the service only logs each message.
+- SMTP_PASSWORD, beside mail.smtpUrl only: mail.smtpPassword from the chart's Secret, or the key
+  smtp-password of existingSecret (optional), used as is (no URL-encoding), as REDIS_PASSWORD is.
+  Never for Mailpit, which asks for no login.
+- MAIL_FROM and SMTP_SEND_LEASE_MS from mail.from and mail.sendLeaseMs.
+*/}}
+{{- define "fulfillment.mailEnv" -}}
+{{- $m := .Values.mail }}
+{{- $secret := include "fulfillment.secretName" . }}
+{{- if $m.smtpUrl }}
+{{- if .Values.existingSecret }}
+{{- if contains ":" (urlParse $m.smtpUrl).userinfo }}
+{{- fail (printf "mail.smtpUrl carries a password, but with existingSecret (%s) the chart makes no Secret to keep it in: leave the password out of the URL (user@host is fine) and put it in that Secret's smtp-password key" .Values.existingSecret) }}
+{{- end }}
+- name: SMTP_URL
+  value: {{ $m.smtpUrl | quote }}
+- name: SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: smtp-password
+      optional: true
+{{- else }}
+- name: SMTP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: smtp-url
+{{- if $m.smtpPassword }}
+- name: SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: smtp-password
+{{- end }}
+{{- end }}
+{{- else if .Values.mailpit.enabled }}
+- name: SMTP_URL
+  value: {{ printf "smtp://%s:1025" (include "fulfillment.mailpitHost" .) | quote }}
+{{- end }}
+- name: MAIL_FROM
+  value: {{ $m.from | quote }}
+- name: SMTP_SEND_LEASE_MS
+  value: {{ $m.sendLeaseMs | int64 | quote }}
 {{- end }}
 
 {{/* Volumes of every pipeline pod: the Redis CA (redis.caSecret), global and own extraVolumes. */}}
