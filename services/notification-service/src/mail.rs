@@ -131,7 +131,7 @@ impl MailSettings {
             .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(POOL_SIZE));
         if let Some(password) = &self.smtp_password {
             builder = builder.credentials(Credentials::new(
-                user_of(url).to_owned(),
+                user_of(url),
                 password.expose_secret().to_owned(),
             ));
         }
@@ -151,14 +151,18 @@ impl MailSettings {
     }
 }
 
-/// The user of a URL's `user:password@` (empty when it has none).
-fn user_of(url: &str) -> &str {
+/// The user of a URL's `user:password@` (empty when it has none), percent-decoded as lettre
+/// decodes the URL's own login (`postmaster%40mg.example.com` is `postmaster@mg.example.com`).
+fn user_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    match authority.rsplit_once('@') {
+    let user = match authority.rsplit_once('@') {
         Some((userinfo, _)) => userinfo.split(':').next().unwrap_or(userinfo),
         None => "",
-    }
+    };
+    percent_encoding::percent_decode_str(user)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Where messages go.
@@ -553,6 +557,10 @@ mod tests {
             "mailer"
         );
         assert_eq!(user_of("smtp://relay:25"), "");
+        assert_eq!(
+            user_of("smtp://postmaster%40mg.example.com@smtp.mailgun.org:587"),
+            "postmaster@mg.example.com"
+        );
         assert_eq!(
             default_from().to_string(),
             "Fulfillment <orders@fulfillment.localhost>"
