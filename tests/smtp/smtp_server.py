@@ -5,6 +5,7 @@ sender, recipients, when). Prints "ready <port>" once it listens.
 
   --refuse ADDRESS   answer RCPT TO for ADDRESS with 550 (a mailbox that does not exist)
   --tls CERT KEY     TLS from the first byte (smtps://), with that certificate
+  --starttls CERT KEY  plain first, STARTTLS required before MAIL (smtp://...?tls=required)
   --delay SECONDS    wait this long before answering DATA (a slow relay)
 """
 import argparse
@@ -53,6 +54,7 @@ def main():
     parser.add_argument("--dir", required=True)
     parser.add_argument("--refuse", action="append", default=[])
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
@@ -60,9 +62,13 @@ def main():
     if args.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls[0], args.tls[1])
+    server_kwargs = {"data_size_limit": 10 * 1024 * 1024}
+    if args.starttls:
+        starttls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        starttls.load_cert_chain(args.starttls[0], args.starttls[1])
+        server_kwargs.update(tls_context=starttls, require_starttls=True)
     controller = Controller(Store(args.dir, args.refuse, args.delay), hostname="127.0.0.1",
-                            port=args.port, ssl_context=context,
-                            server_kwargs={"data_size_limit": 10 * 1024 * 1024})
+                            port=args.port, ssl_context=context, server_kwargs=server_kwargs)
     controller.start()
     print("ready %d" % args.port, flush=True)
     stop = asyncio.Event()

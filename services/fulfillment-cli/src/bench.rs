@@ -7,7 +7,9 @@
 //! poll). Throughput is orders finished per second from the first request to the last final
 //! status; latency is per order, from sending its POST to its final status. Given the deployment's
 //! Redis (one, or a cluster's masters), it samples Redis's memory and reports its CPU time and
-//! commands per finished order (`INFO cpu`, `INFO commandstats`, read before and after).
+//! commands per finished order (`INFO cpu`, `INFO commandstats`, read before and after), after
+//! waiting for the notification service to record a message for every finished order (the
+//! messages per second it kept up).
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -58,6 +60,19 @@ pub struct BenchReport {
     pub redis_memory: Option<RedisMemory>,
     /// Redis's CPU time and commands per finished order over the run.
     pub redis_cpu: Option<RedisCpu>,
+    /// With the Redis given: how fast the notification service recorded a message per order.
+    pub mail: Option<MailRate>,
+}
+
+/// The notification service's pace: messages recorded (sent, or refused for good) for this run's
+/// orders, from the first order placed to the last message recorded (mail follows completion, so
+/// this is the rate of the slower of the orders and the mailer).
+#[derive(Debug, Clone, Serialize)]
+pub struct MailRate {
+    pub messages: u64,
+    pub per_second: f64,
+    /// How long after the last order's final status the last message was recorded.
+    pub after_last_final_ms: f64,
 }
 
 /// Redis's work per finished order, from `INFO cpu` (`used_cpu_user` + `used_cpu_sys`) and
@@ -168,6 +183,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         Some(redis) => Some(redis_counters(redis).await?),
         None => None,
     };
+    let messages_before = match &redis {
+        Some(redis) => Some(messages_recorded(redis).await?),
+        None => None,
+    };
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -234,6 +253,20 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         }
     }
     feed.abort();
+    // Then for the mail: a message recorded for every finished order.
+    let mail_done = match (&redis, messages_before) {
+        (Some(redis), Some(before)) => {
+            let finished = track.lock().await.finished.len() as u64;
+            loop {
+                let messages = messages_recorded(redis).await? - before;
+                if messages >= finished || Instant::now() > deadline {
+                    break Some((messages, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        _ => None,
+    };
     let usage = sampler.stop();
     let counters_after = match &redis {
         Some(redis) => Some(redis_counters(redis).await?),
@@ -265,6 +298,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         .max()
         .unwrap_or(started);
     let seconds = last.duration_since(started).as_secs_f64().max(f64::EPSILON);
+    let mail = mail_done.map(|(messages, at)| MailRate {
+        messages,
+        per_second: messages as f64 / at.duration_since(started).as_secs_f64().max(f64::EPSILON),
+        after_last_final_ms: at.saturating_duration_since(last).as_secs_f64() * 1000.0,
+    });
     let count = |status: &str| t.finished.values().filter(|(_, s)| s == status).count();
     let accepted = t.sent.len();
     let redis_cpu = counters_before
@@ -289,7 +327,32 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         processes: usage,
         redis_memory,
         redis_cpu,
+        mail,
     })
+}
+
+/// Messages the notification service recorded, ever: sent or refused, of both kinds, over every
+/// partition.
+async fn messages_recorded(redis: &fulfillment_core::Redis) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for partition in redis.layout().partitions() {
+        let mut fields = Vec::new();
+        for kind in fulfillment_events::states::NotificationKind::ALL {
+            fields.push(fulfillment_events::keys::counter::notifications(
+                kind.as_str(),
+            ));
+            fields.push(fulfillment_events::keys::counter::notifications_failed(
+                kind.as_str(),
+            ));
+        }
+        let counts: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(partition.keys.counters())
+            .arg(&fields)
+            .query_async(&mut redis.conn())
+            .await?;
+        total += counts.into_iter().flatten().sum::<u64>();
+    }
+    Ok(total)
 }
 
 /// Every master's CPU seconds and command counters now.
@@ -664,6 +727,13 @@ pub fn render(report: &BenchReport) -> String {
                 c.command, c.calls_per_order, c.us_per_call, c.us_per_order
             ));
         }
+    }
+    if let Some(m) = &report.mail {
+        out.push_str(&format!(
+            "mail: {} messages recorded, {:.0}/s from the first order to the last message, \
+             the last {:.0} ms after the last final status\n",
+            m.messages, m.per_second, m.after_last_final_ms
+        ));
     }
     if let Some(m) = &report.redis_memory {
         out.push_str(&format!(

@@ -22,6 +22,9 @@ pub struct SmtpOptions {
     pub refuse: Vec<String>,
     /// TLS from the first byte with this certificate and key (`smtps://`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain first, TLS by `STARTTLS` (required before `MAIL`) with this certificate and key
+    /// (`smtp://…?tls=required`).
+    pub starttls: Option<(PathBuf, PathBuf)>,
     /// Seconds the server waits before answering `DATA` (a slow relay).
     pub delay: Option<f64>,
 }
@@ -94,12 +97,13 @@ impl TestSmtp {
         smtp
     }
 
-    /// `smtp://127.0.0.1:<port>` (or `smtps://localhost:<port>` with TLS: the test certificate
-    /// names localhost).
+    /// `smtp://127.0.0.1:<port>` (or, with TLS, `smtps://localhost:<port>` or
+    /// `smtp://localhost:<port>?tls=required`: the test certificate names localhost).
     pub fn url(&self) -> String {
-        match self.options.tls {
-            Some(_) => format!("smtps://localhost:{}", self.port),
-            None => format!("smtp://127.0.0.1:{}", self.port),
+        match (&self.options.tls, &self.options.starttls) {
+            (Some(_), _) => format!("smtps://localhost:{}", self.port),
+            (None, Some(_)) => format!("smtp://localhost:{}?tls=required", self.port),
+            (None, None) => format!("smtp://127.0.0.1:{}", self.port),
         }
     }
 
@@ -121,6 +125,9 @@ impl TestSmtp {
         }
         if let Some((cert, key)) = &self.options.tls {
             command.arg("--tls").arg(cert).arg(key);
+        }
+        if let Some((cert, key)) = &self.options.starttls {
+            command.arg("--starttls").arg(cert).arg(key);
         }
         let mut child = command.spawn().expect("python3 (for the SMTP server)");
         let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));

@@ -17,6 +17,7 @@
 //! stays pending for the retry worker and is dead-lettered after the last retry, like any other.
 
 pub mod mail;
+pub mod relay;
 
 use fulfillment_core::saga::transition::{Guard, Recorder, Step, StepOutcome, transition};
 use fulfillment_core::{

@@ -1,7 +1,8 @@
 //! Email: the message a notification sends, and where it goes.
 //!
-//! With `SMTP_URL`, through that relay (lettre's pooled async SMTP client: connections are reused,
-//! every command has [`SMTP_TIMEOUT`] and a whole send [`SEND_DEADLINE`]); with `MAIL_DIR` and no
+//! With `SMTP_URL`, through that relay (sessions kept open and reused, see [`crate::relay`]: a
+//! connection and its greeting, TLS and login have [`SMTP_TIMEOUT`], a whole send
+//! [`SEND_DEADLINE`]); with `MAIL_DIR` and no
 //! relay (what `fulfillment up` sets), written as `.eml` files there; with neither, logged only
 //! (said once at start). Every header value goes through lettre's types, which encode it: a
 //! customer's address or a product's name cannot add a header.
@@ -10,19 +11,18 @@
 //! after a crash (see the notification handler) is the same message to every mail system that
 //! deduplicates by it, and the order's full id in an `X-Order-Id` header and in the body.
 
+use crate::relay::Relay;
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_events::states::NotificationKind;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::AsyncSmtpTransportBuilder;
-use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::response::{Category, Severity};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Each SMTP command (connect, greeting, `MAIL`, `RCPT`, `DATA`) gives up after this long.
+/// A new session (the connection, the greeting, TLS and the login) gives up after this long.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole send (a connection from the pool or a new one, the message) gives up after this long.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ pub const DEFAULT_SEND_LEASE: Duration = Duration::from_secs(45);
 /// Connections the pool keeps open to the relay, and sends in flight at once, at most: a relay
 /// limits the sessions a client may open, and every send in flight is a message a crash may leave
 /// unrecorded (sent again later, under the same `Message-ID`).
-const POOL_SIZE: u32 = 4;
+const POOL_SIZE: usize = 4;
 
 /// Where the notification service's mail goes.
 #[derive(Debug, Clone)]
@@ -112,30 +112,20 @@ impl MailSettings {
         Ok(settings)
     }
 
-    /// The relay's transport, when there is one, not yet built (building it starts the pool's
-    /// task, which needs the runtime; reading the settings does not).
-    fn relay(&self) -> Result<Option<AsyncSmtpTransportBuilder>, SettingsError> {
+    /// The relay, when there is one (its URL read, no connection opened yet).
+    fn relay(&self) -> Result<Option<Relay>, SettingsError> {
         let Some(url) = &self.smtp_url else {
             return Ok(None);
         };
         let url = url.expose_secret();
-        let refused = |why: String| SettingsError {
-            name: "SMTP_URL",
-            value: fulfillment_core::settings::redact(url),
-            reason: why,
-        };
-        // from_url takes the scheme, host, port, `tls=` and a `user:password@` login.
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| refused(format!("{e} (smtp://, smtps://, ?tls=required)")))?
-            .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(POOL_SIZE));
-        if let Some(password) = &self.smtp_password {
-            builder = builder.credentials(Credentials::new(
-                user_of(url),
-                password.expose_secret().to_owned(),
-            ));
-        }
-        Ok(Some(builder))
+        let password = self.smtp_password.as_ref().map(|p| p.expose_secret());
+        Relay::parse(url, password, POOL_SIZE)
+            .map(Some)
+            .map_err(|why| SettingsError {
+                name: "SMTP_URL",
+                value: fulfillment_core::settings::redact(url),
+                reason: format!("{why} (smtp://, smtps://, ?tls=required)"),
+            })
     }
 
     /// Where mail goes, in one line for the log at start.
@@ -151,25 +141,12 @@ impl MailSettings {
     }
 }
 
-/// The user of a URL's `user:password@` (empty when it has none), percent-decoded as lettre
-/// decodes the URL's own login (`postmaster%40mg.example.com` is `postmaster@mg.example.com`).
-fn user_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let user = match authority.rsplit_once('@') {
-        Some((userinfo, _)) => userinfo.split(':').next().unwrap_or(userinfo),
-        None => "",
-    };
-    percent_encoding::percent_decode_str(user)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// Where messages go.
 #[derive(Clone)]
 pub enum Mailer {
+    /// The relay, and a permit per session it may have open.
     Relay(
-        AsyncSmtpTransport<Tokio1Executor>,
+        std::sync::Arc<Relay>,
         std::sync::Arc<tokio::sync::Semaphore>,
     ),
     Files(AsyncFileTransport<Tokio1Executor>),
@@ -203,8 +180,8 @@ impl Mailer {
     pub fn new(settings: &MailSettings) -> Result<Self, SettingsError> {
         if let Some(relay) = settings.relay()? {
             return Ok(Mailer::Relay(
-                relay.build(),
-                std::sync::Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize)),
+                std::sync::Arc::new(relay),
+                std::sync::Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
             ));
         }
         Ok(match &settings.dir {
@@ -240,23 +217,24 @@ impl Mailer {
 
     /// Sends `message`, within [`SEND_DEADLINE`] (take a [`Mailer::session`] first).
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        let sending = async {
-            match self {
-                Mailer::Relay(relay, _) => relay.send(message).await.map(drop).map_err(classify),
-                Mailer::Files(files) => files
-                    .send(message)
-                    .await
-                    .map(drop)
-                    .map_err(|e| SendError::Transient(format!("cannot write the message: {e}"))),
-                Mailer::Log => {
-                    tracing::info!(
-                        bytes = message.formatted().len(),
-                        "mail not sent: SMTP_URL is not set"
-                    );
-                    Ok(())
+        let sending =
+            async {
+                match self {
+                    Mailer::Relay(relay, _) => {
+                        relay.send(message.envelope(), &message.formatted()).await
+                    }
+                    Mailer::Files(files) => files.send(message).await.map(drop).map_err(|e| {
+                        SendError::Transient(format!("cannot write the message: {e}"))
+                    }),
+                    Mailer::Log => {
+                        tracing::info!(
+                            bytes = message.formatted().len(),
+                            "mail not sent: SMTP_URL is not set"
+                        );
+                        Ok(())
+                    }
                 }
-            }
-        };
+            };
         match tokio::time::timeout(SEND_DEADLINE, sending).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError::Transient(format!(
@@ -271,7 +249,7 @@ impl Mailer {
 /// syntax (`50z`, a bad address) is a refusal; every other failure may pass later. A 5xx about
 /// the connection or the login (`53z`) is the relay's configuration, not the recipient: it is
 /// retried (and dead-lettered after the retries), never recorded as the customer's failure.
-fn classify(e: lettre::transport::smtp::Error) -> SendError {
+pub(crate) fn classify(e: lettre::transport::smtp::Error) -> SendError {
     let refused = e.status().is_some_and(|code| {
         code.severity == Severity::PermanentNegativeCompletion
             && matches!(code.category, Category::MailSystem | Category::Syntax)
@@ -552,15 +530,6 @@ mod tests {
         ]))
         .expect("read");
         assert!(!ok.describe().contains("pw"), "{}", ok.describe());
-        assert_eq!(
-            user_of("smtps://mailer:x@relay.example.com:465/?tls=required"),
-            "mailer"
-        );
-        assert_eq!(user_of("smtp://relay:25"), "");
-        assert_eq!(
-            user_of("smtp://postmaster%40mg.example.com@smtp.mailgun.org:587"),
-            "postmaster@mg.example.com"
-        );
         assert_eq!(
             default_from().to_string(),
             "Fulfillment <orders@fulfillment.localhost>"

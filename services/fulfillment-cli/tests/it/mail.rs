@@ -40,49 +40,65 @@ pub(super) fn by_order(mails: Vec<ReceivedMail>) -> HashMap<String, Vec<Received
     orders
 }
 
-/// `smtps://` to a relay whose certificate a test CA signed: the binary trusts it through
+/// TLS from the first byte (`smtps://`) and by STARTTLS (`?tls=required`, the relay refusing
+/// mail before it) to a relay whose certificate a test CA signed: the binary trusts it through
 /// `SSL_CERT_FILE`, and every order gets its one message of the right kind.
 #[tokio::test]
 async fn mail_over_tls_reaches_the_relay_once_per_order() {
     let certs = tempdir("mail-tls");
     test_certificates(&certs);
-    let smtp = TestSmtp::start_with(SmtpOptions {
-        tls: Some((certs.join("server.pem"), certs.join("server.key"))),
-        ..SmtpOptions::default()
-    });
-    let h = Harness::start().await;
-    let upstream = h
-        .consumers_of(&[
-            Service::Order,
-            Service::Inventory,
-            Service::Payment,
-            Service::Shipping,
-        ])
+    let pair = || Some((certs.join("server.pem"), certs.join("server.key")));
+    for (how, options) in [
+        (
+            "smtps",
+            SmtpOptions {
+                tls: pair(),
+                ..SmtpOptions::default()
+            },
+        ),
+        (
+            "starttls",
+            SmtpOptions {
+                starttls: pair(),
+                ..SmtpOptions::default()
+            },
+        ),
+    ] {
+        let smtp = TestSmtp::start_with(options);
+        let h = Harness::start().await;
+        let upstream = h
+            .consumers_of(&[
+                Service::Order,
+                Service::Inventory,
+                Service::Payment,
+                Service::Shipping,
+            ])
+            .await;
+        let mut notification = notifier(
+            &h,
+            &smtp.url(),
+            &format!("notification-{how}"),
+            &[(
+                "SSL_CERT_FILE",
+                certs.join("ca.pem").to_string_lossy().into_owned(),
+            )],
+        );
+        let completed = h.place("product-A", 1, "tok_visa").await;
+        let cancelled = h.place("product-A", 1, "tok_chargeDeclined").await;
+        h.wait_status(&completed, "COMPLETED", SECONDS_10).await;
+        h.wait_status(&cancelled, "CANCELLED", SECONDS_10).await;
+        h.eventually(SECONDS_10, &format!("both messages over {how}"), || async {
+            smtp.messages_for(&completed).len() == 1 && smtp.messages_for(&cancelled).len() == 1
+        })
         .await;
-    let mut notification = notifier(
-        &h,
-        &smtp.url(),
-        "notification-tls",
-        &[(
-            "SSL_CERT_FILE",
-            certs.join("ca.pem").to_string_lossy().into_owned(),
-        )],
-    );
-    let completed = h.place("product-A", 1, "tok_visa").await;
-    let cancelled = h.place("product-A", 1, "tok_chargeDeclined").await;
-    h.wait_status(&completed, "COMPLETED", SECONDS_10).await;
-    h.wait_status(&cancelled, "CANCELLED", SECONDS_10).await;
-    h.eventually(SECONDS_10, "both messages over TLS", || async {
-        smtp.messages_for(&completed).len() == 1 && smtp.messages_for(&cancelled).len() == 1
-    })
-    .await;
-    h.settled().await;
-    let kind = |id: &str| smtp.messages_for(id)[0].header("Message-ID");
-    assert!(kind(&completed).is_some_and(|m| m.contains(".order_confirmed@")));
-    assert!(kind(&cancelled).is_some_and(|m| m.contains(".order_cancelled@")));
-    notification.kill().expect("stop");
-    upstream.stop().await;
-    h.stop().await;
+        h.settled().await;
+        let kind = |id: &str| smtp.messages_for(id)[0].header("Message-ID");
+        assert!(kind(&completed).is_some_and(|m| m.contains(".order_confirmed@")));
+        assert!(kind(&cancelled).is_some_and(|m| m.contains(".order_cancelled@")));
+        notification.kill().expect("stop");
+        upstream.stop().await;
+        h.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&certs);
 }
 
