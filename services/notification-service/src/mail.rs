@@ -12,18 +12,16 @@
 //! deduplicates by it, and the order's full id in an `X-Order-Id` header and in the body.
 
 use crate::relay::Relay;
+pub use crate::relay::{SMTP_TIMEOUT, SendError};
 use fulfillment_core::settings::{Env, SettingsError};
 use fulfillment_events::states::NotificationKind;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::response::{Category, Severity};
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A new session (the connection, the greeting, TLS and the login) gives up after this long.
-pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole send (a connection from the pool or a new one, the message) gives up after this long.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a process may hold a notification it is sending, by default.
@@ -163,18 +161,6 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
-/// Why a message did not go.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The relay refused the recipient for good (an SMTP 5xx of the mail system: no such
-    /// mailbox, not accepted here, a bad address): sending again would be refused again.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Anything else: the relay down, slow, a 4xx, a refused login. May pass later.
-    #[error("{0}")]
-    Transient(String),
-}
-
 impl Mailer {
     /// The mailer the settings ask for (they were checked when read). Within the runtime.
     pub fn new(settings: &MailSettings) -> Result<Self, SettingsError> {
@@ -242,22 +228,6 @@ impl Mailer {
                 SEND_DEADLINE.as_secs()
             ))),
         }
-    }
-}
-
-/// A 5xx of the mail system (`55z`: no such mailbox, not local, name not allowed, ...) or of
-/// syntax (`50z`, a bad address) is a refusal; every other failure may pass later. A 5xx about
-/// the connection or the login (`53z`) is the relay's configuration, not the recipient: it is
-/// retried (and dead-lettered after the retries), never recorded as the customer's failure.
-pub(crate) fn classify(e: lettre::transport::smtp::Error) -> SendError {
-    let refused = e.status().is_some_and(|code| {
-        code.severity == Severity::PermanentNegativeCompletion
-            && matches!(code.category, Category::MailSystem | Category::Syntax)
-    });
-    if refused {
-        SendError::Refused(e.to_string())
-    } else {
-        SendError::Transient(e.to_string())
     }
 }
 

@@ -8,15 +8,46 @@
 //! lettre's own (`AsyncSmtpConnection`: its commands, STARTTLS, TLS and login) on sockets this
 //! module opens, with `TCP_NODELAY` set; the URL is read as lettre reads it.
 
-use crate::mail::{SMTP_TIMEOUT, SendError};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::{Category, Severity};
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// A new session (the connection, the greeting, TLS and the login) gives up after this long.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a message did not go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The relay refused the recipient for good (an SMTP 5xx of the mail system: no such
+    /// mailbox, not accepted here, a bad address): sending again would be refused again.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Anything else: the relay down, slow, a 4xx, a refused login. May pass later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// A 5xx of the mail system (`55z`: no such mailbox, not local, name not allowed, ...) or of
+/// syntax (`50z`, a bad address) is a refusal; every other failure may pass later. A 5xx about
+/// the connection or the login (`53z`) is the relay's configuration, not the recipient: it is
+/// retried (and dead-lettered after the retries), never recorded as the customer's failure.
+fn classify(e: lettre::transport::smtp::Error) -> SendError {
+    let refused = e.status().is_some_and(|code| {
+        code.severity == Severity::PermanentNegativeCompletion
+            && matches!(code.category, Category::MailSystem | Category::Syntax)
+    });
+    if refused {
+        SendError::Refused(e.to_string())
+    } else {
+        SendError::Transient(e.to_string())
+    }
+}
 
 /// A session idle longer than this is asked `NOOP` before it is used (a relay closes idle
 /// sessions after a while: 5 minutes by RFC 5321, less in practice).
@@ -117,7 +148,7 @@ impl Relay {
                 }
                 Ok(())
             }
-            Err(e) => Err(crate::mail::classify(e)),
+            Err(e) => Err(classify(e)),
         }
     }
 
