@@ -1085,11 +1085,17 @@ def env_of(objects, component):
 
 
 def mail_env_only_on_notification(objects):
+    """The mail settings go to the notification service and, the same, to the retry worker (which
+    handles the notifications it retries); to nothing else."""
+    mail = {}
     for owner, spec in pod_specs(objects):
-        if owner["metadata"]["labels"].get("app.kubernetes.io/component") == "notification":
+        component = owner["metadata"]["labels"].get("app.kubernetes.io/component")
+        env = [e for c in spec["containers"] for e in c.get("env", []) if e["name"] in MAIL_ENV]
+        if component in ("notification", "retry-worker"):
+            mail[component] = env
             continue
-        names = {e["name"] for c in spec["containers"] for e in c.get("env", [])}
-        assert not names & MAIL_ENV, f"{owner['kind']}/{owner['metadata']['name']} gets {names & MAIL_ENV}"
+        assert not env, f"{owner['kind']}/{owner['metadata']['name']} gets {[e['name'] for e in env]}"
+    assert mail.get("notification") == mail.get("retry-worker"), mail
 
 
 def of_mailpit(objects):
@@ -1246,8 +1252,11 @@ def _compose_mail():
     env = services["notification"]["environment"]
     assert env["SMTP_URL"] == "${SMTP_URL:-}" and env["SMTP_PASSWORD"] == "${SMTP_PASSWORD:-}", env
     assert env["REDIS_URL"] == services["order"]["environment"]["REDIS_URL"], "the pipeline's settings kept"
+    retry = services["retry-worker"]["environment"]
+    for name in ("SMTP_URL", "SMTP_PASSWORD", "MAIL_FROM"):
+        assert retry[name] == env[name], f"the retry worker sends what it retries: {name}"
     for name, service in services.items():
-        if name != "notification":
+        if name not in ("notification", "retry-worker"):
             assert not MAIL_ENV & set(service.get("environment") or {}), name
     assert "SMTP_URL=smtp://mailpit:1025 docker compose --profile mail up -d" in text
 

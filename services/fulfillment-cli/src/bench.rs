@@ -258,7 +258,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         (Some(redis), Some(before)) => {
             let finished = track.lock().await.finished.len() as u64;
             loop {
-                let messages = messages_recorded(redis).await? - before;
+                let messages = messages_recorded(redis).await?.saturating_sub(before);
                 if messages >= finished || Instant::now() > deadline {
                     break Some((messages, Instant::now()));
                 }

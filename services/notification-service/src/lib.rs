@@ -47,7 +47,9 @@ static SEND_LEASE: LazyLock<Script> =
 
 fulfillment_redis::script_tags! {
     /// What `send_lease.lua` answers.
-    enum LeaseTag ("send_lease.lua") { Taken = "taken", Settled = "settled", Busy = "busy" }
+    enum LeaseTag ("send_lease.lua") {
+        Taken = "taken", Settled = "settled", Busy = "busy", Gone = "gone"
+    }
 }
 
 /// The notification group's handler.
@@ -66,6 +68,20 @@ struct Request {
     tracking_number: Option<String>,
     reason: Option<String>,
 }
+
+/// What asking for the lease to send found.
+enum Lease {
+    /// This delivery's (or nothing left to send).
+    Held,
+    /// Retention removed the order.
+    Gone,
+    /// Another delivery's, running.
+    Busy { holder: String, left_ms: u64 },
+}
+
+/// How long a delivery waits out another's lease before it leaves its entry pending: a live
+/// sender is done within a send's deadline.
+const BUSY_WAIT: std::time::Duration = mail::SEND_DEADLINE;
 
 /// What step 3 records.
 enum Told<'a> {
@@ -118,14 +134,31 @@ impl NotificationHandler {
             return Ok(Handled::Done);
         };
         let request = Request::of(event, kind)?;
-        // Held until the record: a notification is leased and claimed only when about to be
-        // sent, so the lease covers the send and the record, never a wait for a session.
-        let _session =
-            self.mailer.session().await.map_err(|e| {
-                HandlerError::Transient(format!("mail not sent (left pending): {e}"))
-            })?;
-        self.lease(&delivery, kind).await?;
-        let resend = match self.claim(&delivery, &request).await? {
+        // This delivery's own lease (another delivery of one notification may run at once: a
+        // duplicate entry in the same batch, or the retry worker's while a slow batch still
+        // holds it). The same consumer retrying the same entry takes its own lease back.
+        let holder = format!("{}/{}", delivery.consumer, delivery.stream_id);
+        let Some(session) = self.leased_session(&delivery, kind, &holder).await? else {
+            tracing::debug!("order removed by retention; nothing sent");
+            return Ok(Handled::Done);
+        };
+        let handled = self.deliver(&delivery, &request, session).await;
+        if handled.is_err() {
+            // Not sent, or sent and not recorded: whoever retries may go at once.
+            self.release(&delivery, kind, &holder).await;
+        }
+        handled
+    }
+
+    /// Steps 1 to 3 over the session opened and leased for them.
+    async fn deliver(
+        &self,
+        delivery: &Delivery<'_>,
+        request: &Request,
+        mut session: mail::Session,
+    ) -> Result<Handled, HandlerError> {
+        let kind = request.kind;
+        let resend = match self.claim(delivery, request).await? {
             StepOutcome::Applied { previous: None } => false,
             StepOutcome::Applied {
                 previous: Some(NotificationState::Sending),
@@ -134,7 +167,7 @@ impl NotificationHandler {
                 state: Some(told @ (NotificationState::Sent | NotificationState::Failed)),
             } => {
                 // Settled before: the record step publishes its event again.
-                self.record(&delivery, &request, Told::Before(told)).await?;
+                self.record(delivery, request, Told::Before(told)).await?;
                 return Ok(Handled::Done);
             }
             StepOutcome::Blocked { guard_state } => {
@@ -161,13 +194,17 @@ impl NotificationHandler {
                 )));
             }
         };
-        let notice = self.notice(&delivery, &request).await?;
+        let notice = self.notice(delivery, request).await?;
         let span = tracing::info_span!("smtp send", kind = kind.as_str(), resend);
-        match self.send(&notice, &request.to).instrument(span).await {
+        match self
+            .send(&mut session, &notice, &request.to)
+            .instrument(span)
+            .await
+        {
             Ok(()) => {
                 if resend {
                     self.count(
-                        &delivery,
+                        delivery,
                         &keys::counter::notifications_resent(kind.as_str()),
                     )
                     .await;
@@ -176,8 +213,7 @@ impl NotificationHandler {
                         "sent again with the same Message-ID (an earlier attempt was not recorded)"
                     );
                 }
-                self.record(&delivery, &request, Told::Sent(&notice))
-                    .await?;
+                self.record_sent(delivery, request, &notice).await?;
                 tracing::debug!(
                     kind = kind.as_str(),
                     to = mask_email(&request.to).as_str(),
@@ -192,56 +228,94 @@ impl NotificationHandler {
                     reason = reason.as_str(),
                     "the relay refused the recipient; not retried"
                 );
-                self.record(&delivery, &request, Told::Refused(&notice, &reason))
+                self.record(delivery, request, Told::Refused(&notice, &reason))
                     .await?;
                 Ok(Handled::Done)
             }
-            Err(SendError::Transient(e)) => {
-                self.release(&delivery, kind).await;
-                Err(HandlerError::Transient(format!(
-                    "mail not sent (left pending): {e}"
-                )))
-            }
-        }
-    }
-
-    /// Before step 1: this consumer's lease to send, unless another holds a running one (then the
-    /// entry stays pending: a transient error). Settled notifications pass (to be announced again).
-    async fn lease(
-        &self,
-        delivery: &Delivery<'_>,
-        kind: NotificationKind,
-    ) -> Result<(), HandlerError> {
-        let order_id = delivery.event.order_id.as_str();
-        let reply: Tagged = SEND_LEASE
-            .key(
-                delivery
-                    .partition
-                    .keys
-                    .notification(order_id, kind.as_str()),
-            )
-            .arg(delivery.consumer)
-            .arg(self.send_lease.as_millis() as u64)
-            .invoke_async(&mut self.redis.conn())
-            .await?;
-        let parsed = (|| -> Result<Option<(String, String)>, redis::ParsingError> {
-            Ok(match LeaseTag::of(&reply)? {
-                LeaseTag::Taken | LeaseTag::Settled => None,
-                LeaseTag::Busy => Some((reply.text(0)?, reply.text(1)?)),
-            })
-        })()
-        .map_err(redis::RedisError::from)?;
-        match parsed {
-            None => Ok(()),
-            Some((holder, left_ms)) => Err(HandlerError::Transient(format!(
-                "{holder} is sending this notification (its lease runs {left_ms} ms more); left pending"
+            Err(SendError::Transient(e)) => Err(HandlerError::Transient(format!(
+                "mail not sent (left pending): {e}"
             ))),
         }
     }
 
-    /// Gives the lease up after a failed send, so the retry may send at once (a failure to give
+    /// An open session and this delivery's lease to send (`holder`); None when retention
+    /// removed the order. Another delivery's running lease is waited out here (the session given
+    /// back meanwhile), for [`BUSY_WAIT`] at most: a duplicate entry in the same batch finds the
+    /// message sent within milliseconds; after that the entry stays pending (a transient error).
+    async fn leased_session(
+        &self,
+        delivery: &Delivery<'_>,
+        kind: NotificationKind,
+        holder: &str,
+    ) -> Result<Option<mail::Session>, HandlerError> {
+        let until = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            // Open before anything is claimed, held until the record: a relay that is down or
+            // busy leaves the notification as it was, and the lease covers the send and the
+            // record, never a wait for a session.
+            let session = self.mailer.session().await.map_err(|e| {
+                HandlerError::Transient(format!("mail not sent (left pending): {e}"))
+            })?;
+            let (other, left_ms) = match self.lease(delivery, kind, holder).await? {
+                Lease::Held => return Ok(Some(session)),
+                Lease::Gone => return Ok(None),
+                Lease::Busy { holder, left_ms } => (holder, left_ms),
+            };
+            drop(session);
+            if tokio::time::Instant::now() >= until {
+                return Err(HandlerError::Transient(format!(
+                    "{other} is sending this notification (its lease runs {left_ms} ms more); left pending"
+                )));
+            }
+            let pause = std::time::Duration::from_millis(left_ms.clamp(10, 200));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = delivery.stopping.cancelled() => {
+                    return Err(HandlerError::Transient(
+                        "stopping while another delivery sends this notification".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Before step 1: this delivery's lease to send (`holder`), unless another holds a running
+    /// one. Settled notifications pass (to be announced again); an order retention removed
+    /// writes nothing.
+    async fn lease(
+        &self,
+        delivery: &Delivery<'_>,
+        kind: NotificationKind,
+        holder: &str,
+    ) -> Result<Lease, HandlerError> {
+        let order_id = delivery.event.order_id.as_str();
+        let keys = &delivery.partition.keys;
+        let reply: Tagged = SEND_LEASE
+            .key(keys.notification(order_id, kind.as_str()))
+            .key(keys.order(order_id))
+            .arg(holder)
+            .arg(self.send_lease.as_millis() as u64)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        let lease = (|| -> Result<Lease, redis::ParsingError> {
+            Ok(match LeaseTag::of(&reply)? {
+                LeaseTag::Taken | LeaseTag::Settled => Lease::Held,
+                LeaseTag::Gone => Lease::Gone,
+                LeaseTag::Busy => Lease::Busy {
+                    holder: reply.text(0)?,
+                    left_ms: reply.text(1)?.parse().map_err(|e| {
+                        redis::ParsingError::from(format!("a lease's time left: {e}"))
+                    })?,
+                },
+            })
+        })()
+        .map_err(redis::RedisError::from)?;
+        Ok(lease)
+    }
+
+    /// Gives the lease up after a delivery that failed, so the retry may go at once (a failure to give
     /// it up only delays the retry until the lease runs out).
-    async fn release(&self, delivery: &Delivery<'_>, kind: NotificationKind) {
+    async fn release(&self, delivery: &Delivery<'_>, kind: NotificationKind, holder: &str) {
         let order_id = delivery.event.order_id.as_str();
         let released: redis::RedisResult<i64> = RELEASE_LEASE
             .key(
@@ -250,12 +324,34 @@ impl NotificationHandler {
                     .keys
                     .notification(order_id, kind.as_str()),
             )
-            .arg(delivery.consumer)
+            .arg(holder)
             .invoke_async(&mut self.redis.conn())
             .await;
         if let Err(e) = released {
             tracing::warn!(error = %e, "cannot give the send lease up; it runs out by itself");
         }
+    }
+
+    /// Step 3 after the relay took the message: recorded, asked again a few times (the step is
+    /// safe to repeat) before the entry is left to a retry, which would send the message again.
+    async fn record_sent(
+        &self,
+        delivery: &Delivery<'_>,
+        request: &Request,
+        notice: &Notice,
+    ) -> Result<(), HandlerError> {
+        let mut pause = std::time::Duration::from_millis(100);
+        for _ in 0..3 {
+            match self.record(delivery, request, Told::Sent(notice)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the relay took the message; recording it failed, asking again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        self.record(delivery, request, Told::Sent(notice)).await
     }
 
     /// Step 1: the notification is `sending`, unless the customer was told (or refused) already,
@@ -378,15 +474,20 @@ impl NotificationHandler {
         Ok(())
     }
 
-    /// Step 2: the message to the customer, through the mailer.
-    async fn send(&self, notice: &Notice, to: &str) -> Result<(), SendError> {
+    /// Step 2: the message to the customer, over the session opened for it.
+    async fn send(
+        &self,
+        session: &mut mail::Session,
+        notice: &Notice,
+        to: &str,
+    ) -> Result<(), SendError> {
         let address: lettre::Address = to
             .parse()
             .map_err(|e| SendError::Refused(format!("not an address: {e}")))?;
         let message = notice
             .message(&self.from, Mailbox::new(None, address))
             .map_err(|e| SendError::Refused(format!("cannot compose the message: {e}")))?;
-        self.mailer.send(message).await
+        self.mailer.send(session, message).await
     }
 
     /// What the message says: the order's lines with their products' names, the total, and for a

@@ -183,32 +183,44 @@ impl Mailer {
         })
     }
 
-    /// One of the [`POOL_SIZE`] sessions to the relay (none needed for files or the log), within
-    /// [`SEND_DEADLINE`]. The handler holds it from the claim to the record, so a notification is
-    /// claimed only when it is about to be sent, and a crash leaves at most [`POOL_SIZE`]
-    /// messages unrecorded.
-    pub async fn session(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, SendError> {
-        let Mailer::Relay(_, permits) = self else {
-            return Ok(None);
+    /// One of the [`POOL_SIZE`] sessions to the relay, open (none needed for files or the log),
+    /// within [`SEND_DEADLINE`]. The handler opens it before it claims the notification and
+    /// holds it to the record: a relay that is down or busy leaves the notification unclaimed
+    /// (nothing to send again), and a crash leaves at most [`POOL_SIZE`] messages unrecorded.
+    pub async fn session(&self) -> Result<Session, SendError> {
+        let Mailer::Relay(relay, permits) = self else {
+            return Ok(Session::default());
         };
-        match tokio::time::timeout(SEND_DEADLINE, permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            Ok(Err(closed)) => Err(SendError::Transient(closed.to_string())),
+        let opening = async {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|closed| SendError::Transient(closed.to_string()))?;
+            Ok::<_, SendError>((permit, relay.open().await?))
+        };
+        match tokio::time::timeout(SEND_DEADLINE, opening).await {
+            Ok(Ok((permit, open))) => Ok(Session {
+                open: Some(open),
+                _permit: Some(permit),
+            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(SendError::Transient(format!(
-                "no session to the relay free within {} s",
+                "no session to the relay within {} s",
                 SEND_DEADLINE.as_secs()
             ))),
         }
     }
 
-    /// Sends `message`, within [`SEND_DEADLINE`] (take a [`Mailer::session`] first).
-    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+    /// Sends `message` over `session`, within [`SEND_DEADLINE`].
+    pub async fn send(&self, session: &mut Session, message: Message) -> Result<(), SendError> {
         let sending =
             async {
                 match self {
-                    Mailer::Relay(relay, _) => {
-                        relay.send(message.envelope(), &message.formatted()).await
-                    }
+                    Mailer::Relay(..) => match session.open.take() {
+                        Some(open) => open.send(message.envelope(), &message.formatted()).await,
+                        None => Err(SendError::Transient("the session was used up".into())),
+                    },
                     Mailer::Files(files) => files.send(message).await.map(drop).map_err(|e| {
                         SendError::Transient(format!("cannot write the message: {e}"))
                     }),
@@ -224,11 +236,19 @@ impl Mailer {
         match tokio::time::timeout(SEND_DEADLINE, sending).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError::Transient(format!(
-                "the relay did not take the message within {} s",
+                "the relay did not take the message within {} s (it may have: outcome unknown)",
                 SEND_DEADLINE.as_secs()
             ))),
         }
     }
+}
+
+/// What a send holds: with a relay, an open session and its permit (dropped unused, the
+/// session goes back to the idle ones).
+#[derive(Debug, Default)]
+pub struct Session {
+    open: Option<crate::relay::Session>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// `X-Order-Id`: the order's full id, for support staff and tests.

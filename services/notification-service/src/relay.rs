@@ -14,7 +14,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Tls
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Severity};
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,25 +33,54 @@ pub enum SendError {
     Transient(String),
 }
 
-/// A 5xx of the mail system (`55z`: no such mailbox, not local, name not allowed, ...) or of
-/// syntax (`50z`, a bad address) is a refusal; every other failure may pass later. A 5xx about
-/// the connection or the login (`53z`) is the relay's configuration, not the recipient: it is
-/// retried (and dead-lettered after the retries), never recorded as the customer's failure.
+/// What a failed send means for the customer. Refused for good (recorded, not retried): a 5xx
+/// about the recipient (an enhanced status `5.1.x` other than the sender's `5.1.7`/`5.1.8`, or
+/// `5.2.1` disabled; without an enhanced status, a `55z`/`50z` reply), or a message this relay can
+/// never take (lettre's client error: an address it cannot carry, such as one not in ASCII to a
+/// relay without SMTPUTF8). Everything else may pass later and is retried: the relay down, slow,
+/// a 4xx, and a 5xx about the relay's own configuration (`5.7.1` relay access denied, a refused
+/// login or sender), which is not the customer's failure.
 fn classify(e: lettre::transport::smtp::Error) -> SendError {
-    let refused = e.status().is_some_and(|code| {
-        code.severity == Severity::PermanentNegativeCompletion
-            && matches!(code.category, Category::MailSystem | Category::Syntax)
-    });
-    if refused {
-        SendError::Refused(e.to_string())
-    } else {
-        SendError::Transient(e.to_string())
+    if e.is_client() {
+        return SendError::Refused(e.to_string());
     }
+    let text = e.to_string();
+    let refused = match e.status() {
+        Some(code) if code.severity == Severity::PermanentNegativeCompletion => {
+            match enhanced_status(&text) {
+                Some((5, 1, detail)) => detail != 7 && detail != 8,
+                Some((5, 2, 1)) => true,
+                Some(_) => false,
+                None => matches!(code.category, Category::MailSystem | Category::Syntax),
+            }
+        }
+        _ => false,
+    };
+    if refused {
+        SendError::Refused(text)
+    } else {
+        SendError::Transient(text)
+    }
+}
+
+/// The first RFC 3463 enhanced status code (`5.1.1`) in a reply's text.
+fn enhanced_status(text: &str) -> Option<(u16, u16, u16)> {
+    text.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')')
+        .find_map(|word| {
+            let mut parts = word.split('.');
+            let class = parts.next()?.parse().ok()?;
+            let subject = parts.next()?.parse().ok()?;
+            let detail = parts.next()?.parse().ok()?;
+            (parts.next().is_none() && matches!(class, 2 | 4 | 5))
+                .then_some((class, subject, detail))
+        })
 }
 
 /// A session idle longer than this is asked `NOOP` before it is used (a relay closes idle
 /// sessions after a while: 5 minutes by RFC 5321, less in practice).
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// How long that `NOOP` may take before the session is given up as half-open.
+const NOOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the relay is and how to talk to it, and the sessions open to it.
 pub struct Relay {
@@ -134,26 +163,10 @@ impl Relay {
         })
     }
 
-    /// Sends `bytes` to the envelope's recipients over an open session (or a new one). A
-    /// session that failed is closed; one that sent is kept for the next message.
-    pub async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), SendError> {
-        let mut session = self.session().await?;
-        match session.send(envelope, bytes).await {
-            Ok(_) => {
-                if !session.has_broken() {
-                    let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                    if idle.len() < self.keep {
-                        idle.push((session, Instant::now()));
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => Err(classify(e)),
-        }
-    }
-
-    /// An idle session that still answers, else a new one.
-    async fn session(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// An idle session that still answers `NOOP` within [`NOOP_TIMEOUT`] (asked only after
+    /// [`CHECK_AFTER_IDLE`]), else a new one: held by the returned [`Session`], which goes back
+    /// to the idle ones when dropped unused or after a message it sent.
+    pub async fn open(self: &Arc<Self>) -> Result<Session, SendError> {
         loop {
             let idle = self
                 .idle
@@ -161,15 +174,36 @@ impl Relay {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             let Some((mut session, since)) = idle else {
-                return self.connect().await;
+                let session = self.connect().await?;
+                return Ok(Session {
+                    relay: self.clone(),
+                    open: Some(session),
+                });
             };
             if session.has_broken() {
                 continue;
             }
-            if since.elapsed() > CHECK_AFTER_IDLE && !session.test_connected().await {
+            if since.elapsed() > CHECK_AFTER_IDLE
+                && !tokio::time::timeout(NOOP_TIMEOUT, session.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
                 continue;
             }
-            return Ok(session);
+            return Ok(Session {
+                relay: self.clone(),
+                open: Some(session),
+            });
+        }
+    }
+
+    fn keep_idle(&self, session: AsyncSmtpConnection) {
+        if session.has_broken() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.keep {
+            idle.push((session, Instant::now()));
         }
     }
 
@@ -238,6 +272,44 @@ impl Relay {
     }
 }
 
+/// One open session to the relay, for one message.
+pub struct Session {
+    relay: Arc<Relay>,
+    open: Option<AsyncSmtpConnection>,
+}
+
+impl Session {
+    /// Sends `bytes` to the envelope's recipients. A session that failed is closed; one that
+    /// sent is kept for the next message.
+    pub async fn send(mut self, envelope: &Envelope, bytes: &[u8]) -> Result<(), SendError> {
+        let Some(mut session) = self.open.take() else {
+            return Err(SendError::Transient("the session was used up".into()));
+        };
+        match session.send(envelope, bytes).await {
+            Ok(_) => {
+                self.relay.keep_idle(session);
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+impl Drop for Session {
+    /// Unused (nothing claimed, or the claim found nothing to send): back to the idle ones.
+    fn drop(&mut self) {
+        if let Some(session) = self.open.take() {
+            self.relay.keep_idle(session);
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
 /// A TLS stream of lettre's, as the stream lettre's session reads from (lettre's TLS speaks the
 /// `futures` I/O traits; a session given a stream speaks tokio's).
 #[allow(deprecated)]
@@ -289,6 +361,19 @@ impl AsyncTokioStream for Encrypted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enhanced_status_codes_are_found_in_a_reply() {
+        assert_eq!(
+            enhanced_status("permanent error (550): 5.1.1 <x@y>: no such mailbox"),
+            Some((5, 1, 1))
+        );
+        assert_eq!(
+            enhanced_status("554 5.7.1 Relay access denied"),
+            Some((5, 7, 1))
+        );
+        assert_eq!(enhanced_status("550 mailbox unavailable 1.2"), None);
+    }
 
     #[test]
     fn urls_read_as_lettre_reads_them() {

@@ -54,6 +54,8 @@ fn spawn(
         .env("BLOCK_MS", "100")
         .env("BATCH_SIZE", "32")
         .env("RETRY_MIN_IDLE_MS", "1500")
+        // Below the idle time, as the defaults are (45 s and 60 s).
+        .env("SMTP_SEND_LEASE_MS", "1000")
         .env("RETRY_INTERVAL_MS", "500")
         .env("PAYMENT_BACKOFF_MS", "20")
         .env("LOG_FORMAT", "json")

@@ -19,8 +19,9 @@ fn notifier(h: &Harness, smtp_url: &str, name: &str, extra: &[(&str, String)]) -
         .env("SMTP_URL", smtp_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CONSUMER_NAME", name)
-        // A killed sender's lease runs out within the test's patience (45 s by default).
-        .env("SMTP_SEND_LEASE_MS", "3000")
+        // Below the retry worker's idle time here (2 s), as the defaults are (45 s and 60 s): a
+        // killed sender's lease has run out when its entry is retried.
+        .env("SMTP_SEND_LEASE_MS", "1500")
         .env("BLOCK_MS", "100")
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())

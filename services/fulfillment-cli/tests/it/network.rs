@@ -123,6 +123,9 @@ async fn start(link: Link) -> Run {
         .env("SSL_CERT_FILE", state.0.join("ca.pem"))
         .env("BLOCK_MS", "500")
         .env("RETRY_MIN_IDLE_MS", "2000")
+        // Below the idle time, as the defaults are (45 s and 60 s): a lease a fault left behind
+        // has run out when the entry is retried.
+        .env("SMTP_SEND_LEASE_MS", "1500")
         .env("RETRY_INTERVAL_MS", "500")
         .env("PAYMENT_BACKOFF_MS", "20")
         .env("SEED_CATALOG", "false")

@@ -1,9 +1,12 @@
--- Takes the lease to send one notification, so one process at a time sends it: a delivery that
--- finds another process's lease still running (that process may be sending right now, in a batch
+-- Takes the lease to send one notification, so one delivery at a time sends it: a delivery that
+-- finds another delivery's lease still running (it may be sending right now, in a batch
 -- that outlived RETRY_MIN_IDLE_MS) waits for a later retry instead of sending a second copy. A
 -- lease that ran out (its holder died, or its send outlived the deadline) is taken over.
--- KEYS[1] the notification hash. ARGV[1] who asks (its consumer name), ARGV[2] the lease (ms).
--- Replies {'taken'}, {'settled'} (sent or failed already), or {'busy', holder, ms left}.
+-- KEYS[1] the notification hash, KEYS[2] the order's hash. ARGV[1] who asks (its delivery: the
+-- consumer and a token of its own), ARGV[2] the lease (ms). Replies {'taken'}, {'settled'} (sent
+-- or failed already), {'gone'} (retention removed the order: nothing written), or
+-- {'busy', holder, ms left}.
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'sent' or state == 'failed' then return {'settled'} end
 local t = redis.call('TIME')

@@ -2,6 +2,7 @@
 //! with the order in it; a refused address is recorded once and not retried; a relay that is
 //! down loses nothing.
 
+use fulfillment_core::Service;
 use fulfillment_events::states::NotificationKind;
 use fulfillment_testing::smtp::{SmtpOptions, TestSmtp};
 use fulfillment_testing::{Harness, SECONDS_10, TestSettings};
@@ -197,6 +198,83 @@ async fn a_relay_down_loses_nothing_and_sends_each_message_once_when_back() {
         assert_eq!(smtp.messages_for(id).len(), 1, "{id}: exactly one message");
         assert_eq!(h.notification_kinds(id).await, ["order_confirmed"]);
     }
+    // Nothing was claimed while the relay refused connections: no attempt to count again.
+    assert_eq!(
+        h.counter(&fulfillment_events::keys::counter::notifications_resent(
+            NotificationKind::OrderConfirmed.as_str()
+        ))
+        .await,
+        0
+    );
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// Four entries of one notification (a repeated step announces its event again; a replay adds
+/// one), read in one batch by one consumer while the relay answers slowly: each delivery holds a
+/// lease of its own, so one sends and the others wait, then find it sent. One message.
+#[tokio::test]
+async fn duplicate_entries_in_one_batch_send_one_message() {
+    let smtp = TestSmtp::start_with(SmtpOptions {
+        delay: Some(0.3),
+        ..SmtpOptions::default()
+    });
+    let h = Harness::start().await;
+    let settings = with_relay(&h, &smtp);
+    let upstream = h
+        .consumers_of(&[
+            Service::Order,
+            Service::Inventory,
+            Service::Payment,
+            Service::Shipping,
+        ])
+        .await;
+    let id = place_for(&h, "twice@example.com", "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    let shipped = h.events_of(&id, "ShipmentPrepared").await;
+    let stream = h.partition_of(&id).stream.clone();
+    for _ in 0..3 {
+        h.xadd_to(&stream, &shipped[0].fields).await;
+    }
+    let notifier = h
+        .consumers_of_with(&[Service::Notification], &settings)
+        .await;
+    h.eventually(Duration::from_secs(30), "every entry handled", || async {
+        h.retry_pass(&settings).await;
+        h.pending("notification_group").await == 0
+    })
+    .await;
+    assert_eq!(smtp.messages_for(&id).len(), 1, "one message");
+    assert_eq!(
+        h.counter(&fulfillment_events::keys::counter::notifications_resent(
+            NotificationKind::OrderConfirmed.as_str()
+        ))
+        .await,
+        0,
+        "nothing sent twice"
+    );
+    notifier.stop().await;
+    upstream.stop().await;
+    h.stop().await;
+}
+
+/// An address not in ASCII reaches a relay that takes such addresses (aiosmtpd does): one
+/// message, nothing retried. (A relay that cannot carry it makes lettre refuse the send before a
+/// byte goes out: recorded as refused for good, see `relay::classify`.)
+#[tokio::test]
+async fn an_address_not_in_ascii_is_delivered_once() {
+    let smtp = TestSmtp::start();
+    let h = Harness::start().await;
+    let settings = with_relay(&h, &smtp);
+    let consumers = h.consumers_with("", &settings).await;
+    let id = place_for(&h, "jos\u{e9}@example.com", "tok_visa").await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    h.settled().await;
+    let mails = smtp.messages_for(&id);
+    assert_eq!(mails.len(), 1, "one message");
+    assert_eq!(mails[0].rcpt_tos, ["jos\u{e9}@example.com"]);
+    assert_eq!(h.retry_pass(&settings).await.retried, 0, "nothing to retry");
+    assert_eq!(h.dlq_length().await, 0);
     consumers.stop().await;
     h.stop().await;
 }
