@@ -156,6 +156,26 @@ async fn a_lost_inventory_ack_makes_downstream_see_stock_reserved_twice_with_one
     let consumers = h.consumers_with("", &lossy).await;
     let id = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    // The last entry (NotificationSent) follows completion: once inventory's group has read
+    // past it, nothing more of this order is on its way to inventory.
+    h.eventually(SECONDS_10, "inventory read past the customer's message", || async {
+        let Some(told) = h.events_of(&id, "NotificationSent").await.pop() else {
+            return false;
+        };
+        let stream = h.partition_of(&id).stream.clone();
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut h.redis.conn())
+            .await
+            .expect("XINFO GROUPS");
+        groups.iter().any(|g| {
+            matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == b"inventory_group")
+                && matches!(g.get("last-delivered-id"),
+                    Some(redis::Value::BulkString(last)) if fulfillment_redis::stream_entry::entry_id_order(&String::from_utf8_lossy(last)) >= fulfillment_redis::stream_entry::entry_id_order(&told.id))
+        })
+    })
+    .await;
     // The other entries' acknowledgements follow within milliseconds; that one never does.
     h.pending_settles_at("inventory_group", 1).await;
     // Never: inventory handled the OrderPlaced and chose to leave it pending (its `ack_lost` in
