@@ -234,7 +234,7 @@ cluster even one partition is tagged.
 The data of the chart's Secret: the Redis password, the Redis URL every process reads (the bundled
 Redis's with the password percent-encoded, or redis.externalUrl) or a Redis Cluster's seed URLs
 (redis.cluster.nodes, comma-joined), the mail relay's URL and password (mail.smtpUrl and
-mail.smtpPassword, for the notification service only), the tokens. Also hashed into
+mail.smtpPassword, for the notification service and the retry worker), the tokens. Also hashed into
 checksum/secret, so a rotated token or password rolls the pods.
 */}}
 {{- define "fulfillment.secretData" -}}
