@@ -721,7 +721,7 @@ pub fn render(report: &BenchReport) -> String {
                 ));
             }
         }
-        for c in r.commands.iter().take(10) {
+        for c in r.commands.iter().filter(|c| c.calls_per_order >= 0.005) {
             out.push_str(&format!(
                 "  {:<12} {:>5.2} calls x {:>5.1} us = {:>6.1} us\n",
                 c.command, c.calls_per_order, c.us_per_call, c.us_per_order

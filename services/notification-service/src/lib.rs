@@ -4,7 +4,9 @@
 //! Invariant: one message per order and kind, and never both kinds for one order. The relay is
 //! outside any Redis script, so a notification moves in three steps on its hash:
 //! 1. **claim**: nothing (or `sending`) → `sending`, in a script that also requires that no
-//!    message of the other kind was claimed and, for a confirmation, that the label is live;
+//!    message of the other kind was claimed and, for a confirmation, that the label is live,
+//!    takes this delivery's lease to send, and reads what the message says (one script,
+//!    `claim_notification.lua`);
 //! 2. **send** the message, whose `Message-ID` is made from the order and the kind;
 //! 3. **record**: `sending` → `sent` with `NotificationSent`, in one script.
 //!
@@ -19,7 +21,7 @@
 pub mod mail;
 pub mod relay;
 
-use fulfillment_core::saga::transition::{Guard, Recorder, Step, StepOutcome, transition};
+use fulfillment_core::saga::transition::{Recorder, Step, transition};
 use fulfillment_core::{
     Delivery, Event, EventHandler, EventType, Handled, HandlerError, HandlerFuture, Redis, Service,
 };
@@ -27,9 +29,8 @@ use fulfillment_events::events::{
     LineItem, NotificationFailed, NotificationSent, OrderCancelled, ShipmentPrepared,
 };
 use fulfillment_events::keys;
-use fulfillment_events::states::{
-    NotificationKind, NotificationState, PaymentState, ShipmentState,
-};
+use fulfillment_events::states::{NotificationKind, NotificationState, PaymentState};
+use fulfillment_redis::script_batch::{BatchedScript, ScriptCall};
 use fulfillment_redis::script_reply::Tagged;
 use lettre::message::Mailbox;
 use mail::{Line, Mailer, Notice, SendError};
@@ -42,13 +43,17 @@ pub use mail::MailSettings;
 
 static RELEASE_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_lease.lua")));
-static SEND_LEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/send_lease.lua")));
+static CLAIM: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::new(
+        "claim_notification",
+        include_str!("scripts/claim_notification.lua"),
+    )
+});
 
 fulfillment_redis::script_tags! {
-    /// What `send_lease.lua` answers.
-    enum LeaseTag ("send_lease.lua") {
-        Taken = "taken", Settled = "settled", Busy = "busy", Gone = "gone"
+    /// What `claim_notification.lua` answers.
+    enum ClaimTag ("claim_notification.lua") {
+        Claimed = "claimed", Settled = "settled", Blocked = "blocked", Busy = "busy", Gone = "gone"
     }
 }
 
@@ -59,6 +64,35 @@ pub struct NotificationHandler {
     mailer: Arc<Mailer>,
     from: Mailbox,
     send_lease: std::time::Duration,
+    names: Arc<std::sync::Mutex<NameCache>>,
+}
+
+/// Products' names as the catalog gave them, each for [`NAME_TTL`]: a burst of orders of one
+/// product reads its name once, and a renamed product shows its new name within that time.
+#[derive(Debug, Default)]
+struct NameCache(HashMap<String, (Option<String>, std::time::Instant)>);
+
+/// How long a product's name is taken from [`NameCache`].
+const NAME_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// At most this many names are kept; the cache starts over when full (catalogs are small; order
+/// lines name only products the catalog holds).
+const NAMES_KEPT: usize = 10_000;
+
+impl NameCache {
+    fn get(&self, product_id: &str) -> Option<Option<String>> {
+        self.0
+            .get(product_id)
+            .filter(|(_, at)| at.elapsed() < NAME_TTL)
+            .map(|(name, _)| name.clone())
+    }
+
+    fn put(&mut self, product_id: &str, name: Option<String>) {
+        if self.0.len() >= NAMES_KEPT {
+            self.0.clear();
+        }
+        self.0
+            .insert(product_id.to_owned(), (name, std::time::Instant::now()));
+    }
 }
 
 /// What the customer is to be told, read from the event.
@@ -69,14 +103,28 @@ struct Request {
     reason: Option<String>,
 }
 
-/// What asking for the lease to send found.
-enum Lease {
-    /// This delivery's (or nothing left to send).
-    Held,
+/// What step 1 (the claim, with this delivery's lease to send) found.
+enum Claim {
+    /// Claimed and leased by this delivery: what the message says, read in the same step.
+    Claimed(Claimed),
+    /// Sent or refused before: the record step publishes its event again.
+    Settled(NotificationState),
+    /// The customer was told the other outcome, or the label is not live (the guard's state).
+    Blocked(String),
+    /// Another delivery's lease runs.
+    Busy { holder: String, left_ms: u64 },
     /// Retention removed the order.
     Gone,
-    /// Another delivery's, running.
-    Busy { holder: String, left_ms: u64 },
+}
+
+/// A claimed notification and what its message says.
+struct Claimed {
+    /// An earlier attempt claimed it and was not recorded: this is a resend.
+    resend: bool,
+    /// The order's items (JSON), total (cents) and payment state, as the claim read them.
+    items: String,
+    total: Option<u64>,
+    payment: Option<PaymentState>,
 }
 
 /// How long a delivery waits out another's lease before it leaves its entry pending: a live
@@ -124,6 +172,7 @@ impl NotificationHandler {
             mailer: Arc::new(mailer),
             from: mail.from.clone(),
             send_lease: mail.send_lease,
+            names: Arc::default(),
         }
     }
 
@@ -138,39 +187,30 @@ impl NotificationHandler {
         // duplicate entry in the same batch, or the retry worker's while a slow batch still
         // holds it). The same consumer retrying the same entry takes its own lease back.
         let holder = format!("{}/{}", delivery.consumer, delivery.stream_id);
-        let Some(session) = self.leased_session(&delivery, kind, &holder).await? else {
-            tracing::debug!("order removed by retention; nothing sent");
-            return Ok(Handled::Done);
-        };
-        let handled = self.deliver(&delivery, &request, session).await;
+        let handled = self.claim_and_send(&delivery, &request, &holder).await;
         if handled.is_err() {
-            // Not sent, or sent and not recorded: whoever retries may go at once.
+            // Not sent, or sent and not recorded (or the claim's outcome is unknown): whoever
+            // retries may go at once.
             self.release(&delivery, kind, &holder).await;
         }
         handled
     }
 
-    /// Steps 1 to 3 over the session opened and leased for them.
-    async fn deliver(
+    /// Steps 1 to 3: the claim over a session opened for it, then the send and the record.
+    async fn claim_and_send(
         &self,
         delivery: &Delivery<'_>,
         request: &Request,
-        mut session: mail::Session,
+        holder: &str,
     ) -> Result<Handled, HandlerError> {
         let kind = request.kind;
-        let resend = match self.claim(delivery, request).await? {
-            StepOutcome::Applied { previous: None } => false,
-            StepOutcome::Applied {
-                previous: Some(NotificationState::Sending),
-            } => true,
-            StepOutcome::Skipped {
-                state: Some(told @ (NotificationState::Sent | NotificationState::Failed)),
-            } => {
-                // Settled before: the record step publishes its event again.
+        let (claimed, mut session) = match self.claimed_session(delivery, request, holder).await? {
+            (Claim::Claimed(claimed), Some(session)) => (claimed, session),
+            (Claim::Settled(told), _) => {
                 self.record(delivery, request, Told::Before(told)).await?;
                 return Ok(Handled::Done);
             }
-            StepOutcome::Blocked { guard_state } => {
+            (Claim::Blocked(guard_state), _) => {
                 tracing::warn!(
                     kind = kind.as_str(),
                     guard_state = guard_state.as_str(),
@@ -178,23 +218,18 @@ impl NotificationHandler {
                 );
                 return Ok(Handled::Done);
             }
-            StepOutcome::OrderGone => {
+            (Claim::Gone, _) => {
                 tracing::debug!("order removed by retention; nothing sent");
                 return Ok(Handled::Done);
             }
-            unexpected @ (StepOutcome::Applied {
-                previous: Some(NotificationState::Sent | NotificationState::Failed),
-            }
-            | StepOutcome::Skipped {
-                state: None | Some(NotificationState::Sending),
-            }
-            | StepOutcome::Repeated) => {
-                return Err(HandlerError::Permanent(format!(
-                    "a notification's claim answered {unexpected:?}, which it cannot"
-                )));
+            (Claim::Claimed(_) | Claim::Busy { .. }, _) => {
+                return Err(HandlerError::Permanent(
+                    "a notification's claim ended without a session or with another's lease".into(),
+                ));
             }
         };
-        let notice = self.notice(delivery, request).await?;
+        let resend = claimed.resend;
+        let notice = self.notice(delivery, request, claimed).await?;
         let span = tracing::info_span!("smtp send", kind = kind.as_str(), resend);
         match self
             .send(&mut session, &notice, &request.to)
@@ -238,16 +273,17 @@ impl NotificationHandler {
         }
     }
 
-    /// An open session and this delivery's lease to send (`holder`); None when retention
-    /// removed the order. Another delivery's running lease is waited out here (the session given
-    /// back meanwhile), for [`BUSY_WAIT`] at most: a duplicate entry in the same batch finds the
-    /// message sent within milliseconds; after that the entry stays pending (a transient error).
-    async fn leased_session(
+    /// Step 1 over an open session: the claim with this delivery's lease to send (`holder`),
+    /// and the session when it was claimed. Another delivery's running lease is waited out here
+    /// (the session given back meanwhile), for [`BUSY_WAIT`] at most: a duplicate entry in the
+    /// same batch finds the message sent within milliseconds; after that the entry stays pending
+    /// (a transient error).
+    async fn claimed_session(
         &self,
         delivery: &Delivery<'_>,
-        kind: NotificationKind,
+        request: &Request,
         holder: &str,
-    ) -> Result<Option<mail::Session>, HandlerError> {
+    ) -> Result<(Claim, Option<mail::Session>), HandlerError> {
         let until = tokio::time::Instant::now() + BUSY_WAIT;
         loop {
             // Open before anything is claimed, held until the record: a relay that is down or
@@ -256,10 +292,12 @@ impl NotificationHandler {
             let session = self.mailer.session().await.map_err(|e| {
                 HandlerError::Transient(format!("mail not sent (left pending): {e}"))
             })?;
-            let (other, left_ms) = match self.lease(delivery, kind, holder).await? {
-                Lease::Held => return Ok(Some(session)),
-                Lease::Gone => return Ok(None),
-                Lease::Busy { holder, left_ms } => (holder, left_ms),
+            let (other, left_ms) = match self.claim(delivery, request, holder).await? {
+                Claim::Busy { holder, left_ms } => (holder, left_ms),
+                claimed @ Claim::Claimed(_) => return Ok((claimed, Some(session))),
+                settled @ (Claim::Settled(_) | Claim::Blocked(_) | Claim::Gone) => {
+                    return Ok((settled, None));
+                }
             };
             drop(session);
             if tokio::time::Instant::now() >= until {
@@ -279,29 +317,77 @@ impl NotificationHandler {
         }
     }
 
-    /// Before step 1: this delivery's lease to send (`holder`), unless another holds a running
-    /// one. Settled notifications pass (to be announced again); an order retention removed
-    /// writes nothing.
-    async fn lease(
+    /// Step 1: the notification is `sending` and this delivery holds the lease to send it, unless
+    /// another delivery's lease runs, the customer was told (or refused) already, was told the
+    /// other kind, or the label is not live. An order retention removed writes nothing.
+    async fn claim(
         &self,
         delivery: &Delivery<'_>,
-        kind: NotificationKind,
+        request: &Request,
         holder: &str,
-    ) -> Result<Lease, HandlerError> {
+    ) -> Result<Claim, HandlerError> {
         let order_id = delivery.event.order_id.as_str();
         let keys = &delivery.partition.keys;
-        let reply: Tagged = SEND_LEASE
-            .key(keys.notification(order_id, kind.as_str()))
+        let mut call = ScriptCall::new();
+        call.key(keys.notification(order_id, request.kind.as_str()))
             .key(keys.order(order_id))
-            .arg(holder)
+            .key(keys.notification(order_id, request.kind.other().as_str()))
+            .key(keys.payment(order_id));
+        if request.kind == NotificationKind::OrderConfirmed {
+            call.key(keys.shipment(order_id));
+        }
+        call.arg(holder)
             .arg(self.send_lease.as_millis() as u64)
-            .invoke_async(&mut self.redis.conn())
-            .await?;
-        let lease = (|| -> Result<Lease, redis::ParsingError> {
-            Ok(match LeaseTag::of(&reply)? {
-                LeaseTag::Taken | LeaseTag::Settled => Lease::Held,
-                LeaseTag::Gone => Lease::Gone,
-                LeaseTag::Busy => Lease::Busy {
+            .arg(&request.to);
+        let reply: Tagged = self.redis.run_script(&CLAIM, keys, call).await?;
+        let claim = (|| -> Result<Claim, redis::ParsingError> {
+            Ok(match ClaimTag::of(&reply)? {
+                ClaimTag::Claimed => {
+                    let previous = reply.text(0)?;
+                    let total = reply.text(2)?;
+                    let payment = reply.text(3)?;
+                    Claim::Claimed(Claimed {
+                        resend: match previous.as_str() {
+                            "-" => false,
+                            "sending" => true,
+                            other => {
+                                return Err(format!(
+                                    "a notification was claimed from the state {other:?}, which it cannot"
+                                )
+                                .into());
+                            }
+                        },
+                        items: reply.text(1)?,
+                        total: (!total.is_empty())
+                            .then(|| total.parse())
+                            .transpose()
+                            .map_err(|e| format!("an order's total: {e}"))?,
+                        payment: (!payment.is_empty())
+                            .then(|| {
+                                PaymentState::parse(&payment).ok_or_else(|| {
+                                    format!("the order's payment is in no known state: {payment:?}")
+                                })
+                            })
+                            .transpose()?,
+                    })
+                }
+                ClaimTag::Settled => {
+                    let state = reply.text(0)?;
+                    match NotificationState::parse(&state) {
+                        Some(told @ (NotificationState::Sent | NotificationState::Failed)) => {
+                            Claim::Settled(told)
+                        }
+                        Some(NotificationState::Sending) | None => {
+                            return Err(format!(
+                                "a notification is in a state it cannot be: {state:?}"
+                            )
+                            .into());
+                        }
+                    }
+                }
+                ClaimTag::Blocked => Claim::Blocked(reply.text(0)?),
+                ClaimTag::Gone => Claim::Gone,
+                ClaimTag::Busy => Claim::Busy {
                     holder: reply.text(0)?,
                     left_ms: reply.text(1)?.parse().map_err(|e| {
                         redis::ParsingError::from(format!("a lease's time left: {e}"))
@@ -310,7 +396,7 @@ impl NotificationHandler {
             })
         })()
         .map_err(redis::RedisError::from)?;
-        Ok(lease)
+        Ok(claim)
     }
 
     /// Gives the lease up after a delivery that failed, so the retry may go at once (a failure to give
@@ -352,44 +438,6 @@ impl NotificationHandler {
             }
         }
         self.record(delivery, request, Told::Sent(notice)).await
-    }
-
-    /// Step 1: the notification is `sending`, unless the customer was told (or refused) already,
-    /// was told the other kind, or the label is not live.
-    async fn claim(
-        &self,
-        delivery: &Delivery<'_>,
-        request: &Request,
-    ) -> Result<StepOutcome<NotificationState>, HandlerError> {
-        let order_id = delivery.event.order_id.as_str();
-        let keys = &delivery.partition.keys;
-        let mut guards = vec![Guard::new::<NotificationState>(
-            keys.notification(order_id, request.kind.other().as_str()),
-            &[None],
-        )];
-        if request.kind == NotificationKind::OrderConfirmed {
-            guards.push(Guard::new(
-                keys.shipment(order_id),
-                &[Some(ShipmentState::Labelled)],
-            ));
-        }
-        Ok(transition(
-            &self.redis,
-            delivery.partition,
-            &Step {
-                order_id,
-                key: keys.notification(order_id, request.kind.as_str()),
-                from: &[None, Some(NotificationState::Sending)],
-                to: NotificationState::Sending,
-                event: None,
-                event_field: "",
-                counter: None,
-                facts: &[("to", &request.to)],
-                guards: &guards,
-                recorder: None,
-            },
-        )
-        .await?)
     }
 
     /// Step 3: `sending` → `sent` with `NotificationSent`, or → `failed` with
@@ -491,33 +539,21 @@ impl NotificationHandler {
     }
 
     /// What the message says: the order's lines with their products' names, the total, and for a
-    /// cancellation whether money was taken (and so is given back).
+    /// cancellation whether money was taken (and so is given back); the claim read the order.
     async fn notice(
         &self,
         delivery: &Delivery<'_>,
         request: &Request,
+        claimed: Claimed,
     ) -> Result<Notice, HandlerError> {
         let order_id = delivery.event.order_id.as_str();
-        let keys = &delivery.partition.keys;
-        let mut conn = self.redis.conn();
-        let (items, total, payment): (Option<String>, Option<u64>, Option<String>) = redis::pipe()
-            .cmd("HGET")
-            .arg(keys.order(order_id))
-            .arg("items")
-            .cmd("HGET")
-            .arg(keys.order(order_id))
-            .arg("total")
-            .cmd("HGET")
-            .arg(keys.payment(order_id))
-            .arg("state")
-            .query_async(&mut conn)
-            .await?;
-        let items: Vec<LineItem> = items
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| HandlerError::Permanent(format!("the order's items are unreadable: {e}")))?
-            .unwrap_or_default();
+        let items: Vec<LineItem> = if claimed.items.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(&claimed.items).map_err(|e| {
+                HandlerError::Permanent(format!("the order's items are unreadable: {e}"))
+            })?
+        };
         let names = self.product_names(&items).await?;
         let lines = items
             .iter()
@@ -530,14 +566,7 @@ impl NotificationHandler {
                 unit_price: item.unit_price,
             })
             .collect();
-        let payment = payment.as_deref().map(|state| {
-            PaymentState::parse(state).ok_or_else(|| {
-                HandlerError::Permanent(format!(
-                    "the order's payment is in no known state: {state:?}"
-                ))
-            })
-        });
-        let refunded = match payment.transpose()? {
+        let refunded = match claimed.payment {
             Some(PaymentState::Charging | PaymentState::Charged | PaymentState::Refunded) => true,
             Some(PaymentState::Failed | PaymentState::Cancelled) | None => false,
         };
@@ -545,35 +574,52 @@ impl NotificationHandler {
             order_id: order_id.to_owned(),
             kind: request.kind,
             lines,
-            total: total.unwrap_or_default(),
+            total: claimed.total.unwrap_or_default(),
             tracking_number: request.tracking_number.clone(),
             reason: request.reason.clone(),
             refunded,
         })
     }
 
-    /// The catalog's names of the order's products (a product since removed keeps its id).
+    /// The catalog's names of the order's products (a product since removed keeps its id), each
+    /// read at most once per [`NAME_TTL`].
     async fn product_names(
         &self,
         items: &[LineItem],
     ) -> Result<HashMap<String, String>, HandlerError> {
         let catalog = &self.redis.layout().catalog;
-        let mut conn = self.redis.conn();
         let mut names = HashMap::new();
+        let mut asked = std::collections::HashSet::new();
         for item in items {
-            if names.contains_key(&item.product_id) {
+            if !asked.insert(item.product_id.as_str()) {
                 continue;
             }
-            let name: Option<String> = redis::cmd("HGET")
-                .arg(catalog.product(&item.product_id))
-                .arg("name")
-                .query_async(&mut conn)
-                .await?;
-            if let Some(name) = name.filter(|n| !n.is_empty()) {
+            let cached = self.cached_names().get(&item.product_id);
+            let name = match cached {
+                Some(name) => name,
+                None => {
+                    let name: Option<String> = redis::cmd("HGET")
+                        .arg(catalog.product(&item.product_id))
+                        .arg("name")
+                        .query_async(&mut self.redis.conn())
+                        .await?;
+                    let name = name.filter(|n| !n.is_empty());
+                    self.cached_names().put(&item.product_id, name.clone());
+                    name
+                }
+            };
+            if let Some(name) = name {
                 names.insert(item.product_id.clone(), name);
             }
         }
         Ok(names)
+    }
+
+    /// The name cache; a panic elsewhere while it was held leaves names that are still names.
+    fn cached_names(&self) -> std::sync::MutexGuard<'_, NameCache> {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds one to a durable counter of the order's partition (a figure: a failure is logged).
