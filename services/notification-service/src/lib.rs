@@ -117,6 +117,16 @@ enum Claim {
     Gone,
 }
 
+/// Step 1 as [`NotificationHandler::claimed_session`] ends it: claimed, with the session to
+/// send over, or nothing to send.
+enum Opened {
+    /// The session boxed: it is large, the other outcomes small.
+    Claimed(Claimed, Box<mail::Session>),
+    Settled(NotificationState),
+    Blocked(String),
+    Gone,
+}
+
 /// A claimed notification and what its message says.
 struct Claimed {
     /// An earlier attempt claimed it and was not recorded: this is a resend.
@@ -205,12 +215,12 @@ impl NotificationHandler {
     ) -> Result<Handled, HandlerError> {
         let kind = request.kind;
         let (claimed, mut session) = match self.claimed_session(delivery, request, holder).await? {
-            (Claim::Claimed(claimed), Some(session)) => (claimed, session),
-            (Claim::Settled(told), _) => {
+            Opened::Claimed(claimed, session) => (claimed, session),
+            Opened::Settled(told) => {
                 self.record(delivery, request, Told::Before(told)).await?;
                 return Ok(Handled::Done);
             }
-            (Claim::Blocked(guard_state), _) => {
+            Opened::Blocked(guard_state) => {
                 tracing::warn!(
                     kind = kind.as_str(),
                     guard_state = guard_state.as_str(),
@@ -218,14 +228,9 @@ impl NotificationHandler {
                 );
                 return Ok(Handled::Done);
             }
-            (Claim::Gone, _) => {
+            Opened::Gone => {
                 tracing::debug!("order removed by retention; nothing sent");
                 return Ok(Handled::Done);
-            }
-            (Claim::Claimed(_) | Claim::Busy { .. }, _) => {
-                return Err(HandlerError::Permanent(
-                    "a notification's claim ended without a session or with another's lease".into(),
-                ));
             }
         };
         let resend = claimed.resend;
@@ -274,7 +279,7 @@ impl NotificationHandler {
     }
 
     /// Step 1 over an open session: the claim with this delivery's lease to send (`holder`),
-    /// and the session when it was claimed. Another delivery's running lease is waited out here
+    /// and the session when it was claimed (given back otherwise). Another delivery's running lease is waited out here
     /// (the session given back meanwhile), for [`BUSY_WAIT`] at most: a duplicate entry in the
     /// same batch finds the message sent within milliseconds; after that the entry stays pending
     /// (a transient error).
@@ -283,7 +288,7 @@ impl NotificationHandler {
         delivery: &Delivery<'_>,
         request: &Request,
         holder: &str,
-    ) -> Result<(Claim, Option<mail::Session>), HandlerError> {
+    ) -> Result<Opened, HandlerError> {
         let until = tokio::time::Instant::now() + BUSY_WAIT;
         loop {
             // Open before anything is claimed, held until the record: a relay that is down or
@@ -294,10 +299,12 @@ impl NotificationHandler {
             })?;
             let (other, left_ms) = match self.claim(delivery, request, holder).await? {
                 Claim::Busy { holder, left_ms } => (holder, left_ms),
-                claimed @ Claim::Claimed(_) => return Ok((claimed, Some(session))),
-                settled @ (Claim::Settled(_) | Claim::Blocked(_) | Claim::Gone) => {
-                    return Ok((settled, None));
+                Claim::Claimed(claimed) => {
+                    return Ok(Opened::Claimed(claimed, Box::new(session)));
                 }
+                Claim::Settled(told) => return Ok(Opened::Settled(told)),
+                Claim::Blocked(guard_state) => return Ok(Opened::Blocked(guard_state)),
+                Claim::Gone => return Ok(Opened::Gone),
             };
             drop(session);
             if tokio::time::Instant::now() >= until {
