@@ -159,6 +159,7 @@ async fn start_pipeline(
     for service in &services {
         wait_ready(http, service).await;
     }
+    own_ports(http, &mut services, &url).await;
     let api = format!("http://127.0.0.1:{}", services[0].port);
     let created = http
         .post(format!("{api}/products"))
@@ -168,6 +169,35 @@ async fn start_pipeline(
         .expect("product");
     assert_eq!(created.status().as_u16(), 201);
     (services, api)
+}
+
+/// A port from `free_port()` can be taken by another test's process before the service binds it:
+/// the service then exits at start ("cannot listen on HTTP_ADDR"), and the `/readyz` that
+/// [`wait_ready`] saw was that other process's. Such a service starts again on another port; one
+/// that exited while its port is free failed for another reason, and the test fails.
+async fn own_ports(http: &reqwest::Client, services: &mut [Service], redis_url: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut moved = false;
+        for service in services.iter_mut() {
+            if service.alive() {
+                continue;
+            }
+            let taken = std::net::TcpListener::bind(("127.0.0.1", service.port)).is_err();
+            assert!(
+                taken,
+                "{} exited at start, and not because its port was taken",
+                service.name
+            );
+            service.port = free_port();
+            service.respawn(redis_url);
+            wait_ready(http, service).await;
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
 }
 
 async fn wait_ready(http: &reqwest::Client, service: &Service) {
@@ -676,6 +706,7 @@ async fn cancel_storms_under_failures_confirm_nothing_cancelled_and_lose_no_stoc
     for service in &services {
         wait_ready(&http, service).await;
     }
+    own_ports(&http, &mut services, &url).await;
     for letter in &dlq {
         let id = letter["id"].as_str().expect("dlq id");
         let replayed = http
