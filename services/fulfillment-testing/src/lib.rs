@@ -211,6 +211,15 @@ pub(crate) fn served_by(info: &str, pid: u32) -> bool {
         .any(|id| id == pid.to_string())
 }
 
+/// Every consumer before the notification service (the order projection, inventory, payment,
+/// shipping): a mail test runs these and its own notifier.
+pub const UPSTREAM_OF_NOTIFICATION: [Service; 4] = [
+    Service::Order,
+    Service::Inventory,
+    Service::Payment,
+    Service::Shipping,
+];
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -279,10 +279,10 @@ impl NotificationHandler {
     }
 
     /// Step 1 over an open session: the claim with this delivery's lease to send (`holder`),
-    /// and the session when it was claimed (given back otherwise). Another delivery's running lease is waited out here
-    /// (the session given back meanwhile), for [`BUSY_WAIT`] at most: a duplicate entry in the
-    /// same batch finds the message sent within milliseconds; after that the entry stays pending
-    /// (a transient error).
+    /// and the session when it was claimed (given back otherwise). Another delivery's running
+    /// lease is waited out here (the session given back meanwhile), for [`BUSY_WAIT`] at most: a
+    /// duplicate entry in the same batch finds the message sent within milliseconds; after that
+    /// the entry stays pending (a transient error).
     async fn claimed_session(
         &self,
         delivery: &Delivery<'_>,

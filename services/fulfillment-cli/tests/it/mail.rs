@@ -2,10 +2,10 @@
 //! (aiosmtpd), over TLS with a certificate trusted through `SSL_CERT_FILE`, and SIGKILLed under
 //! load.
 
-use fulfillment_core::Service;
 use fulfillment_testing::smtp::{ReceivedMail, SmtpOptions, TestSmtp};
 use fulfillment_testing::{
-    Harness, SECONDS_10, SpawnGuarded, Spawned, free_port, test_certificates, workspace_binary,
+    Harness, SECONDS_10, SpawnGuarded, Spawned, UPSTREAM_OF_NOTIFICATION, free_port,
+    test_certificates, workspace_binary,
 };
 use secrecy::SecretString;
 use std::collections::{HashMap, HashSet};
@@ -67,14 +67,7 @@ async fn mail_over_tls_reaches_the_relay_once_per_order() {
     ] {
         let smtp = TestSmtp::start_with(options);
         let h = Harness::start().await;
-        let upstream = h
-            .consumers_of(&[
-                Service::Order,
-                Service::Inventory,
-                Service::Payment,
-                Service::Shipping,
-            ])
-            .await;
+        let upstream = h.consumers_of(&UPSTREAM_OF_NOTIFICATION).await;
         let mut notification = notifier(
             &h,
             &smtp.url(),
@@ -121,14 +114,7 @@ async fn a_notifier_killed_under_load_leaves_no_order_without_its_message() {
     // deadline): the retry worker takes only what the killed process left, never what the live
     // one is still sending.
     settings.retry.min_idle_ms = 2_000;
-    let upstream = h
-        .consumers_of(&[
-            Service::Order,
-            Service::Inventory,
-            Service::Payment,
-            Service::Shipping,
-        ])
-        .await;
+    let upstream = h.consumers_of(&UPSTREAM_OF_NOTIFICATION).await;
     let mut first = notifier(&h, &smtp.url(), "notification-a", &[]);
     let mut ids = Vec::new();
     for round in 0..20 {
@@ -211,14 +197,7 @@ async fn a_relay_down_for_20_s_under_load_loses_nothing() {
     let mut settings = h.settings.clone();
     settings.services.notification.smtp_url = Some(SecretString::from(smtp.url()));
     settings.retry.min_idle_ms = 12_000;
-    let upstream = h
-        .consumers_of(&[
-            Service::Order,
-            Service::Inventory,
-            Service::Payment,
-            Service::Shipping,
-        ])
-        .await;
+    let upstream = h.consumers_of(&UPSTREAM_OF_NOTIFICATION).await;
     let mut notification = notifier(&h, &smtp.url(), "notification-outage", &[]);
     let worker = h.retry_worker(&settings);
     let started = Instant::now();

@@ -5,7 +5,7 @@
 use fulfillment_core::Service;
 use fulfillment_events::states::NotificationKind;
 use fulfillment_testing::smtp::{SmtpOptions, TestSmtp};
-use fulfillment_testing::{Harness, SECONDS_10, TestSettings};
+use fulfillment_testing::{Harness, SECONDS_10, TestSettings, UPSTREAM_OF_NOTIFICATION};
 use secrecy::SecretString;
 use serde_json::json;
 use std::time::Duration;
@@ -221,14 +221,7 @@ async fn duplicate_entries_in_one_batch_send_one_message() {
     });
     let h = Harness::start().await;
     let settings = with_relay(&h, &smtp);
-    let upstream = h
-        .consumers_of(&[
-            Service::Order,
-            Service::Inventory,
-            Service::Payment,
-            Service::Shipping,
-        ])
-        .await;
+    let upstream = h.consumers_of(&UPSTREAM_OF_NOTIFICATION).await;
     let id = place_for(&h, "twice@example.com", "tok_visa").await;
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     let shipped = h.events_of(&id, "ShipmentPrepared").await;

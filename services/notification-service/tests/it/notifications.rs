@@ -2,7 +2,7 @@
 
 use fulfillment_core::Service;
 
-use fulfillment_testing::{Harness, SECONDS_10};
+use fulfillment_testing::{Harness, SECONDS_10, UPSTREAM_OF_NOTIFICATION};
 use serde_json::json;
 
 /// Notification confirms only a live label: a `ShipmentPrepared` whose label was voided (as a
@@ -11,14 +11,7 @@ use serde_json::json;
 #[tokio::test]
 async fn a_voided_label_confirms_nothing_and_no_customer_is_told_both() {
     let h = Harness::start().await;
-    let upstream = h
-        .consumers_of(&[
-            Service::Order,
-            Service::Inventory,
-            Service::Payment,
-            Service::Shipping,
-        ])
-        .await;
+    let upstream = h.consumers_of(&UPSTREAM_OF_NOTIFICATION).await;
     let id = h.place("product-A", 1, "tok_visa").await;
     h.wait_status(&id, "COMPLETED", SECONDS_10).await;
     let mut conn = h.redis.conn();
