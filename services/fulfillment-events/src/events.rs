@@ -26,6 +26,10 @@ pub mod field {
     /// `1` on an entry its producer already recorded in the order's status and history (see
     /// `projection`): the order group skips it.
     pub const PROJECTED: &str = "projected";
+    /// Set by the script that published the entry, to the version of the routing table
+    /// ([`crate::routing::VERSION`]) by which it put the entry in the pending list of every group
+    /// that acts on it.
+    pub const ROUTED: &str = "routed";
 }
 
 /// Each event type is named after its payload struct: one list makes the enum and ties each

@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod keys;
+pub mod routing;
 pub mod service;
 pub mod states;
 

@@ -47,8 +47,11 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opening a connection (TCP, TLS, `AUTH`, `SELECT`) gives up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking read gives up this long after its `BLOCK` would have ended: time for a busy Redis
-/// (an `fsync` of the append-only file can hold it a second or two) to send the reply. A read cut
-/// short leaves what Redis delivered pending, for the retry worker; nothing is lost.
+/// (an `fsync` of the append-only file can hold it a second or two) to send the reply. Reads take
+/// entries with `NOACK`: a read cut short leaves each entry its group acts on pending as it was
+/// since its publication (`fulfillment_events::routing`), for the retry worker; only an entry no
+/// script of this version published (not marked `routed`) is not pending until its reader claims
+/// it, and such a read loses it for the group.
 pub const READ_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a read that blocks `block` may take in all, before its connection counts as dead.
@@ -386,14 +389,18 @@ impl StreamReader {
             match self {
                 StreamReader::Raw(raw) => raw.read(read).await,
                 StreamReader::Client(conn) => {
-                    let ReadReply(entries) = redis::cmd("XREADGROUP")
-                        .arg("GROUP")
+                    let mut cmd = redis::cmd("XREADGROUP");
+                    cmd.arg("GROUP")
                         .arg(read.group)
                         .arg(read.consumer)
                         .arg("COUNT")
                         .arg(read.count)
                         .arg("BLOCK")
-                        .arg(read.block_ms())
+                        .arg(read.block_ms());
+                    if read.noack {
+                        cmd.arg("NOACK");
+                    }
+                    let ReadReply(entries) = cmd
                         .arg("STREAMS")
                         .arg(read.stream)
                         .arg(read.from)
@@ -404,6 +411,37 @@ impl StreamReader {
             }
         };
         within(deadline, "XREADGROUP", reading).await
+    }
+
+    /// Makes `ids` of `stream` pending as `consumer`'s in `group`, idle from now
+    /// (`XCLAIM ... 0 <ids> FORCE JUSTID`), on the reader's own connection. No reply within
+    /// [`COMMAND_TIMEOUT`] is a timeout error, and the reader must not be used again.
+    pub async fn claim(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> RedisResult<()> {
+        let claiming = async {
+            match self {
+                StreamReader::Raw(raw) => raw.claim(stream, group, consumer, ids).await,
+                StreamReader::Client(conn) => {
+                    redis::cmd("XCLAIM")
+                        .arg(stream)
+                        .arg(group)
+                        .arg(consumer)
+                        .arg(0)
+                        .arg(ids)
+                        .arg("FORCE")
+                        .arg("JUSTID")
+                        .query_async::<redis::Value>(conn)
+                        .await?;
+                    Ok(())
+                }
+            }
+        };
+        within(COMMAND_TIMEOUT, "XCLAIM", claiming).await
     }
 }
 

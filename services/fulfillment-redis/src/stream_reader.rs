@@ -7,7 +7,9 @@
 //! reader speaks the protocol itself: it sends `XREADGROUP` and parses exactly its reply (RESP2:
 //! an array per stream of `[id, [field, value, ...]]`) straight into entries, one allocation per
 //! field. Over TLS, a Unix socket or a Redis Cluster (which routes by slot and follows
-//! redirections) it reads through redis-rs as before (`connection::StreamReader`).
+//! redirections) it reads through redis-rs as before (`connection::StreamReader`). The same
+//! connection claims (`XCLAIM ... FORCE JUSTID`) what a read took that is not pending yet, so the
+//! claim never waits behind other commands.
 //!
 //! A read cut short (the future dropped, an I/O error, a reply it cannot parse) leaves the
 //! connection in an unknown state: it is not used again, the caller opens a new one. The caller
@@ -19,13 +21,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One `XREADGROUP GROUP <group> <consumer> COUNT <count> BLOCK <block> STREAMS <stream> <from>`.
+/// One `XREADGROUP GROUP <group> <consumer> COUNT <count> BLOCK <block> [NOACK] STREAMS <stream>
+/// <from>`.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupRead<'a> {
     pub group: &'a str,
     pub consumer: &'a str,
     pub count: usize,
     pub block: Duration,
+    /// Read without adding the entries to the group's pending list.
+    pub noack: bool,
     pub stream: &'a str,
     pub from: &'a str,
 }
@@ -109,7 +114,7 @@ impl RawReader {
         }
         let count = read.count.to_string();
         let block = read.block_ms().to_string();
-        self.send(&[
+        let mut args = vec![
             "XREADGROUP",
             "GROUP",
             read.group,
@@ -118,11 +123,12 @@ impl RawReader {
             &count,
             "BLOCK",
             &block,
-            "STREAMS",
-            read.stream,
-            read.from,
-        ])
-        .await?;
+        ];
+        if read.noack {
+            args.push("NOACK");
+        }
+        args.extend(["STREAMS", read.stream, read.from]);
+        self.send(&args).await?;
         loop {
             match parse_read_reply_or_need(&self.buf) {
                 Ok(Parsed::Reply(entries, used)) => {
@@ -136,6 +142,40 @@ impl RawReader {
                     }
                 }
                 // An error reply is a whole reply: the connection is still in step.
+                Err(e) if e.code().is_some() => {
+                    self.buf.clear();
+                    self.in_doubt = false;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `XCLAIM <stream> <group> <consumer> 0 <ids> FORCE JUSTID`: the entries become pending as
+    /// `consumer`'s, idle from now, whoever held them (and pending even if nobody did).
+    pub async fn claim(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[&str],
+    ) -> RedisResult<()> {
+        if self.in_doubt {
+            return Err(io_error("an earlier read was cut short"));
+        }
+        let mut args = vec!["XCLAIM", stream, group, consumer, "0"];
+        args.extend_from_slice(ids);
+        args.extend(["FORCE", "JUSTID"]);
+        self.send(&args).await?;
+        loop {
+            match parse_id_list(&self.buf) {
+                Ok(Some(used)) => {
+                    self.buf.drain(..used);
+                    self.in_doubt = false;
+                    return Ok(());
+                }
+                Ok(None) => self.fill().await?,
                 Err(e) if e.code().is_some() => {
                     self.buf.clear();
                     self.in_doubt = false;
@@ -278,6 +318,31 @@ fn parse_status(buf: &[u8]) -> Step<usize> {
         Some(b'-') => Err(server_error(line)),
         _ => Err(protocol_error("a status was expected")),
     }
+}
+
+/// An array of bulk strings (`XCLAIM ... JUSTID`'s ids): the bytes it took. An error reply is the
+/// error.
+fn parse_id_list(buf: &[u8]) -> Step<usize> {
+    let mut cursor = Cursor {
+        buf,
+        at: 0,
+        need: 0,
+    };
+    if buf.first() == Some(&b'-') {
+        return match cursor.line()? {
+            Some(line) => Err(server_error(line)),
+            None => Ok(None),
+        };
+    }
+    let Some(n) = cursor.array()? else {
+        return Ok(None);
+    };
+    for _ in 0..n.max(0) {
+        if cursor.bulk()?.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(cursor.at))
 }
 
 /// An `XREADGROUP`/`XREAD` reply in RESP2 and the bytes it took: a nil array when the block timed

@@ -886,6 +886,21 @@ impl Harness {
         total
     }
 
+    /// Entries pending in `group` as `consumer`'s (on the first partition): what it holds, apart
+    /// from what is pending since its publication and no reader claimed.
+    pub async fn held_by(&self, group: &str, consumer: &str) -> i64 {
+        fulfillment_core::ops::stream_stats::consumer_figures(
+            &self.redis,
+            &self.layout().partitions()[0],
+            group,
+        )
+        .await
+        .expect("consumers")
+        .iter()
+        .find(|c| c.name == consumer)
+        .map_or(0, |c| c.pending)
+    }
+
     /// Waits until `group` has exactly `count` entries pending. Live consumers acknowledge in
     /// groups a few milliseconds after handling, so a count read right after an order moves may
     /// still include entries they have finished.

@@ -33,12 +33,17 @@ use std::sync::LazyLock;
 static RESERVE: LazyLock<BatchedScript> = LazyLock::new(|| {
     BatchedScript::with_library(
         "reserve_stock",
-        projection::LIBRARY,
+        projection::LIBRARY.as_str(),
         include_str!("scripts/reserve_stock.lua"),
     )
 });
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release_stock.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}",
+        fulfillment_core::saga::publish::LIBRARY.as_str(),
+        include_str!("scripts/release_stock.lua")
+    ))
+});
 
 /// The failure injection of the seed's unstable inventory service.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -488,7 +493,7 @@ impl EventHandler for InventoryHandler {
             match action(delivery.event.event_type) {
                 Some(Action::Reserve) => self.reserve(delivery).await,
                 Some(Action::Release) => self.release(delivery).await,
-                // Never delivered: the consumer acknowledges other types unread.
+                // Never delivered: the consumer passes other types over.
                 None => Ok(Handled::Done),
             }
         })

@@ -189,7 +189,7 @@ impl NotificationHandler {
     async fn notify(&self, delivery: Delivery<'_>) -> Result<Handled, HandlerError> {
         let event = delivery.event;
         let Some(kind) = kind_of(event.event_type) else {
-            // Never delivered: the consumer acknowledges other types unread.
+            // Never delivered: the consumer passes other types over.
             return Ok(Handled::Done);
         };
         let request = Request::of(event, kind)?;

@@ -4,7 +4,7 @@
 //! rules are core's `project.lua`, applied in one step with the history entry). A stock or
 //! payment failure cancels the order and publishes `OrderCancelled` in that same step. Entries
 //! their producer already projected (`projected`, see `fulfillment_core::saga::projection`) are
-//! acknowledged unread.
+//! passed over.
 //!
 //! Its own crate, below the order service's API, so the retry worker (which must run every
 //! group's handler) links the projection and not the whole HTTP API.
@@ -23,7 +23,7 @@ pub use fulfillment_events::states::OrderStatus;
 static PROJECT: LazyLock<BatchedScript> = LazyLock::new(|| {
     BatchedScript::with_library(
         "project_order",
-        projection::LIBRARY,
+        projection::LIBRARY.as_str(),
         include_str!("scripts/project_order.lua"),
     )
 });

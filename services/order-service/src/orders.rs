@@ -26,13 +26,18 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-static PLACE: LazyLock<BatchedScript> =
-    LazyLock::new(|| BatchedScript::new("place_order", include_str!("scripts/place_order.lua")));
+static PLACE: LazyLock<BatchedScript> = LazyLock::new(|| {
+    BatchedScript::with_library(
+        "place_order",
+        fulfillment_core::saga::publish::LIBRARY.as_str(),
+        include_str!("scripts/place_order.lua"),
+    )
+});
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}\n{}",
         fulfillment_redis::script_batch::PLAIN_PRELUDE,
-        fulfillment_core::saga::projection::LIBRARY,
+        fulfillment_core::saga::projection::LIBRARY.as_str(),
         include_str!("scripts/cancel_order.lua")
     ))
 });

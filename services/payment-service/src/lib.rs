@@ -438,7 +438,7 @@ impl EventHandler for PaymentHandler {
             match action(delivery.event.event_type) {
                 Some(Action::Charge) => self.charge(delivery).await,
                 Some(Action::Refund) => self.refund(delivery).await,
-                // Never delivered: the consumer acknowledges other types unread.
+                // Never delivered: the consumer passes other types over.
                 None => Ok(Handled::Done),
             }
         })

@@ -208,6 +208,17 @@ impl RetryWorker {
     ) -> RedisResult<PassReport> {
         let group = handler.group();
         let s = &self.settings;
+        let mut report = PassReport::default();
+        // Only entries the group has read: those it has not are pending from their publication
+        // (`fulfillment_events::routing`) and wait for its readers, however long they take.
+        let groups = group_figures(&self.redis, &partition.stream).await?;
+        let Some(read_up_to) = groups
+            .into_iter()
+            .find(|g| g.name == group)
+            .map(|g| g.last_delivered_id)
+        else {
+            return Ok(report);
+        };
         let mut conn = self.redis.conn();
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(&partition.stream)
@@ -215,11 +226,10 @@ impl RetryWorker {
             .arg("IDLE")
             .arg(s.retry.min_idle_ms)
             .arg("-")
-            .arg("+")
+            .arg(&read_up_to)
             .arg(s.retry.batch_size)
             .query_async(&mut conn)
             .await?;
-        let mut report = PassReport::default();
         if pending.ids.is_empty() {
             return Ok(report);
         }
@@ -402,9 +412,13 @@ impl RetryWorker {
         let groups = group_figures(&self.redis, stream).await?;
         let mut oldest: Option<(u64, u64)> = None;
         for g in &groups {
+            // Entries are pending from their publication (for the groups that act on them), so a
+            // group's oldest pending entry may be one it has not read yet: what it needs starts
+            // at the older of the two.
+            let read_up_to = entry_id_order(&g.last_delivered_id);
             let needed = match oldest_pending_id(&self.redis, stream, &g.name, g.pending).await? {
-                Some(id) => id,
-                None => entry_id_order(&g.last_delivered_id),
+                Some(id) => id.min(read_up_to),
+                None => read_up_to,
             };
             oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
         }

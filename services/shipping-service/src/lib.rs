@@ -157,7 +157,7 @@ impl EventHandler for ShippingHandler {
             match action(delivery.event.event_type) {
                 Some(Action::PrepareLabel) => self.prepare_label(delivery).await,
                 Some(Action::Cancel) => self.cancel(delivery).await,
-                // Never delivered: the consumer acknowledges other types unread.
+                // Never delivered: the consumer passes other types over.
                 None => Ok(Handled::Done),
             }
         })

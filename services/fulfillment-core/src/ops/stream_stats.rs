@@ -86,7 +86,8 @@ pub struct GroupStats {
     pub pending: i64,
     /// `None` when Redis cannot tell for some partition.
     pub lag: Option<i64>,
-    /// Age of the group's oldest entry delivered and not yet acknowledged (ms), if any.
+    /// Age of the group's oldest entry delivered and not yet acknowledged (ms), if any: one its
+    /// readers read (pending entries not read yet are the group's lag, not a stuck entry).
     pub oldest_pending_ms: Option<i64>,
     pub retries: i64,
     pub dead_letters: i64,
@@ -324,7 +325,7 @@ async fn read_partition(redis: &Redis, partition: &Partition) -> RedisResult<Par
         };
         let (consumers, oldest, handled) = futures_util::try_join!(
             consumer_figures(redis, partition, &g.name),
-            oldest_pending_id(redis, &partition.stream, &g.name, g.pending),
+            oldest_read_pending_id(redis, &partition.stream, &g.name, &g.last_delivered_id),
             handled
         )?;
         RedisResult::Ok(GroupRead {
@@ -498,6 +499,27 @@ async fn last_generated_id(redis: &Redis, stream: &str) -> RedisResult<Option<St
     }
 }
 
+/// The id of the oldest entry pending in the group that its readers read (at or before its last
+/// delivered entry: an entry is pending for the groups that act on it from its publication), as
+/// `(ms, seq)`.
+pub async fn oldest_read_pending_id(
+    redis: &Redis,
+    stream: &str,
+    group: &str,
+    last_delivered_id: &str,
+) -> RedisResult<Option<(u64, u64)>> {
+    let mut conn = redis.conn();
+    let first: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg(last_delivered_id)
+        .arg(1)
+        .query_async(&mut conn)
+        .await?;
+    Ok(first.ids.first().map(|p| entry_id_order(&p.id)))
+}
+
 /// The id of the group's oldest pending entry (`XPENDING` summary), as `(ms, seq)`.
 pub async fn oldest_pending_id(
     redis: &Redis,
@@ -544,7 +566,8 @@ impl ConsumerFigures {
 }
 
 /// `XINFO CONSUMERS` of one group on one partition with each consumer's heartbeat there; empty
-/// when the group does not exist.
+/// when the group does not exist. The holder of what was published for the group and not read
+/// yet ([`fulfillment_events::routing::UNREAD`]) is no consumer and not listed.
 pub async fn consumer_figures(
     redis: &Redis,
     partition: &Partition,
@@ -571,6 +594,8 @@ pub async fn consumer_figures(
         Ok(info) => Ok(info
             .consumers
             .into_iter()
+            // Not a reader: it holds what was published for the group and not read yet.
+            .filter(|c| c.name != fulfillment_events::routing::UNREAD)
             .map(|c| {
                 let idle_ms = c.idle as i64;
                 let since_beat = beats.get(&c.name).map_or(i64::MAX, |b| (now - b).max(0));

@@ -4,6 +4,11 @@
 //! group's to handle, or in the same script that wrote it to the dead-letter stream. Anything
 //! else stays pending for the retry worker. [`decide`] makes that decision for the live loop and
 //! the retry worker alike, so both treat an entry the same way.
+//!
+//! Readers read with `NOACK`: an entry a group acts on is pending for it from its publication
+//! (the publishing script makes it so, [`fulfillment_events::routing`]), and the reader claims
+//! only what is not (an old entry, one another writer added); the others are passed over and
+//! need nothing (no pending entry, no `XACK`).
 
 use crate::ops::metrics;
 use crate::ops::telemetry;
@@ -13,8 +18,9 @@ use crate::runtime::handler::{Delivery, EventHandler, Handled, HandlerError};
 use crate::store::Redis;
 use fulfillment_events::events::{DecodeError, Event, EventType, field, field_value, now_millis};
 use fulfillment_events::keys::Partition;
+use fulfillment_events::routing;
 use fulfillment_redis::connection::{NEW_ENTRIES, StreamReader, ensure_groups_on, read_deadline};
-use fulfillment_redis::stream_entry::RawEntry;
+use fulfillment_redis::stream_entry::{RawEntry, entry_id_order};
 use fulfillment_redis::stream_reader::GroupRead;
 use futures_util::future::join_all;
 use std::sync::Arc;
@@ -140,7 +146,8 @@ pub async fn decide(
 
 /// Whether the entry names a type this group does not handle, is a replay for another group, or
 /// was projected by its producer and the group is the projection (a replay for it excepted): then
-/// it is acknowledged without being decoded. Every group reads every entry, and most are
+/// a reader passes it over, and the retry worker (for one pending from before readers read with
+/// `NOACK`) acknowledges it, without decoding it. Every group reads every entry, and most are
 /// for others, so this skips most of the decoding. An entry whose type cannot be read is decoded
 /// (and dead-lettered); a malformed entry of a known type is still dead-lettered by the groups
 /// that handle that type (the order projection handles all).
@@ -165,6 +172,33 @@ fn is_for_others(handler: &dyn EventHandler, entry: &RawEntry) -> bool {
             && field_value(&entry.fields, field::PROJECTED) == Some(b"1".as_slice()))
 }
 
+/// Whether `entry`, which `group` acts on, is in the group's pending list since it was published,
+/// and recently enough that the retry worker will not take it while it is handled: marked by
+/// this version's routing, for this group, and published less than `claim_after` ago (by its
+/// id's time against this process's clock: a clock ahead of Redis's makes the reader claim more,
+/// one behind it claims less, and a handler may then meet the retry worker's run of the same
+/// entry, which idempotent handlers make harmless).
+fn pending_since_published(
+    group: &str,
+    entry: &RawEntry,
+    now_ms: u64,
+    claim_after: Duration,
+) -> bool {
+    let text = |name| field_value(&entry.fields, name).and_then(|v| std::str::from_utf8(v).ok());
+    if text(field::ROUTED) != Some(routing::VERSION) {
+        return false;
+    }
+    let Some(event_type) = text(field::TYPE).and_then(EventType::parse) else {
+        return false;
+    };
+    let projected = text(field::PROJECTED) == Some("1");
+    if !routing::groups_acting_on(event_type, projected, text(field::REPLAY_FOR)).contains(&group) {
+        return false;
+    }
+    let published_ms = entry_id_order(&entry.id).0;
+    now_ms.saturating_sub(published_ms) < u64::try_from(claim_after.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What a consumer is called and how much it reads and holds.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -181,6 +215,10 @@ pub struct ConsumerConfig {
     /// How long a reader may go without coming round before `/healthz` counts it stuck
     /// ([`stall_bound`] of `block`).
     pub stall_bound: Duration,
+    /// An entry published longer ago than this is claimed before it is handled, so the retry
+    /// worker (which takes entries idle `RETRY_MIN_IDLE_MS`) leaves it alone: half of that.
+    /// Zero claims every entry.
+    pub claim_after: Duration,
 }
 
 /// Reads the group's new entries on every partition until `shutdown`, one blocking reader per
@@ -323,6 +361,41 @@ async fn read_partition(
         if batch.is_empty() {
             continue;
         }
+        // A small read (under half of what was asked for, so not one the in-flight allowance
+        // cut short): wait a little before the next one, so that it takes more.
+        let linger = if batch.len() * 2 < count {
+            config.linger
+        } else {
+            Duration::ZERO
+        };
+        // Read with NOACK: the entries this group does not act on need nothing more. Those it
+        // acts on are pending for it since they were published (`fulfillment_events::routing`);
+        // the rest (old, or added by another writer) are claimed before they are handled.
+        let batch: Vec<RawEntry> = batch
+            .into_iter()
+            .filter(|entry| !is_for_others(handler.as_ref(), entry))
+            .collect();
+        if batch.is_empty() {
+            drop(turn);
+            pause(linger, &shutdown).await;
+            continue;
+        }
+        let now = now_millis();
+        let to_claim: Vec<&str> = batch
+            .iter()
+            .filter(|entry| !pending_since_published(group, entry, now, config.claim_after))
+            .map(|entry| entry.id.as_str())
+            .collect();
+        if !to_claim.is_empty()
+            && let Err(e) = conn
+                .claim(&partition.stream, group, &config.consumer, &to_claim)
+                .await
+        {
+            tracing::warn!(group, stream = partition.stream, error = %e, count = to_claim.len(), "cannot claim what was read; reconnecting (what the scripts published stays pending for the retry worker)");
+            reader = None;
+            backoff.wait(&shutdown).await;
+            continue;
+        }
         // With REDIS_WAIT_REPLICAS, nothing is acted on before it is on a replica: a failover
         // may then lose only entries nobody acted on. Not yet there: left pending, retried later.
         if let Err(e) = redis.replicated(&partition.keys).await {
@@ -333,13 +406,6 @@ async fn read_partition(
         let more = u32::try_from(batch.len() - 1).unwrap_or(u32::MAX);
         let Ok(rest) = capacity.clone().acquire_many_owned(more).await else {
             break;
-        };
-        // A small batch (under half of what was asked for, so not one the in-flight allowance
-        // cut short): wait a little before the next read, so that it takes more.
-        let linger = if batch.len() * 2 < count {
-            config.linger
-        } else {
-            Duration::ZERO
         };
         let (redis, handler, config, partition, acks, stopping) = (
             redis.clone(),
@@ -358,12 +424,7 @@ async fn read_partition(
             handle_batch(&redis, handler.as_ref(), &config, batch_of, &acks).await;
             drop((turn, rest));
         });
-        if !linger.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(linger) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
+        pause(linger, &shutdown).await;
     }
     while let Some(done) = in_hand.join_next().await {
         report_batch_task(group, done);
@@ -376,6 +437,16 @@ async fn read_partition(
             error = %e,
             "the acknowledging task failed; its entries stay pending for the retry worker"
         );
+    }
+}
+
+/// Waits `linger` (nothing when zero), or until the process stops.
+async fn pause(linger: Duration, shutdown: &CancellationToken) {
+    if !linger.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(linger) => {}
+            _ = shutdown.cancelled() => {}
+        }
     }
 }
 
@@ -585,6 +656,7 @@ async fn read_new_entries(
             consumer: &config.consumer,
             count,
             block: config.block,
+            noack: true,
             stream,
             from: NEW_ENTRIES,
         })

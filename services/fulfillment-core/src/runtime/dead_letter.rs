@@ -14,6 +14,7 @@
 //!
 //! [`KeySpace::orders_dead_lettered`]: fulfillment_events::keys::KeySpace::orders_dead_lettered
 
+use crate::saga::publish;
 use crate::store::Redis;
 use fulfillment_events::events::{Event, EventDeadLettered, EventType, now_millis, now_rfc3339};
 use fulfillment_events::keys::{Layout, Partition};
@@ -24,10 +25,20 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-static DEAD_LETTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
-static REPLAY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/dlq_replay.lua")));
+static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}",
+        publish::LIBRARY.as_str(),
+        include_str!("scripts/dead_letter.lua")
+    ))
+});
+static REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}",
+        publish::LIBRARY.as_str(),
+        include_str!("scripts/dlq_replay.lua")
+    ))
+});
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("scripts/resolve_dead_letter.lua"),

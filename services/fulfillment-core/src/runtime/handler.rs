@@ -97,10 +97,12 @@ pub trait EventHandler: Send + Sync + 'static {
     fn group(&self) -> &'static str {
         self.service().group()
     }
-    /// Whether this group acts on `event_type`; other entries are acknowledged unread.
+    /// Whether this group acts on `event_type`; other entries are passed over. For the five
+    /// services it agrees with [`fulfillment_events::routing::acts_on`] (a test checks), by which
+    /// the publishing scripts make an entry pending for the groups that act on it.
     fn handles(&self, event_type: EventType) -> bool;
     /// Whether entries marked `projected` (recorded in the order's projection by their producer)
-    /// are acknowledged unread too: only the projection itself has nothing left to do for them.
+    /// are passed over too: only the projection itself has nothing left to do for them.
     fn skips_projected(&self) -> bool {
         false
     }

@@ -11,6 +11,7 @@ use crate::store::{Redis, ensure_groups};
 use fulfillment_redis::connection::warn_if_keys_may_be_evicted;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +99,7 @@ pub fn consumer_config(settings: &Settings, consumer: &str) -> ConsumerConfig {
         block: settings.block(),
         linger: settings.read_linger(),
         stall_bound: crate::runtime::consumer::stall_bound(settings.block()),
+        claim_after: Duration::from_millis(settings.retry.min_idle_ms / 2),
     }
 }
 

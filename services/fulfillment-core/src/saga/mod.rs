@@ -3,5 +3,6 @@
 //! finished orders ([`retention`]).
 
 pub mod projection;
+pub mod publish;
 pub mod retention;
 pub mod transition;

@@ -17,6 +17,7 @@
 //! [`transition`]: crate::saga::transition::transition
 
 use crate::ops::metrics;
+use crate::saga::publish;
 use fulfillment_events::events::{Event, EventType, now_millis};
 use fulfillment_events::keys::{self, KeySpace};
 use fulfillment_events::states::OrderStatus;
@@ -24,11 +25,19 @@ use fulfillment_redis::script_batch::ScriptCall;
 use fulfillment_redis::script_reply::Tagged;
 use redis::{FromRedisValue, ParsingError, Value};
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// `project(KEYS, ARGV)`: the projection as a Lua function (see the script's head for its keys
-/// and arguments), for scripts that apply it.
-pub const LIBRARY: &str = include_str!("scripts/project.lua");
+/// and arguments), for scripts that apply it, after `publish_event()` ([`publish::LIBRARY`]),
+/// which it publishes with.
+pub static LIBRARY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}{}",
+        publish::LIBRARY.as_str(),
+        include_str!("scripts/project.lua")
+    )
+});
 
 /// Arguments [`push_args`] gives `project()`.
 pub const ARG_COUNT: usize = 9;

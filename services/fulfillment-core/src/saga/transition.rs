@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 static TRANSITION: LazyLock<BatchedScript> = LazyLock::new(|| {
     BatchedScript::with_library(
         "transition",
-        projection::LIBRARY,
+        projection::LIBRARY.as_str(),
         include_str!("scripts/transition.lua"),
     )
 });

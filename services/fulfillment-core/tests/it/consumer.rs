@@ -60,6 +60,7 @@ async fn a_consumer_reads_on_while_batches_are_in_hand_up_to_its_limit() {
             block: Duration::from_millis(50),
             linger: Duration::ZERO,
             stall_bound: Duration::from_secs(30),
+            claim_after: Duration::ZERO,
         },
         stop.clone(),
     ));
@@ -114,6 +115,7 @@ async fn a_lingering_consumer_takes_a_trickle_in_fewer_reads() {
                 block: Duration::from_millis(1_000),
                 linger: Duration::from_millis(linger),
                 stall_bound: Duration::from_secs(30),
+                claim_after: Duration::ZERO,
             },
             stop.clone(),
         ));
@@ -365,6 +367,7 @@ async fn healthz_fails_while_a_reader_is_stuck_and_only_then() {
             block: Duration::from_millis(50),
             linger: Duration::ZERO,
             stall_bound: Duration::from_millis(800),
+            claim_after: Duration::ZERO,
         },
         stop.clone(),
     ));

@@ -58,6 +58,7 @@ async fn the_raw_reader_authenticates_selects_reads_and_keeps_error_codes() {
         consumer: "c",
         count: 10,
         block: Duration::from_millis(20),
+        noack: false,
         stream: "s",
         from: NEW_ENTRIES,
     };

@@ -4,8 +4,9 @@
 use fulfillment_core::Redis;
 use fulfillment_core::saga::transition::{Step, StepOutcome, transition};
 use fulfillment_core::settings::Settings;
-use fulfillment_events::events::{Event, EventType};
+use fulfillment_events::events::{Event, EventType, field, field_value};
 use fulfillment_events::keys::Partition;
+use fulfillment_events::routing;
 use fulfillment_events::states::ShipmentState;
 use fulfillment_testing::{TestRedis, stream_entries as entries};
 use redis::AsyncCommands;
@@ -92,6 +93,7 @@ async fn a_repeat_publishes_the_same_fields_by_id_from_an_old_copy_or_not_once_t
     assert_eq!(outcome, StepOutcome::Repeated);
     let published = entries(&redis, &partition.stream).await;
     assert_eq!(published.len(), 3);
+    // The stream has no groups here, so nothing is marked as pending for them.
     let copy: Vec<(Vec<u8>, Vec<u8>)> = old
         .to_fields()
         .into_iter()
@@ -112,4 +114,115 @@ async fn a_repeat_publishes_the_same_fields_by_id_from_an_old_copy_or_not_once_t
         .expect("repeat after trim");
     assert_eq!(outcome, StepOutcome::Repeated);
     assert!(entries(&redis, &partition.stream).await.is_empty());
+}
+
+/// A published entry is pending, from the script that publishes it, for exactly the groups that
+/// act on it (held by `(unread)`), and marked `routed`; when one of those groups does not exist,
+/// it goes unmarked instead (a reader of a group made later claims it), and nothing pending is
+/// left for the entry it replaced.
+#[tokio::test]
+async fn a_published_entry_is_pending_for_the_groups_that_act_on_it() {
+    let server = TestRedis::start();
+    let redis = Redis::connect(&Settings::for_redis(&server.url))
+        .await
+        .expect("connects");
+    fulfillment_core::store::ensure_groups(&redis, &fulfillment_events::service::all_groups())
+        .await
+        .expect("groups");
+    let partition = redis.layout().partitions()[0].clone();
+    let mut conn = redis.conn();
+    let _: () = conn
+        .hset(partition.keys.order("o-1"), "id", "o-1")
+        .await
+        .expect("order");
+    let _: () = conn
+        .hset(partition.keys.order("o-2"), "id", "o-2")
+        .await
+        .expect("order");
+    let payload = serde_json::json!({"label_id": "l-1", "tracking_number": "FUL1"});
+    let pending_ids = |group: &'static str| {
+        let redis = redis.clone();
+        let stream = partition.stream.clone();
+        async move {
+            let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(group)
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut redis.conn())
+                .await
+                .expect("XPENDING");
+            reply
+                .ids
+                .into_iter()
+                .map(|p| (p.id, p.consumer))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let event = Event::new(EventType::ShipmentPrepared, "o-1", &payload);
+    let step = label_step(&partition, "o-1", &event);
+    assert!(matches!(
+        transition(&redis, &partition, &step).await.expect("step"),
+        StepOutcome::Applied { .. }
+    ));
+    let published = entries(&redis, &partition.stream).await;
+    let id = published[0].id.clone();
+    assert_eq!(
+        published[0].fields[0],
+        (b"routed".to_vec(), routing::VERSION.as_bytes().to_vec()),
+        "marked first"
+    );
+    for group in ["notification_group", "order_group"] {
+        assert_eq!(
+            pending_ids(group).await,
+            vec![(id.clone(), routing::UNREAD.to_owned())],
+            "{group} acts on ShipmentPrepared"
+        );
+    }
+    for group in ["inventory_group", "payment_group", "shipping_group"] {
+        assert!(pending_ids(group).await.is_empty(), "{group}");
+    }
+
+    // The notification group removed: the entry goes again, unmarked, pending for the order
+    // group alone; the one it replaced is neither in the stream nor pending.
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&partition.stream)
+        .arg("notification_group")
+        .query_async(&mut conn)
+        .await
+        .expect("destroy");
+    let event = Event::new(EventType::ShipmentPrepared, "o-2", &payload);
+    let step = label_step(&partition, "o-2", &event);
+    transition(&redis, &partition, &step).await.expect("step");
+    let published = entries(&redis, &partition.stream).await;
+    assert_eq!(published.len(), 2, "{published:?}");
+    let unmarked = &published[1];
+    assert!(
+        field_value(&unmarked.fields, field::ROUTED).is_none(),
+        "{:?}",
+        unmarked.fields
+    );
+    assert_eq!(
+        field_value(&unmarked.fields, field::ORDER_ID),
+        Some(b"o-2".as_slice())
+    );
+    assert_eq!(
+        pending_ids("order_group").await,
+        vec![
+            (id, routing::UNREAD.to_owned()),
+            (unmarked.id.clone(), routing::UNREAD.to_owned())
+        ]
+    );
+    let kept: Option<String> = conn
+        .hget(partition.keys.shipment("o-2"), "event_entry")
+        .await
+        .expect("kept");
+    assert_eq!(
+        kept.as_deref(),
+        Some(unmarked.id.as_str()),
+        "the step keeps the id it published"
+    );
 }

@@ -23,7 +23,10 @@ if not state then
 end
 if state == 'released' then
   local stored = redis.call('HGET', KEYS[1], 'release_event')
-  if stored and publish then redis.call('XADD', KEYS[2 + n], '*', unpack(cjson.decode(stored))) end
+  if stored and publish then
+    local fields = cjson.decode(stored)
+    publish_event(KEYS[2 + n], fields, 1, #fields)
+  end
   return {'repeated', stored or ''}
 end
 if state ~= 'reserved' then return {'nothing', ''} end
@@ -45,5 +48,5 @@ event[#event + 1] = 'payload'
 event[#event + 1] = cjson.encode({items = items})
 local encoded = cjson.encode(event)
 redis.call('HSET', KEYS[1], 'state', 'released', 'release_event', encoded)
-if publish then redis.call('XADD', KEYS[2 + n], '*', unpack(event)) end
+if publish then publish_event(KEYS[2 + n], event, 1, #event) end
 return {'released', encoded}

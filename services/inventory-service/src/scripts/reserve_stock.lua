@@ -36,7 +36,7 @@ if state then
       local entry = redis.call('XRANGE', KEYS[2 + n], entry_id, entry_id)[1]
       fields = entry and entry[2]
     end
-    if fields then redis.call('XADD', KEYS[2 + n], '*', unpack(fields)) end
+    if fields then publish_event(KEYS[2 + n], fields, 1, #fields) end
   end
   return {'repeated', state, stored or ''}
 end
@@ -55,7 +55,7 @@ for i = 1, n do
     event[#event + 1] = cjson.encode({reason = reason, product_id = ARGV[1 + n + i]})
     local encoded = cjson.encode(event)
     redis.call('HSET', KEYS[1], 'state', 'failed', 'reason', reason, 'event', encoded)
-    if publish then redis.call('XADD', KEYS[2 + n], '*', unpack(event)) end
+    if publish then publish_event(KEYS[2 + n], event, 1, #event) end
     return {'failed', reason, encoded}
   end
 end
@@ -64,7 +64,7 @@ for i = 1, n do
 end
 local at, p = 5 + 2 * n, tonumber(ARGV[5 + 2 * n])
 -- Once a script has written, Redis runs its every write: the entry and the ledger land together.
-local id = publish and redis.call('XADD', KEYS[2 + n], '*', unpack(ARGV, at + 1 + p, #ARGV))
+local id = publish and publish_event(KEYS[2 + n], ARGV, at + 1 + p, #ARGV)
 redis.call('HSET', KEYS[1], 'state', 'reserved', 'items', ARGV[2 + 2 * n],
   id and 'event_entry' or 'event', id or ARGV[3 + 2 * n])
 if publish then

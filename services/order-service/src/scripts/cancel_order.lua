@@ -23,7 +23,8 @@ local from_index = status_index(KEYS, status)
 if from_index then redis.call('ZREM', from_index, o[2]) end
 redis.call('ZADD', status_index(KEYS, 'CANCELLED'), 0, o[2])
 finish(KEYS[3], KEYS[5], KEYS[6], o[3], 'CANCELLED', o[4], ARGV[5], ARGV[6])
-redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(ARGV[3])))
+local cancelled = cjson.decode(ARGV[3])
+publish_event(KEYS[2], cancelled, 1, #cancelled)
 notify(ARGV[4], cjson.encode({order_id = o[3], status = 'CANCELLED',
   status_reason = ARGV[1], previous_status = status, event_type = 'OrderCancelled',
   updated_at = ARGV[2]}))

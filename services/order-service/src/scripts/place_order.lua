@@ -26,7 +26,7 @@ if ARGV[2] == '1' then
 end
 local n = tonumber(ARGV[5])
 local order = {unpack(ARGV, 9, 8 + n)}
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + n, #ARGV))
+local id = publish_event(KEYS[1], ARGV, 9 + n, #ARGV)
 -- The index member sorts like the stream: the OrderPlaced entry id, zero-padded, then the order id.
 local ms, seq = string.match(id, '(%d+)-(%d+)')
 local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. ':' .. ARGV[1]

@@ -2,7 +2,7 @@
 
 use fulfillment_core::runtime::consumer::{ConsumerConfig, run_consumer};
 use fulfillment_core::{Delivery, EventHandler, EventType, HandlerFuture, Service};
-use fulfillment_events::keys;
+use fulfillment_events::{keys, routing};
 use fulfillment_testing::{Backend, Harness, SECONDS_10, on_every_backend};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,11 +147,12 @@ async fn entries_of_a_crashed_consumer_are_recovered_with_exact_stock() {
             block: Duration::from_millis(50),
             linger: Duration::ZERO,
             stall_bound: Duration::from_secs(30),
+            claim_after: Duration::ZERO,
         },
         CancellationToken::new(),
     ));
     h.eventually(SECONDS_10, "doomed consumer holds every entry", || async {
-        h.pending("inventory_group").await == 20
+        h.held_by("inventory_group", "inventory-doomed").await == 20
     })
     .await;
     doomed.abort();
@@ -301,5 +302,106 @@ async fn a_pending_entry_deleted_from_the_stream_is_cleared_not_retried_forever(
     h.pending_settles_at("inventory_group", 0).await;
     assert_eq!(h.dlq_length().await, 0);
     inventory.stop().await;
+    h.stop().await;
+}
+
+/// Readers read with NOACK, so what keeps an entry safe is that the script that published it made
+/// it pending for the groups that act on it. A reader that read an OrderPlaced and vanished
+/// before it claimed or handled it (here a bare `XREADGROUP ... NOACK` that nothing follows)
+/// leaves it pending; the retry worker takes it once idle and the order goes on.
+#[tokio::test]
+async fn an_entry_read_by_a_reader_that_vanished_is_still_pending_and_retried() {
+    let h = Harness::start_with(|_| {}).await;
+    h.create_product("widget", 10).await;
+    let id = h.place("widget", 2, "tok_visa").await;
+    let stream = h.layout().partitions()[0].stream.clone();
+    let read: redis::Value = {
+        let mut conn = h.redis.conn();
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("inventory_group")
+            .arg("inventory-vanished")
+            .arg("COUNT")
+            .arg(10)
+            .arg("NOACK")
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .expect("read")
+    };
+    assert_ne!(
+        read,
+        redis::Value::Nil,
+        "the vanished reader read the entry"
+    );
+    assert_eq!(
+        h.pending("inventory_group").await,
+        1,
+        "pending since published"
+    );
+    for group in [
+        "payment_group",
+        "shipping_group",
+        "notification_group",
+        "order_group",
+    ] {
+        assert_eq!(
+            h.pending(group).await,
+            0,
+            "{group} does not act on OrderPlaced"
+        );
+    }
+
+    let report = h.retry_pass(&h.settings).await;
+    assert_eq!((report.retried, report.recovered), (1, 1));
+    assert_eq!(h.order(&id).await["status"], "RESERVED");
+    assert_eq!(h.stock("widget").await, 8);
+    h.pending_settles_at("inventory_group", 0).await;
+    h.stop().await;
+}
+
+/// An entry published for a group and not read by it yet is pending from the start, but the retry
+/// worker leaves it to the group's readers, however late they come: it retries only what a
+/// reader read. The readers then handle it once.
+#[tokio::test]
+async fn the_retry_worker_leaves_entries_no_reader_has_read_to_the_readers() {
+    let h = Harness::start_with(|_| {}).await;
+    h.create_product("widget", 10).await;
+    let id = h.place("widget", 1, "tok_visa").await;
+    assert_eq!(h.pending("inventory_group").await, 1);
+    let report = h.retry_pass(&h.settings).await;
+    assert_eq!(report.retried, 0, "not read by the group yet: {report:?}");
+    assert_eq!(h.order(&id).await["status"], "PENDING");
+
+    let consumers = h.consumers().await;
+    h.wait_status(&id, "COMPLETED", SECONDS_10).await;
+    assert_eq!(h.stock("widget").await, 9);
+    assert_eq!(h.counter(keys::counter::RESERVATIONS).await, 1);
+    h.pending_settles_at("inventory_group", 0).await;
+    consumers.stop().await;
+    h.stop().await;
+}
+
+/// The routing table the publishing scripts read names, for every event type, exactly the groups
+/// whose handlers act on it: a reader never passes over an entry made pending for its group (it
+/// would wait for the retry worker), and what it acts on was made pending for it.
+#[tokio::test]
+async fn the_routing_table_names_exactly_the_groups_whose_handlers_act() {
+    let h = Harness::start_with(|_| {}).await;
+    for handler in fulfillment_pipeline::all_handlers(&h.redis, &h.settings.services) {
+        for &event_type in EventType::ALL {
+            for projected in [false, true] {
+                let acts = handler.handles(event_type) && !(projected && handler.skips_projected());
+                assert_eq!(
+                    routing::acts_on(handler.service(), event_type, projected),
+                    acts,
+                    "{} on {event_type:?} (projected: {projected})",
+                    handler.group()
+                );
+            }
+        }
+    }
     h.stop().await;
 }

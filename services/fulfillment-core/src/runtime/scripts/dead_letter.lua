@@ -35,9 +35,7 @@ if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('ZREM', KEYS[8], ARGV[8])
 end
 if #ARGV > 10 + n then
-  local event = {}
-  for i = 11 + n, #ARGV do event[#event + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[1], '*', unpack(event))
+  publish_event(KEYS[1], ARGV, 11 + n, #ARGV)
 end
 redis.call('XACK', KEYS[1], group, source_id)
 return {'dead_lettered', dlq_id}

@@ -17,6 +17,6 @@ end
 if group == '' then return {'not_a_dead_letter', '', ''} end
 entry[#entry + 1] = 'replay_for'
 entry[#entry + 1] = group
-local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+local id = publish_event(KEYS[2], entry, 1, #entry)
 redis.call('XDEL', KEYS[1], ARGV[1])
 return {'replayed', id, group}

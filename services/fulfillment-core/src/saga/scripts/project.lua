@@ -82,7 +82,10 @@ local function project(KEYS, ARGV)
   if new_status == 'COMPLETED' or new_status == 'CANCELLED' then
     finish(KEYS[4], KEYS[5], KEYS[6], o[5], new_status, o[7], ARGV[8], ARGV[9])
   end
-  if cancel and ARGV[6] ~= '' then redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(ARGV[6]))) end
+  if cancel and ARGV[6] ~= '' then
+    local cancelled = cjson.decode(ARGV[6])
+    publish_event(KEYS[3], cancelled, 1, #cancelled)
+  end
   notify(ARGV[7], cjson.encode({order_id = o[5], status = new_status,
     status_reason = reason or '', previous_status = status, event_type = t, updated_at = ARGV[4]}))
   return {'changed', new_status, o[7] or ''}

@@ -41,7 +41,7 @@ if not one_of(state, ARGV[1]) then
       fields = stored and cjson.decode(stored)
     end
     if entry_id or fields then
-      if fields then redis.call('XADD', KEYS[1], '*', unpack(fields)) end
+      if fields then publish_event(KEYS[1], fields, 1, #fields) end
       return {'repeated', state}
     end
   end
@@ -57,7 +57,7 @@ end
 -- every write (no out-of-memory refusal halfway), so the two land together.
 local fields, id = {'state', ARGV[2]}, nil
 if ARGV[4] ~= '' then
-  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 9 + guards + facts + p, #ARGV))
+  id = publish_event(KEYS[1], ARGV, 9 + guards + facts + p, #ARGV)
   fields[#fields + 1] = ARGV[3] .. '_entry'
   fields[#fields + 1] = id
 end
