@@ -49,7 +49,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking read gives up this long after its `BLOCK` would have ended: time for a busy Redis
 /// (an `fsync` of the append-only file can hold it a second or two) to send the reply. Reads take
 /// entries with `NOACK`: a read cut short leaves each entry its group acts on pending as it was
-/// since its publication (`fulfillment_events::routing`), for the retry worker; only an entry no
+/// since its publication (the publishing scripts see to it), for the retry worker; only an entry no
 /// script of this version published (not marked `routed`) is not pending until its reader claims
 /// it, and such a read loses it for the group.
 pub const READ_MARGIN: Duration = Duration::from_secs(5);
