@@ -886,6 +886,41 @@ impl Harness {
         total
     }
 
+    /// Entries pending in `group` that its readers read (at or before its last delivered entry),
+    /// over the partitions: what a reader took and did not finish. Entries published for the
+    /// group and not read yet, pending from their publication, are not counted.
+    pub async fn pending_read(&self, group: &str) -> i64 {
+        let mut total = 0;
+        for partition in self.layout().partitions() {
+            let mut conn = self.redis.conn();
+            let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&partition.stream)
+                .query_async(&mut conn)
+                .await
+                .expect("xinfo groups");
+            let Some(read_up_to) = groups
+                .groups
+                .into_iter()
+                .find(|g| g.name == group)
+                .map(|g| g.last_delivered_id)
+            else {
+                continue;
+            };
+            let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(&partition.stream)
+                .arg(group)
+                .arg("-")
+                .arg(&read_up_to)
+                .arg(100_000)
+                .query_async(&mut conn)
+                .await
+                .expect("xpending");
+            total += reply.ids.len() as i64;
+        }
+        total
+    }
+
     /// Entries pending in `group` as `consumer`'s (on the first partition): what it holds, apart
     /// from what is pending since its publication and no reader claimed.
     pub async fn held_by(&self, group: &str, consumer: &str) -> i64 {
