@@ -1,6 +1,8 @@
 //! The retry worker: one pass over every group's pending entries, as a CronJob runs it, or a loop.
 //!
-//! A pass covers every partition. Per partition and group: `XPENDING ... IDLE` finds entries idle at least `RETRY_MIN_IDLE_MS`;
+//! A pass covers every partition. Per partition and group: `XPENDING ... IDLE` finds entries idle
+//! at least `RETRY_MIN_IDLE_MS` among those a reader read (up to the group's last delivered one;
+//! later ones are pending from their publication and wait for the group's readers);
 //! `XCLAIM` with the same min-idle takes them (so two workers never both take one); the group's
 //! own handler runs again. An entry whose retry fails stays pending for the next pass until it
 //! has failed `RETRY_MAX_RETRIES` retries; then it goes to the DLQ. Permanent errors go to the DLQ
@@ -123,9 +125,20 @@ impl RetryWorker {
     async fn pass(&self, stopping: &CancellationToken) -> RedisResult<PassReport> {
         let mut report = PassReport::default();
         for partition in self.redis.layout().partitions() {
+            // Each group's last delivered entry, read once for the partition: a group's retries
+            // go no further (what is pending and unread waits for its readers).
+            let groups = group_figures(&self.redis, &partition.stream).await?;
             for handler in &self.handlers {
+                let Some(read_up_to) = groups.iter().find(|g| g.name == handler.group()) else {
+                    continue;
+                };
                 let group_report = self
-                    .retry_group(partition, handler.as_ref(), stopping)
+                    .retry_group(
+                        partition,
+                        handler.as_ref(),
+                        &read_up_to.last_delivered_id,
+                        stopping,
+                    )
                     .await?;
                 report.add(&group_report);
             }
@@ -204,21 +217,15 @@ impl RetryWorker {
         &self,
         partition: &Partition,
         handler: &dyn EventHandler,
+        read_up_to: &str,
         stopping: &CancellationToken,
     ) -> RedisResult<PassReport> {
         let group = handler.group();
         let s = &self.settings;
         let mut report = PassReport::default();
-        // Only entries the group has read: those it has not are pending from their publication
-        // (`fulfillment_events::routing`) and wait for its readers, however long they take.
-        let groups = group_figures(&self.redis, &partition.stream).await?;
-        let Some(read_up_to) = groups
-            .into_iter()
-            .find(|g| g.name == group)
-            .map(|g| g.last_delivered_id)
-        else {
-            return Ok(report);
-        };
+        // Only entries the group has read (up to `read_up_to`, its last delivered one): those it
+        // has not are pending from their publication (`fulfillment_events::routing`) and wait for
+        // its readers, however long they take.
         let mut conn = self.redis.conn();
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(&partition.stream)
@@ -226,7 +233,7 @@ impl RetryWorker {
             .arg("IDLE")
             .arg(s.retry.min_idle_ms)
             .arg("-")
-            .arg(&read_up_to)
+            .arg(read_up_to)
             .arg(s.retry.batch_size)
             .query_async(&mut conn)
             .await?;
